@@ -1,0 +1,52 @@
+# Entry points: `make demo` (offline lab end to end) and `make test` (everything CI runs).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+BIN   := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: setup host-deps venv lint test test-unit test-lab bench demo lab-up lab-down clean
+
+setup: host-deps venv
+
+# Debian packages the lab and tests need; installs only what is missing.
+host-deps:
+	@bash lab/host-deps.sh
+
+# The venv is rebuilt when requirements change (stamp holds their hash).
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: requirements.txt relay/pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q -U pip wheel
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -e relay/
+	@touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production
+
+test: setup lint
+	$(PY) -m pytest tests/ $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/ -m "not lab" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+lab-up: setup
+	$(PY) -m lab up
+
+lab-down: setup
+	$(PY) -m lab down
+
+demo: setup
+	$(PY) -m lab demo
+
+clean:
+	-$(PY) -m lab down
+	rm -rf $(VENV) .pytest_cache .ruff_cache
