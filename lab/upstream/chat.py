@@ -1,0 +1,122 @@
+"""`POST /api/v1/chat/completions`: one JSON completion, or OpenRouter-style SSE when `stream` is true.
+
+SSE framing as OpenRouter sends it: a `: OPENROUTER PROCESSING` comment before the first chunk and every
+`processing_comment_every` chunks, `data: {chat.completion.chunk}` events, a final chunk carrying the
+`finish_reason`, a usage chunk (`choices: []`, `usage`), then `data: [DONE]`. A mid-stream failure is a
+normal data event with an `error` member and `finish_reason: "error"`, after which the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from . import answers
+from .errors import error_response
+
+PROVIDER = "Lab"
+PROCESSING_COMMENT = b": OPENROUTER PROCESSING\n\n"
+ROLES = {"system", "user", "assistant", "tool", "developer"}
+
+
+def validate_chat(body: Any, models: list[str]) -> str | None:
+    """Why OpenRouter would refuse this body with 400, or None if it is acceptable."""
+    if not isinstance(body, dict):
+        return 'Input required: specify "prompt" or "messages"'
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return 'Input required: specify "prompt" or "messages"'
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            return "Invalid messages: each message needs a valid role"
+    model = body.get("model", models[0])
+    if model not in models:
+        return f"{model} is not a valid model ID"
+    if "max_tokens" in body and (not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1):
+        return "max_tokens must be a positive integer"
+    return None
+
+
+def _base(gen_id: str, model: str, obj: str) -> dict[str, Any]:
+    return {"id": gen_id, "provider": PROVIDER, "model": model, "object": obj, "created": int(time.time())}
+
+
+def completion(body: dict[str, Any], model: str, gen_id: str) -> dict[str, Any]:
+    content, finish = answers.chat_answer(body)
+    choice = {
+        "logprobs": None,
+        "finish_reason": finish,
+        "native_finish_reason": finish,
+        "index": 0,
+        "message": {"role": "assistant", "content": content, "refusal": None, "reasoning": None},
+    }
+    usage = answers.usage(body, content)
+    return _base(gen_id, model, "chat.completion") | {"choices": [choice], "usage": usage}
+
+
+def _chunk(gen_id: str, model: str, delta: dict, finish: str | None, **extra: Any) -> bytes:
+    choice = {"index": 0, "delta": delta, "logprobs": None}
+    choice |= {"finish_reason": finish, "native_finish_reason": finish}
+    event = _base(gen_id, model, "chat.completion.chunk") | extra | {"choices": [choice]}
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+def abort(request: web.Request) -> None:
+    """Drop the connection without a proper end: what a crashed provider or a cut network looks like."""
+    if request.transport is not None:
+        request.transport.abort()
+
+
+async def stream(request: web.Request, body: dict, model: str, gen_id: str, rule: dict, every: int):
+    content, finish = answers.chat_answer(body)
+    tokens = answers.tokenize(content)
+    delay = rule.get("token_delay_ms", 0) / 1000
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Generation-Id": gen_id}
+    )
+    await response.prepare(request)
+    await response.write(PROCESSING_COMMENT)
+    for i, token in enumerate(tokens):
+        if rule.get("disconnect_after_tokens") == i:
+            abort(request)
+            return response
+        if rule.get("error_after_tokens") == i:
+            message = rule.get("message", "Provider disconnected unexpectedly")
+            error = {"code": "server_error", "message": message}
+            await response.write(_chunk(gen_id, model, {"content": ""}, "error", error=error))
+            await response.write_eof()
+            return response
+        if every and i and i % every == 0:
+            await response.write(PROCESSING_COMMENT)
+        delta = {"role": "assistant", "content": token} if i == 0 else {"content": token}
+        await response.write(_chunk(gen_id, model, delta, None))
+        if delay:
+            await asyncio.sleep(delay)
+    await response.write(_chunk(gen_id, model, {"content": ""}, finish))
+    usage_event = _base(gen_id, model, "chat.completion.chunk") | {
+        "choices": [],
+        "usage": answers.usage(body, content),
+    }
+    await response.write(b"data: " + json.dumps(usage_event).encode() + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def chat_completions(request: web.Request, body: Any, rule: dict, config: dict) -> web.StreamResponse:
+    models = config["chat_models"]
+    problem = validate_chat(body, models)
+    if problem:
+        return error_response(400, problem)
+    model = body.get("model", models[0])
+    gen_id = f"gen-{int(time.time())}-{secrets.token_hex(8)}"
+    if body.get("stream"):
+        return await stream(request, body, model, gen_id, rule, config["processing_comment_every"])
+    if "disconnect_after_tokens" in rule:
+        abort(request)
+    return web.json_response(completion(body, model, gen_id), headers={"X-Generation-Id": gen_id})
