@@ -1,0 +1,312 @@
+"""Envelope v1 (CONTRIBUTING.md, "Relay protocol"): Fernet-sealed requests and responses.
+
+Shared by the server and the client CLI. Everything inside a Fernet token is UTF-8 JSON parsed with
+`json.loads` and validated field by field; nothing is ever evaluated.
+
+Request:   POST, Content-Type `application/vnd.llm-relay.fernet`, body = Fernet token of
+           {"v": 1, "method", "path", "query", "headers", "body": base64, "token"?}.
+Response:  Fernet token of {"status", "headers", "body": base64} (same content type), or, when the inner
+           answer is `text/event-stream`, an SSE stream whose events are `data: <fernet token>`: the first
+           decrypts to {"status", "headers"}, each next one to the raw bytes of one upstream SSE event.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+CONTENT_TYPE = "application/vnd.llm-relay.fernet"
+VERSION = 1
+DEFAULT_TTL = 120
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_SSE_DATA_PREFIX = b"data: "
+
+
+class EnvelopeError(ValueError):
+    """An envelope that cannot be used. `status` is the HTTP status the server answers with."""
+
+    status = 400
+    code = "invalid_envelope"
+
+
+class EnvelopeRejected(EnvelopeError):
+    """Wrong key, tampered, expired or replayed token: 403."""
+
+    status = 403
+    code = "envelope_rejected"
+
+
+class EnvelopeReplayed(EnvelopeRejected):
+    code = "envelope_replayed"
+
+
+def parse_keys(lines: Iterable[str]) -> list[bytes]:
+    """Fernet keys from text lines (newest first); blank lines and `#` comments skipped, each key checked."""
+    keys: list[bytes] = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            Fernet(text.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raise ValueError(f"line {number}: not a Fernet key (urlsafe base64 of 32 bytes)") from None
+        keys.append(text.encode("ascii"))
+    return keys
+
+
+def make_fernet(keys: Sequence[str | bytes]) -> MultiFernet:
+    """MultiFernet over `keys`, newest first: encrypts with the first, decrypts with any."""
+    if not keys:
+        raise ValueError("at least one Fernet key is required")
+    return MultiFernet([Fernet(k if isinstance(k, bytes) else k.encode("ascii")) for k in keys])
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode("ascii")
+
+
+@dataclass(frozen=True)
+class InnerRequest:
+    method: str
+    path: str
+    query: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class InnerResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise EnvelopeError(f"envelope field {what!r} must be a base64 string")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise EnvelopeError(f"envelope field {what!r} is not valid base64") from None
+
+
+def _headers(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise EnvelopeError("envelope field 'headers' must be an object of strings")
+    for k, v in value.items():
+        if not k or any(c in k for c in "\r\n:\0 ") or any(c in v for c in "\r\n\0"):
+            raise EnvelopeError("envelope field 'headers' holds an invalid header")
+    return dict(value)
+
+
+def _decrypt(fernet: MultiFernet, data: bytes, ttl: int | None) -> dict:
+    try:
+        plain = fernet.decrypt(data, ttl=ttl) if ttl else fernet.decrypt(data)
+    except InvalidToken:
+        # One message for wrong key, tampering and expiry: do not tell an attacker which.
+        raise EnvelopeRejected("envelope rejected: wrong key, tampered or expired") from None
+    except (TypeError, ValueError):
+        raise EnvelopeError("envelope is not a Fernet token") from None
+    try:
+        doc = json.loads(plain)
+    except (UnicodeDecodeError, ValueError):
+        raise EnvelopeError("envelope payload is not UTF-8 JSON") from None
+    if not isinstance(doc, dict):
+        raise EnvelopeError("envelope payload must be a JSON object")
+    return doc
+
+
+def _encrypt(fernet: MultiFernet, doc: dict) -> bytes:
+    return fernet.encrypt(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+
+
+def seal_request(fernet: MultiFernet, request: InnerRequest) -> bytes:
+    """The POST body carrying `request`."""
+    doc = {
+        "v": VERSION,
+        "method": request.method,
+        "path": request.path,
+        "query": request.query,
+        "headers": dict(request.headers),
+        "body": _b64(request.body),
+    }
+    if request.token is not None:
+        doc["token"] = request.token
+    return _encrypt(fernet, doc)
+
+
+def open_request(fernet: MultiFernet, data: bytes, ttl: int | None = DEFAULT_TTL) -> InnerRequest:
+    """Decrypt and validate a request envelope. Raises EnvelopeError (400) or EnvelopeRejected (403)."""
+    doc = _decrypt(fernet, data.strip(), ttl)
+    if doc.get("v") != VERSION:
+        raise EnvelopeError("unsupported envelope version (expected v=1)")
+    method, path, query = doc.get("method"), doc.get("path"), doc.get("query", "")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise EnvelopeError("envelope field 'method' must be an HTTP method")
+    if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in " \r\n\0?#"):
+        raise EnvelopeError("envelope field 'path' must be an absolute path without query")
+    if not isinstance(query, str) or any(c in query for c in " \r\n\0#"):
+        raise EnvelopeError("envelope field 'query' must be a string")
+    token = doc.get("token")
+    if token is not None and not isinstance(token, str):
+        raise EnvelopeError("envelope field 'token' must be a string")
+    return InnerRequest(
+        method=method.upper(),
+        path=path,
+        query=query.removeprefix("?"),
+        headers=_headers(doc.get("headers")),
+        body=_unb64(doc.get("body", ""), "body"),
+        token=token,
+    )
+
+
+def seal_response(fernet: MultiFernet, response: InnerResponse) -> bytes:
+    return _encrypt(
+        fernet, {"status": response.status, "headers": dict(response.headers), "body": _b64(response.body)}
+    )
+
+
+def _status(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 100 <= value <= 599:
+        raise EnvelopeError("envelope field 'status' must be an HTTP status code")
+    return value
+
+
+def open_response(fernet: MultiFernet, data: bytes, ttl: int | None = None) -> InnerResponse:
+    doc = _decrypt(fernet, data.strip(), ttl)
+    return InnerResponse(
+        _status(doc.get("status")), _headers(doc.get("headers")), _unb64(doc.get("body"), "body")
+    )
+
+
+def sse_event(token: bytes) -> bytes:
+    """One SSE event carrying a Fernet token."""
+    return _SSE_DATA_PREFIX + token + b"\n\n"
+
+
+def seal_stream_head(fernet: MultiFernet, status: int, headers: Mapping[str, str]) -> bytes:
+    """First SSE event of an encrypted stream: the inner status and headers."""
+    return sse_event(_encrypt(fernet, {"status": status, "headers": dict(headers)}))
+
+
+def seal_stream_event(fernet: MultiFernet, raw_event: bytes) -> bytes:
+    """An SSE event carrying one upstream SSE event (raw bytes, blank line included)."""
+    return sse_event(fernet.encrypt(raw_event))
+
+
+def open_stream_head(fernet: MultiFernet, token: bytes, ttl: int | None = None) -> tuple[int, dict[str, str]]:
+    doc = _decrypt(fernet, token, ttl)
+    return _status(doc.get("status")), _headers(doc.get("headers"))
+
+
+def open_stream_event(fernet: MultiFernet, token: bytes, ttl: int | None = None) -> bytes:
+    try:
+        return fernet.decrypt(token, ttl=ttl) if ttl else fernet.decrypt(token)
+    except InvalidToken:
+        raise EnvelopeRejected("stream event rejected: wrong key, tampered or expired") from None
+
+
+class SSESplitter:
+    """Cuts a byte stream into complete SSE events, each including its terminating blank line.
+
+    Events end at the first empty line; lines end with CRLF, LF or CR (the SSE spec allows all three).
+    """
+
+    def __init__(self, max_event: int = 1 << 20) -> None:
+        self._buf = bytearray()
+        self._max_event = max_event
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        events: list[bytes] = []
+        start = 0
+        buf = self._buf
+        while True:
+            end = _event_end(buf, start)
+            if end < 0:
+                break
+            events.append(bytes(buf[start:end]))
+            start = end
+        if start:
+            del buf[:start]
+        if len(buf) > self._max_event:
+            raise ValueError("SSE event exceeds the size limit")
+        return events
+
+    def flush(self) -> bytes:
+        """Whatever trails the last complete event (an unterminated event at end of stream)."""
+        rest, self._buf = bytes(self._buf), bytearray()
+        return rest
+
+
+def _event_end(buf: bytearray, start: int) -> int:
+    """Index just past the blank line ending the first event at `start`, or -1."""
+    best = -1
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        i = buf.find(sep, start)
+        if i >= 0 and (best < 0 or i + len(sep) < best):
+            best = i + len(sep)
+    # "\r\n\n" or "\n\r\n" are line-end mixes; rare enough that the three separators above cover real
+    # producers (OpenAI, OpenRouter and our lab emit "\n\n").
+    return best
+
+
+def iter_sse_data(splitter: SSESplitter, chunk: bytes) -> list[bytes]:
+    """The `data:` payloads of the complete events in `chunk` (client side of an encrypted stream)."""
+    out: list[bytes] = []
+    for event in splitter.feed(chunk):
+        for line in event.splitlines():
+            if line.startswith(b"data:"):
+                out.append(line[5:].strip())
+    return out
+
+
+class ReplayCache:
+    """Fernet tokens seen within the TTL window; a token seen twice is a replay.
+
+    Keyed by the token's decoded 32-byte HMAC (unique per token, and immune to base64 spelling variants that
+    decode to the same bytes), kept in insertion order so expiry is a pop from the front. Memory is bounded
+    by `max_entries`; when full the oldest entries go first (a token that old is near its own expiry).
+    """
+
+    def __init__(self, ttl: int = DEFAULT_TTL, max_entries: int = 1_000_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._seen: dict[bytes, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def check_and_add(self, token: bytes, now: float | None = None) -> bool:
+        """Record `token`; return False when it was already seen (a replay)."""
+        now = time.monotonic() if now is None else now
+        seen = self._seen
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] > now and len(seen) < self.max_entries:
+                break
+            del seen[oldest]
+        try:
+            key = base64.urlsafe_b64decode(token.strip())[-32:]
+        except (binascii.Error, ValueError):
+            key = token.strip()
+        if key in seen:
+            return False
+        seen[key] = now + self.ttl
+        return True
