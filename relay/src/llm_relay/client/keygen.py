@@ -1,0 +1,42 @@
+"""`llm-relay keygen`: a new client token and Fernet key, printed ready to paste.
+
+The relay side needs only the token's `name:sha256hex` line (the server never stores a token) and the
+Fernet key; the client side needs the token itself and the same Fernet key.
+"""
+
+from __future__ import annotations
+
+import json
+
+from llm_relay import envelope, tokens
+
+
+def generate(name: str) -> dict[str, str]:
+    token = tokens.generate_token()
+    return {
+        "name": name,
+        "token": token,
+        "token_line": tokens.format_token_line(name, token),
+        "fernet_key": envelope.generate_key(),
+    }
+
+
+def render(keys: dict[str, str], fmt: str, profile: str) -> str:
+    if fmt == "json":
+        return json.dumps(keys, indent=2)
+    if fmt == "env":
+        return f"LLM_RELAY_TOKEN={keys['token']}\nLLM_RELAY_FERNET_KEY={keys['fernet_key']}\n"
+    return f"""\
+# ---- relay side: paste into the inventory vault (ansible-vault edit group_vars/relay/vault.yml) ----
+# The relay stores only the token's hash; the plain token never needs to leave this PC.
+relay_client_tokens:
+  - "{keys["token_line"]}"
+relay_fernet_keys:
+  - "{keys["fernet_key"]}"
+
+# ---- client side: paste into the client config (llm-relay doctor prints its path), chmod 600 ----
+[profiles.{profile}]
+token = "{keys["token"]}"
+fernet_key = "{keys["fernet_key"]}"
+encrypt = true
+"""

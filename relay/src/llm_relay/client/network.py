@@ -1,0 +1,87 @@
+"""Which proxy the relay is reached through, and how its TLS certificate is checked.
+
+The client talks to exactly one host (the relay), so the proxy decision is made once per profile here
+instead of letting the HTTP library read the environment on its own: `doctor` then reports and tests
+exactly the route the other commands take.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from .config import Profile
+
+
+def _no_proxy_matches(entry: str, host: str, port: int) -> bool:
+    entry = entry.strip().lower()
+    if not entry:
+        return False
+    if entry == "*":
+        return True
+    entry_host, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+    if entry_port and entry_port.isdigit() and int(entry_port) != port:
+        return False
+    entry_host = entry_host.strip("[]")
+    try:
+        network = ipaddress.ip_network(entry_host, strict=False)
+    except ValueError:
+        network = None
+    if network is not None:
+        try:
+            return ipaddress.ip_address(host) in network
+        except ValueError:
+            return False
+    # curl semantics: "example.com" and ".example.com" both match the domain and its subdomains.
+    domain = entry_host.lstrip(".").lstrip("*.")
+    return host == domain or host.endswith("." + domain)
+
+
+def bypasses_proxy(profile: Profile) -> bool:
+    host = profile.host.lower().strip("[]")
+    return any(_no_proxy_matches(e, host, profile.port) for e in profile.no_proxy.split(","))
+
+
+def proxy_url(profile: Profile) -> str | None:
+    """The proxy URL (credentials included) to reach the relay, or None for a direct connection."""
+    if not profile.proxy or bypasses_proxy(profile):
+        return None
+    return profile.proxy if "://" in profile.proxy else "http://" + profile.proxy
+
+
+def proxy_credentials(proxy: str) -> tuple[str, str] | None:
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return None
+    return unquote(parts.username), unquote(parts.password or "")
+
+
+def mask_url(url: str | None) -> str:
+    """The URL with any password replaced by `***` (for printing effective configuration)."""
+    if not url:
+        return ""
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def mask_secret(value: str) -> str:
+    """Enough of a secret to tell two apart, never enough to use it."""
+    if not value:
+        return "(not set)"
+    return f"{value[:6]}…{value[-2:]} ({len(value)} chars)" if len(value) > 12 else "***"
+
+
+def ssl_context(profile: Profile) -> ssl.SSLContext:
+    """System trust store (or `ca_bundle`); `verify_tls = false` is honoured but reported by doctor."""
+    if not profile.verify_tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    cafile = str(Path(profile.ca_bundle).expanduser()) if profile.ca_bundle else None
+    return ssl.create_default_context(cafile=cafile)

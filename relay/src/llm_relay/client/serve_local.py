@@ -1,0 +1,112 @@
+"""`llm-relay serve-local`: an OpenAI-compatible endpoint on loopback that forwards to the relay.
+
+Tools on the PC (Aider, the OpenAI SDK, curl) point at `http://127.0.0.1:8787/v1` with any API key; each
+request goes to the relay through the configured proxy with the client token added and, with `--encrypt`,
+sealed in a Fernet envelope. Responses (SSE streams included) are opened and streamed back as they come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from ._http import httpx
+from .config import Profile
+from .factory import async_http_client
+from .transport import HOP_BY_HOP
+
+CLIENT_KEY = web.AppKey("relay_client", object)
+PROFILE_KEY = web.AppKey("relay_profile", Profile)
+# Request headers the local tool sets that must not travel: its placeholder key, the local Host.
+_DROP_REQUEST = HOP_BY_HOP | {"host", "authorization", "content-length", "x-relay-token"}
+# Response headers recomputed here: the body is re-chunked and already decoded by the HTTP client.
+_DROP_RESPONSE = HOP_BY_HOP | {"content-length", "content-encoding"}
+
+
+def _error(status: int, message: str, code: str) -> web.Response:
+    body = {"error": {"message": message, "type": "llm_relay_client", "code": code}}
+    return web.json_response(body, status=status)
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    if request.path == "/healthz":
+        return web.json_response({"status": "ok"})
+    profile, client = request.app[PROFILE_KEY], request.app[CLIENT_KEY]
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+    url = profile.root + request.rel_url.raw_path_qs
+    outgoing = client.build_request(request.method, url, headers=headers, content=await request.read())
+    try:
+        upstream = await client.send(outgoing, stream=True)
+    except httpx.TimeoutException as exc:
+        return _error(504, f"relay did not answer in time: {exc!r}", "relay_timeout")
+    except httpx.HTTPError as exc:
+        return _error(502, f"cannot reach the relay ({exc!r}); run `llm-relay doctor`", "relay_unreachable")
+    try:
+        response = web.StreamResponse(status=upstream.status_code)
+        for key, value in upstream.headers.multi_items():
+            if key.lower() not in _DROP_RESPONSE:
+                response.headers.add(key, value)
+        await response.prepare(request)
+        async for chunk in upstream.aiter_bytes():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        await upstream.aclose()
+
+
+def create_app(profile: Profile) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[PROFILE_KEY] = profile
+    app.router.add_route("*", "/{tail:.*}", forward)
+
+    async def client_context(app: web.Application) -> Any:
+        app[CLIENT_KEY] = async_http_client(profile)
+        yield
+        await app[CLIENT_KEY].aclose()
+
+    app.cleanup_ctx.append(client_context)
+    return app
+
+
+def check_loopback(host: str) -> None:
+    """The endpoint adds our token to whatever reaches it: it must never listen beyond this machine."""
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"serve-local listens on loopback only, not {host!r}")
+
+
+async def _serve(profile: Profile, host: str, port: int) -> None:
+    runner = web.AppRunner(create_app(profile), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    mode = "encrypted envelopes" if profile.encrypting else f"plain, token via {profile.token_channel}"
+    print(f"serve-local: http://{host}:{bound}/v1 -> {profile.root} ({mode}); Ctrl-C to stop", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C raises KeyboardInterrupt instead
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(profile: Profile, host: str, port: int) -> int:
+    check_loopback(host)
+    try:
+        asyncio.run(_serve(profile, host, port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"serve-local: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0

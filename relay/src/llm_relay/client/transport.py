@@ -1,0 +1,223 @@
+"""HTTP transports that turn an ordinary OpenAI-style request into one the relay accepts.
+
+Plain mode adds the client token through the configured channel (path prefix `/t/<token>`, `X-Relay-Token`
+or `Authorization: Bearer`) and drops whatever `Authorization` the caller set (the OpenAI SDK always sends
+its own placeholder key; corporate proxies strip that header anyway).
+
+Encrypting mode seals the whole request - method, path, headers, body and token - into an Envelope v1
+(llm_relay.envelope) posted to `<relay>/envelope` with nothing but generic headers, and opens the answer:
+one sealed response, or an SSE stream of sealed events that is decrypted event by event as it arrives.
+The caller (the OpenAI SDK, serve-local) sees a normal response either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
+
+from llm_relay import envelope
+
+from ._http import httpx
+from .config import Profile
+
+USER_AGENT = "llm-relay-client/1"
+ENVELOPE_PATH = "/envelope"
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
+# Never forwarded inside an envelope: hop-by-hop, recomputed, or credentials meant for someone else.
+_DROP_INNER = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "authorization",
+    "x-relay-token",
+    "accept-encoding",
+    "cookie",
+}
+# Not copied from an opened inner response: the body we hand over is already decoded and complete.
+_DROP_OPENED = frozenset({"content-length", "transfer-encoding", "content-encoding", "connection"})
+
+
+class RelayCodec:
+    """What both transports share: request rewriting and envelope opening (no I/O)."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.prefix = urlsplit(profile.url).path.rstrip("/")
+        self.fernet = envelope.make_fernet([profile.fernet_key]) if profile.encrypting else None
+
+    def relay_path(self, url: object) -> str:
+        """The request path relative to the relay root (`/v1/chat/completions`)."""
+        path = httpx.URL(str(url)).path
+        return path[len(self.prefix) :] if self.prefix and path.startswith(self.prefix) else path
+
+    def plain_request(self, request: object, body: bytes) -> object:
+        headers = httpx.Headers(request.headers)
+        headers.pop("authorization", None)
+        url = request.url
+        channel = self.profile.token_channel
+        if channel == "path":
+            url = url.copy_with(
+                raw_path=f"{self.prefix}/t/{self.profile.token}".encode() + url.raw_path[len(self.prefix) :]
+            )
+        elif channel == "header":
+            headers["X-Relay-Token"] = self.profile.token
+        else:
+            headers["Authorization"] = f"Bearer {self.profile.token}"
+        return httpx.Request(
+            request.method, url, headers=headers, content=body, extensions=request.extensions
+        )
+
+    def sealed_request(self, request: object, body: bytes) -> object:
+        inner = envelope.InnerRequest(
+            method=request.method,
+            path=self.relay_path(request.url),
+            query=request.url.query.decode("ascii"),
+            headers={k: v for k, v in request.headers.items() if k.lower() not in _DROP_INNER},
+            body=body,
+            token=self.profile.token,
+        )
+        sealed = envelope.seal_request(self.fernet, inner)
+        url = request.url.copy_with(raw_path=(self.prefix + ENVELOPE_PATH).encode())
+        headers = {
+            "Content-Type": envelope.CONTENT_TYPE,
+            "Accept": f"{envelope.CONTENT_TYPE}, text/event-stream",
+            "User-Agent": USER_AGENT,
+        }
+        return httpx.Request("POST", url, headers=headers, content=sealed, extensions=request.extensions)
+
+    def outgoing(self, request: object, body: bytes) -> object:
+        return self.sealed_request(request, body) if self.fernet else self.plain_request(request, body)
+
+    @staticmethod
+    def kind(response: object) -> str:
+        """`sealed`, `stream` (sealed SSE) or `plain` (an error given before the envelope was opened)."""
+        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == envelope.CONTENT_TYPE:
+            return "sealed"
+        if ctype == "text/event-stream" and response.status_code == 200:
+            return "stream"
+        return "plain"
+
+    def opened(self, request: object, body: bytes) -> object:
+        inner = envelope.open_response(self.fernet, body)
+        headers = [(k, v) for k, v in inner.headers.items() if k.lower() not in _DROP_OPENED]
+        return httpx.Response(inner.status, headers=headers, content=inner.body, request=request)
+
+    def stream_head(self, request: object, token: bytes, stream: object) -> object:
+        status, headers = envelope.open_stream_head(self.fernet, token)
+        kept = [(k, v) for k, v in headers.items() if k.lower() not in _DROP_OPENED]
+        return httpx.Response(status, headers=kept, stream=stream, request=request)
+
+    def event(self, token: bytes) -> bytes:
+        try:
+            return envelope.open_stream_event(self.fernet, token)
+        except envelope.EnvelopeError as exc:
+            raise httpx.RemoteProtocolError(f"encrypted stream from the relay: {exc}") from None
+
+
+class _SyncOpenedStream(httpx.SyncByteStream):
+    def __init__(self, codec: RelayCodec, tokens: Iterator[bytes], outer: object) -> None:
+        self._codec, self._tokens, self._outer = codec, tokens, outer
+
+    def __iter__(self) -> Iterator[bytes]:
+        for token in self._tokens:
+            yield self._codec.event(token)
+
+    def close(self) -> None:
+        self._outer.close()
+
+
+class _AsyncOpenedStream(httpx.AsyncByteStream):
+    def __init__(self, codec: RelayCodec, tokens: AsyncIterator[bytes], outer: object) -> None:
+        self._codec, self._tokens, self._outer = codec, tokens, outer
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for token in self._tokens:
+            yield self._codec.event(token)
+
+    async def aclose(self) -> None:
+        await self._outer.aclose()
+
+
+def _sync_tokens(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    splitter = envelope.SSESplitter()
+    for chunk in chunks:
+        yield from envelope.iter_sse_data(splitter, chunk)
+
+
+async def _async_tokens(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    splitter = envelope.SSESplitter()
+    async for chunk in chunks:
+        for token in envelope.iter_sse_data(splitter, chunk):
+            yield token
+
+
+def _no_head(request: object) -> Exception:
+    return httpx.RemoteProtocolError(
+        "the relay closed the encrypted stream before its first event", request=request
+    )
+
+
+class RelayTransport(httpx.BaseTransport):
+    """Synchronous transport (the OpenAI SDK's `OpenAI` client, the CLI)."""
+
+    def __init__(self, profile: Profile, inner: object) -> None:
+        self.codec = RelayCodec(profile)
+        self.inner = inner
+
+    def handle_request(self, request: object) -> object:
+        outer = self.inner.handle_request(self.codec.outgoing(request, request.read()))
+        kind = self.codec.kind(outer) if self.codec.fernet else "plain"
+        if kind == "plain":
+            return outer
+        if kind == "sealed":
+            try:
+                return self.codec.opened(request, outer.read())
+            finally:
+                outer.close()
+        tokens = _sync_tokens(iter(outer.stream))
+        head = next(tokens, None)
+        if head is None:
+            outer.close()
+            raise _no_head(request)
+        return self.codec.stream_head(request, head, _SyncOpenedStream(self.codec, tokens, outer))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class AsyncRelayTransport(httpx.AsyncBaseTransport):
+    """Asynchronous transport (serve-local, `AsyncOpenAI`)."""
+
+    def __init__(self, profile: Profile, inner: object) -> None:
+        self.codec = RelayCodec(profile)
+        self.inner = inner
+
+    async def handle_async_request(self, request: object) -> object:
+        outer = await self.inner.handle_async_request(self.codec.outgoing(request, await request.aread()))
+        kind = self.codec.kind(outer) if self.codec.fernet else "plain"
+        if kind == "plain":
+            return outer
+        if kind == "sealed":
+            try:
+                return self.codec.opened(request, await outer.aread())
+            finally:
+                await outer.aclose()
+        tokens = _async_tokens(aiter(outer.stream))
+        head = await anext(tokens, None)
+        if head is None:
+            await outer.aclose()
+            raise _no_head(request)
+        return self.codec.stream_head(request, head, _AsyncOpenedStream(self.codec, tokens, outer))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -1,0 +1,255 @@
+"""Loopback-only test plumbing for the client tests: aiohttp apps in a background loop, a recording TCP
+tap, a real squid forward proxy, and a way to run the `llm-relay` CLI exactly as a user does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "llm_relay.client.cli"]
+
+
+class BackgroundLoop:
+    """One asyncio loop in a daemon thread, hosting every in-process server a test needs."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class ServedApp:
+    """An aiohttp app served on 127.0.0.1:<ephemeral> inside a BackgroundLoop."""
+
+    def __init__(self, bg: BackgroundLoop, app: web.Application, ssl_context: Any = None) -> None:
+        self.bg, self.app = bg, app
+        self.runner = web.AppRunner(app, access_log=None)
+
+        async def start() -> int:
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+            return self.runner.addresses[0][1]
+
+        self.port: int = bg.run(start())
+        scheme = "https" if ssl_context else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.bg.run(self.runner.cleanup())
+
+
+class Tap:
+    """A TCP forwarder that records every byte in both directions: what crossed the wire to the relay."""
+
+    def __init__(self, bg: BackgroundLoop, target_port: int) -> None:
+        self.bg, self.target_port = bg, target_port
+        self.sent = bytearray()  # towards the relay
+        self.received = bytearray()  # back from the relay
+
+        async def start() -> asyncio.Server:
+            return await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+        self.server = bg.run(start())
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: bytearray
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                record += data
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(
+            self._pipe(reader, up_writer, self.sent), self._pipe(up_reader, writer, self.received)
+        )
+
+    def clear(self) -> None:
+        self.sent.clear()
+        self.received.clear()
+
+    def stop(self) -> None:
+        async def stop() -> None:
+            self.server.close()
+
+        self.bg.run(stop())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+SQUID_CONF = """\
+http_port 127.0.0.1:{port}
+pid_filename {dir}/squid.pid
+cache_log {dir}/cache.log
+# The capture: client address, method, full URL, status and every request header as received.
+logformat capture %ts.%03tu %>a %rm %ru %>Hs headers=[%>h]
+access_log stdio:{dir}/access.log capture
+cache deny all
+visible_hostname corporate-proxy.test
+dns_nameservers 127.0.0.1
+pinger_enable off
+coredump_dir {dir}
+shutdown_lifetime 0 seconds
+# What breaks the original client: the corporate proxy strips API-key headers.
+request_header_access Authorization deny all
+{auth}
+http_access deny all
+"""
+SQUID_AUTH = """\
+auth_param basic program /usr/lib/squid/basic_ncsa_auth {dir}/passwd
+auth_param basic realm corporate-proxy
+acl authenticated proxy_auth REQUIRED
+http_access allow localhost authenticated
+"""
+
+
+class Squid:
+    """A real squid forward proxy on 127.0.0.1, foreground, own config; optionally demanding Basic auth."""
+
+    def __init__(self, workdir: Path, user: str | None = None, password: str | None = None) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        auth = "http_access allow localhost"
+        if user:
+            hashed = subprocess.run(
+                ["openssl", "passwd", "-apr1", "-stdin"],
+                input=password,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            (self.dir / "passwd").write_text(f"{user}:{hashed}\n")
+            auth = SQUID_AUTH.format(dir=self.dir)
+        (self.dir / "squid.conf").write_text(SQUID_CONF.format(port=self.port, dir=self.dir, auth=auth))
+        shutil.chown(self.dir, "proxy", "proxy")  # squid drops root privileges to `proxy` for its logs
+        for path in self.dir.iterdir():
+            shutil.chown(path, "proxy", "proxy")
+        self.proc = subprocess.Popen(
+            ["squid", "-N", "-f", str(self.dir / "squid.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "stderr.log", "wb"),  # noqa: SIM115 - lives as long as the process
+        )
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(
+                f"squid did not start: {(self.dir / 'cache.log').read_text()[-2000:]}"
+            ) from None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def access_log(self) -> str:
+        # squid writes log lines when a transaction ends; give it a moment to flush.
+        path = self.dir / "access.log"
+        for _ in range(50):
+            if path.exists() and path.stat().st_size:
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class CliRunner:
+    """Runs `llm-relay` in a subprocess with a private HOME/config and a clean proxy environment."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.config_dir = home / ".config" / "llm-relay"
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.config_dir / "config.toml"
+
+    def write_config(self, text: str) -> Path:
+        self.config_path.write_text(text)
+        self.config_path.chmod(0o600)
+        return self.config_path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH")}
+        return {**keep, "HOME": str(self.home), "XDG_CONFIG_HOME": str(self.home / ".config"), **extra}
+
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args],
+            env=self.env(**(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
+            check=False,
+            cwd=self.home,
+        )
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*CLI, *args],
+            env=self.env(**(env or {})),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.home,
+        )
+
+
+def until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError("condition not met")
