@@ -1,0 +1,245 @@
+#!/usr/bin/python
+"""Ansible module: a remotely-managed Cloudflare Tunnel, by name."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: cloudflare_tunnel
+short_description: Create, adopt, rotate or delete a remotely-managed Cloudflare Tunnel
+description:
+  - Manages one remotely-managed (C(config_src=cloudflare)) Cloudflare Tunnel, identified by its O(name).
+  - An existing non-deleted tunnel with that name is adopted, never duplicated; two tunnels with the same
+    name are an error the module will not guess its way out of.
+  - Its ingress rules are managed by M(cloudflare_tunnel_ingress); its DNS record by
+    M(cloudflare_dns_record) (O(cloudflare_dns_record#module:tunnel_id) = RV(tunnel_id)).
+  - The connector token (what C(cloudflared tunnel run --token) / C(TUNNEL_TOKEN) consumes) is returned
+    only when O(return_token=true). Register such a task with C(no_log) set to C(true).
+version_added: "1.0.0"
+author:
+  - llm-relay-homelab team
+extends_documentation_fragment:
+  - cloudflare_auth
+options:
+  name:
+    description:
+      - Tunnel name, unique among the account's non-deleted tunnels.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates the tunnel when missing (or adopts the existing one).
+      - V(absent) deletes it with C(cascade=true), which also cleans up its connections.
+    type: str
+    choices: [present, absent]
+    default: present
+  rotate_secret:
+    description:
+      - Set a new random tunnel secret (32 bytes). Tokens built on the old secret stop working for new
+        connector connections; deploy the new RV(token) to the connectors.
+      - Cloudflare documents no rotation call for remotely-managed tunnels (the dashboard has "Rotate
+        token"). The connector token is base64 JSON whose C(s) field is the tunnel secret, so the module
+        PATCHes a fresh C(tunnel_secret) and reads the token again. This follows cloudflared's token format
+        rather than a documented API call.
+      - Always reports V(changed) when the tunnel exists or is created.
+    type: bool
+    default: false
+  return_token:
+    description:
+      - Also return the connector RV(token). Set C(no_log) to C(true) on the task.
+    type: bool
+    default: false
+seealso:
+  - module: cloudflare_tunnel_ingress
+  - module: cloudflare_dns_record
+  - name: Cloudflare Tunnel API
+    description: Create a remotely-managed tunnel with the API.
+    link: https://developers.cloudflare.com/cloudflare-one/connections/connect-networks/get-started/create-remote-tunnel-api/
+attributes:
+  check_mode:
+    support: full
+    details: Reads only; reports what would be created, rotated or deleted.
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Relay tunnel exists (token kept out of logs)
+  cloudflare_tunnel:
+    name: llm-relay
+    account_id: "{{ cloudflare_account_id }}"
+    api_token: "{{ cloudflare_api_token }}"
+    return_token: true
+  register: relay_tunnel
+  no_log: true
+
+- name: Rotate the connector secret (deploy relay_tunnel_rotated.token afterwards)
+  cloudflare_tunnel:
+    name: llm-relay
+    rotate_secret: true
+    return_token: true
+  register: relay_tunnel_rotated
+  no_log: true
+
+- name: Tunnel is gone, connections cleaned up
+  cloudflare_tunnel:
+    name: llm-relay
+    state: absent
+"""
+
+RETURN = r"""
+tunnel_id:
+  description: Tunnel UUID; null when absent or when it would be created in check mode.
+  returned: always
+  type: str
+  sample: 4f0d8a4b-1c2e-4f3a-9b8c-7d6e5f4a3b2c
+account_tag:
+  description: Account id the tunnel belongs to.
+  returned: when the tunnel exists
+  type: str
+  sample: 0123456789abcdef0123456789abcdef
+name:
+  description: Tunnel name.
+  returned: always
+  type: str
+  sample: llm-relay
+cname_target:
+  description: Target of the proxied CNAME that routes a hostname to this tunnel.
+  returned: when the tunnel exists
+  type: str
+  sample: 4f0d8a4b-1c2e-4f3a-9b8c-7d6e5f4a3b2c.cfargotunnel.com
+status:
+  description: Tunnel status as Cloudflare reports it (V(inactive), V(healthy), V(degraded), V(down)).
+  returned: when the tunnel exists
+  type: str
+  sample: inactive
+connections:
+  description: Active connector connections (Cloudflare's connection objects).
+  returned: when the tunnel exists
+  type: list
+  elements: dict
+  sample: []
+secret_rotated:
+  description: Whether a new tunnel secret was set (or would be, in check mode).
+  returned: always
+  type: bool
+  sample: false
+token:
+  description: Connector token (secret). Only with O(return_token=true) and a tunnel that exists.
+  returned: when return_token is true and the tunnel exists
+  type: str
+  sample: eyJhIjoi...
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.cloudflare import (
+    CloudflareAPIError,
+    cloudflare_argument_spec,
+    new_tunnel_secret,
+    run_module,
+)
+
+DUPLICATE_TUNNEL_NAME = 1013
+
+
+def _public(tunnel):
+    if not tunnel:
+        return {"tunnel_id": None}
+    tunnel_id = tunnel["id"]
+    return {
+        "tunnel_id": tunnel_id,
+        "account_tag": tunnel.get("account_tag"),
+        "cname_target": f"{tunnel_id}.cfargotunnel.com",
+        "status": tunnel.get("status"),
+        "connections": tunnel.get("connections") or [],
+    }
+
+
+def _find_one(client, name):
+    tunnels = client.find_tunnels(name)
+    if len(tunnels) > 1:
+        raise CloudflareAPIError(
+            f"name={name!r} matches {len(tunnels)} non-deleted tunnels "
+            f"({', '.join(t['id'] for t in tunnels)}); "
+            "delete the extra ones, the module will not guess"
+        )
+    return tunnels[0] if tunnels else None
+
+
+def _create(client, name):
+    body = {"name": name, "config_src": "cloudflare", "tunnel_secret": new_tunnel_secret()}
+    try:
+        return client.request("post", client.tunnels_path(), body=body)
+    except CloudflareAPIError as exc:
+        # A retried POST whose first attempt did land, or a concurrent run: adopt rather than fail.
+        if exc.code == DUPLICATE_TUNNEL_NAME:
+            existing = _find_one(client, name)
+            if existing:
+                return existing
+        raise
+
+
+def run(module, client):
+    name = module.params["name"]
+    state = module.params["state"]
+    rotate = module.params["rotate_secret"]
+    result = {"changed": False, "name": name, "secret_rotated": False}
+
+    tunnel = _find_one(client, name)
+    before = {"name": name, "state": "present" if tunnel else "absent"}
+    if tunnel:
+        before["tunnel_id"] = tunnel["id"]
+
+    if state == "absent":
+        if tunnel:
+            result["changed"] = True
+            if not module.check_mode:
+                client.request("delete", client.tunnels_path(tunnel["id"]), params={"cascade": "true"})
+        result["tunnel_id"] = None
+        result["diff"] = {"before": before, "after": {"name": name, "state": "absent"}}
+        return result
+
+    if tunnel and tunnel.get("config_src") not in (None, "cloudflare"):
+        raise CloudflareAPIError(
+            "tunnel {!r} ({}) is locally-managed (config_src={}); this module manages remotely-managed "
+            "tunnels only".format(name, tunnel["id"], tunnel.get("config_src"))
+        )
+
+    if not tunnel:
+        result["changed"] = True
+        if not module.check_mode:
+            tunnel = _create(client, name)
+    if rotate:
+        result["changed"] = True
+        result["secret_rotated"] = True
+        if tunnel and not module.check_mode:
+            tunnel = client.request(
+                "patch", client.tunnels_path(tunnel["id"]), body={"tunnel_secret": new_tunnel_secret()}
+            )
+
+    after = {"name": name, "state": "present"}
+    if tunnel:
+        after["tunnel_id"] = tunnel["id"]
+    if rotate:
+        after["tunnel_secret"] = "(rotated)"  # noqa: S105 - a marker for the diff, not a secret
+    result["diff"] = {"before": before, "after": after}
+    result.update(_public(tunnel))
+    if tunnel and module.params["return_token"]:
+        result["token"] = client.tunnel_token(tunnel["id"])
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=cloudflare_argument_spec(
+            name={"type": "str", "required": True},
+            state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+            rotate_secret={"type": "bool", "default": False, "no_log": False},
+            return_token={"type": "bool", "default": False, "no_log": False},
+        ),
+        supports_check_mode=True,
+    )
+    run_module(module, run, f"cloudflare_tunnel name={module.params['name']}")
+
+
+if __name__ == "__main__":
+    main()
