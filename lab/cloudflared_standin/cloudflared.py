@@ -1,0 +1,829 @@
+#!/usr/bin/env python3
+"""cloudflared STAND-IN for the llm-relay lab. This is NOT Cloudflare's cloudflared.
+
+Real cloudflared cannot be downloaded in the lab, so this file implements the part of its CLI contract our
+`cloudflared` role uses, and talks to the lab edge (lab/edge) instead of Cloudflare:
+
+    cloudflared --version | -v | version
+    cloudflared tunnel [--no-autoupdate] [--metrics ADDR] [--protocol auto|http2|quic] [--loglevel LEVEL]
+                       [--logfile PATH] [--retries N] [--grace-period DUR] [--ha-connections N]
+                       run [--token-file PATH | --token TOKEN]        (or TUNNEL_TOKEN / TUNNEL_TOKEN_FILE)
+
+It serves /metrics (Prometheus text), /ready (200 only while connected, else 503, body
+{"status", "readyConnections", "connectorId"}) and /healthcheck on the metrics address, tells systemd
+READY=1 through $NOTIFY_SOCKET once the first connection is registered (the real unit is Type=notify),
+receives the tunnel's remote configuration from the edge (version-aware) and applies its ingress rules to
+the requests the edge hands it, streaming response bodies back as they arrive.
+
+Lab-only settings (the real binary has no such thing, which is why they are environment-only):
+    LAB_EDGE_ADDR  host:port of the lab edge's connector side (default 10.87.0.1:7844)
+    LAB_EDGE_CA    PEM file of the lab CA that signs the edge's certificate (default: system trust store)
+
+Single stdlib-only file on purpose: a role installs it as /usr/bin/cloudflared in a Debian 12 container
+that has python3 and nothing else. The framing helpers below are also imported by the lab edge.
+"""
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+VERSION = "2025.8.1"
+STANDIN = "llm-relay lab stand-in, not Cloudflare's cloudflared"
+LOCATION_UNKNOWN = "unknown"
+EXIT_FAILURE = 1
+
+# ----------------------------------------------------------------------------------------------------
+# Wire protocol between the lab edge and this stand-in (lab-only; real cloudflared speaks QUIC/HTTP2 RPC).
+# A connector keeps long-lived TLS connections to the edge's port 7844. Each multiplexes streams with
+# frames "!IIB" = payload length, stream id, frame type, then the payload.
+#   stream 0: REGISTER (connector->edge JSON incl. token), REGISTERED / REGISTER_ERROR (edge JSON),
+#             CONFIG (edge->connector JSON {"version", "config"}), GOAWAY (JSON {"reason"}).
+#   stream n>0, opened by the edge for one client request: HEADERS (JSON), DATA* (raw bytes), END.
+#             The connector answers on the same stream: HEADERS (status, headers), DATA*, END; or RESET
+#             (JSON {"error"}) when it cannot. The edge sends RESET when its client went away.
+# ----------------------------------------------------------------------------------------------------
+FRAME_HEADER = struct.Struct("!IIB")
+MAX_PAYLOAD = 1 << 20
+REGISTER, REGISTERED, REGISTER_ERROR, CONFIG, GOAWAY = 1, 2, 3, 4, 5
+HEADERS, DATA, END, RESET = 10, 11, 12, 13
+
+
+def frame(stream_id: int, kind: int, payload: bytes = b"") -> bytes:
+    return FRAME_HEADER.pack(len(payload), stream_id, kind) + payload
+
+
+def json_frame(stream_id: int, kind: int, obj) -> bytes:
+    return frame(stream_id, kind, json.dumps(obj, separators=(",", ":")).encode())
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
+    """One frame; asyncio.IncompleteReadError at EOF, ValueError on an oversized frame."""
+    length, stream_id, kind = FRAME_HEADER.unpack(await reader.readexactly(FRAME_HEADER.size))
+    if length > MAX_PAYLOAD:
+        raise ValueError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD} limit")
+    return stream_id, kind, await reader.readexactly(length)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Logging in cloudflared's console format: "2026-01-01T00:00:00Z INF message key=value" on stderr.
+# ----------------------------------------------------------------------------------------------------
+LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3, "fatal": 4}
+LEVEL_TAGS = ["DBG", "INF", "WRN", "ERR", "FTL"]
+
+
+class Log:
+    def __init__(self, level: str = "info", logfile: str | None = None):
+        self.threshold = LEVELS.get(level, 1)
+        self.file = open(logfile, "a", encoding="utf-8") if logfile else None  # noqa: SIM115
+
+    def _emit(self, level: int, msg: str, fields: dict) -> None:
+        if level < self.threshold:
+            return
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        parts = [f"{stamp} {LEVEL_TAGS[level]} {msg}"]
+        for key, value in fields.items():
+            text = str(value)
+            parts.append(
+                f"{key}={json.dumps(text)}" if (" " in text or '"' in text or not text) else f"{key}={text}"
+            )
+        line = " ".join(parts)
+        print(line, file=sys.stderr, flush=True)
+        if self.file:
+            self.file.write(line + "\n")
+            self.file.flush()
+
+    def debug(self, msg, **f):
+        self._emit(0, msg, f)
+
+    def info(self, msg, **f):
+        self._emit(1, msg, f)
+
+    def warn(self, msg, **f):
+        self._emit(2, msg, f)
+
+    def error(self, msg, **f):
+        self._emit(3, msg, f)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line (urfave/cli style: global "tunnel" flags before "run", "run" flags after it).
+# ----------------------------------------------------------------------------------------------------
+class UsageError(Exception):
+    pass
+
+
+TUNNEL_FLAGS = {  # flag -> (takes a value, environment variable, default)
+    "no-autoupdate": (False, "NO_AUTOUPDATE", False),
+    "metrics": (True, "TUNNEL_METRICS", ""),
+    "protocol": (True, "TUNNEL_TRANSPORT_PROTOCOL", "auto"),
+    "loglevel": (True, "TUNNEL_LOGLEVEL", "info"),
+    "logfile": (True, "TUNNEL_LOGFILE", ""),
+    "retries": (True, "TUNNEL_RETRIES", "5"),
+    "grace-period": (True, "TUNNEL_GRACE_PERIOD", "30s"),
+    "ha-connections": (True, None, "4"),
+    "edge-ip-version": (True, "TUNNEL_EDGE_IP_VERSION", "4"),
+    "post-quantum": (False, "TUNNEL_POST_QUANTUM", False),
+}
+RUN_FLAGS = {
+    "token": (True, "TUNNEL_TOKEN", ""),
+    "token-file": (True, "TUNNEL_TOKEN_FILE", ""),
+}
+
+
+def parse_flags(args: list[str], spec: dict, opts: dict) -> list[str]:
+    """Consumes leading --flags of `spec` into opts; returns the remaining arguments."""
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "-":
+        name, _, inline = args[i].lstrip("-").partition("=")
+        if name not in spec:
+            raise UsageError(f"flag provided but not defined: -{name}")
+        takes_value = spec[name][0]
+        if takes_value:
+            if not inline:
+                i += 1
+                if i >= len(args):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                inline = args[i]
+            opts[name] = inline
+        else:
+            opts[name] = inline.lower() not in ("false", "0") if inline else True
+        i += 1
+    return args[i:]
+
+
+def with_env_defaults(spec: dict, opts: dict) -> dict:
+    for name, (_, env, default) in spec.items():
+        if name not in opts:
+            opts[name] = os.environ.get(env, default) if env else default
+    return opts
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Go-style "30s", "1m30s", "500ms" or a plain number of seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    text = str(text).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    total, units = 0.0, {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise UsageError(f"invalid duration {text!r}")
+    for number, unit in parts:
+        total += float(number) * units[unit]
+    return total
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tunnel token: base64 of JSON {"a": account tag, "t": tunnel id, "s": base64 secret}.
+# ----------------------------------------------------------------------------------------------------
+def parse_token(token: str) -> dict:
+    try:
+        data = json.loads(base64.b64decode(token.strip(), validate=True))
+        if not all(isinstance(data.get(k), str) and data[k] for k in ("a", "t", "s")):
+            raise ValueError("missing field")
+        uuid.UUID(data["t"])
+        return data
+    except (ValueError, binascii.Error, TypeError, AttributeError) as exc:
+        raise UsageError("Provided Tunnel token is not valid.") from exc
+
+
+def read_token(opts: dict) -> str:
+    if opts["token"]:
+        return opts["token"]
+    if opts["token-file"]:
+        try:
+            with open(opts["token-file"], encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise UsageError(f"Failed to read token file {opts['token-file']}: {exc.strerror}") from exc
+    raise UsageError(
+        '"cloudflared tunnel run" requires the ID or name of the tunnel to run as the last command line '
+        "argument or in the configuration file."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ingress rules, as cloudflared applies them: first rule whose hostname (exact or "*." wildcard) and
+# path regex (searched, unanchored) match the request wins; the last rule is the catch-all.
+# ----------------------------------------------------------------------------------------------------
+SERVICE_STATUS = re.compile(r"^http_status:(\d{3})$")
+DEFAULT_ORIGIN = {"connectTimeout": 30, "noTLSVerify": False}
+
+
+class Rule:
+    def __init__(self, raw: dict, defaults: dict):
+        self.hostname = (raw.get("hostname") or "").lower()
+        self.path = re.compile(raw["path"]) if raw.get("path") else None
+        self.service = raw.get("service", "")
+        self.origin = {**DEFAULT_ORIGIN, **defaults, **(raw.get("originRequest") or {})}
+        status = SERVICE_STATUS.match(self.service)
+        self.status = int(status.group(1)) if status else None
+        if not (self.status or self.service == "hello_world" or re.match(r"^https?://[^/]+", self.service)):
+            raise ValueError(
+                f"unsupported service {self.service!r} (stand-in serves http, https, http_status)"
+            )
+
+    def matches(self, host: str, path: str) -> bool:
+        host = host.lower()
+        if self.hostname and self.hostname != "*":
+            if self.hostname.startswith("*."):
+                if not host.endswith(self.hostname[1:]):
+                    return False
+            elif host != self.hostname:
+                return False
+        return not self.path or bool(self.path.search(path))
+
+
+def compile_ingress(config: dict) -> list[Rule]:
+    defaults = config.get("originRequest") or {}
+    rules = [Rule(raw, defaults) for raw in config.get("ingress") or []]
+    if not rules:
+        # What cloudflared does with no ingress at all: every request gets 503.
+        return [Rule({"service": "http_status:503"}, defaults)]
+    if rules[-1].hostname or rules[-1].path:
+        raise ValueError(
+            "The last ingress rule must match all URLs (i.e. it should not have a hostname or path)"
+        )
+    return rules
+
+
+# ----------------------------------------------------------------------------------------------------
+# Origin client: a minimal streaming HTTP/1.1 client on asyncio (one origin connection per request).
+# ----------------------------------------------------------------------------------------------------
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+}
+
+
+class OriginError(Exception):
+    pass
+
+
+async def open_origin(service: str, origin: dict):
+    url = urlsplit(service)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    tls = None
+    if url.scheme == "https":
+        tls = ssl.create_default_context(cafile=origin.get("caPool") or None)
+        if origin.get("noTLSVerify"):
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+    server_name = (origin.get("originServerName") or host) if tls else None
+    try:
+        return await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=tls, server_hostname=server_name),
+            parse_duration(origin.get("connectTimeout", 30)),
+        )
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
+        raise OriginError(f"dial tcp {host}:{port}: {exc}") from exc
+
+
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[str, str]]]:
+    status_line = await reader.readline()
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", status_line)
+    if not match:
+        raise OriginError(f"malformed HTTP response {status_line[:60]!r}")
+    headers = []
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        headers.append((name.strip(), value.strip()))
+    return int(match.group(1)), headers
+
+
+async def read_exactly(reader: asyncio.StreamReader, size: int):
+    """Yields `size` bytes as they arrive, in pieces of at most 64 KiB."""
+    while size:
+        chunk = await reader.read(min(size, 65536))
+        if not chunk:
+            raise OriginError("origin closed the connection mid-body")
+        size -= len(chunk)
+        yield chunk
+
+
+async def iter_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]], has_body: bool):
+    """Yields body bytes as they arrive: chunked, by Content-Length, or until the origin closes."""
+    lower = {k.lower(): v for k, v in headers}
+    if not has_body:
+        return
+    if "chunked" in lower.get("transfer-encoding", "").lower():
+        while size := int((await reader.readline()).split(b";")[0].strip() or b"0", 16):
+            async for chunk in read_exactly(reader, size):
+                yield chunk
+            await reader.readline()
+        while (await reader.readline()) not in (b"\r\n", b"\n", b""):  # trailers
+            pass
+    elif "content-length" in lower:
+        async for chunk in read_exactly(reader, int(lower["content-length"])):
+            yield chunk
+    else:
+        while chunk := await reader.read(65536):
+            yield chunk
+
+
+# ----------------------------------------------------------------------------------------------------
+# Runtime state shared with the metrics thread.
+# ----------------------------------------------------------------------------------------------------
+class State:
+    def __init__(self):
+        self.connector_id = str(uuid.uuid4())
+        self.connected: dict[int, bool] = {}
+        self.locations: dict[int, str] = {}
+        self.config_version = -1
+        self.total_requests = 0
+        self.request_errors = 0
+        self.concurrent = 0
+        self.by_code: dict[int, int] = {}
+
+    def ready_connections(self) -> int:
+        return sum(1 for up in self.connected.values() if up)
+
+
+def metrics_text(state: State) -> str:
+    lines = [
+        "# HELP build_info Build and version information",
+        "# TYPE build_info gauge",
+        f'build_info{{goversion="python{platform.python_version()}",revision="lab-standin",'
+        f'version="{VERSION}"}} 1',
+        "# HELP cloudflared_tunnel_ha_connections Number of active ha connections",
+        "# TYPE cloudflared_tunnel_ha_connections gauge",
+        f"cloudflared_tunnel_ha_connections {state.ready_connections()}",
+        "# HELP cloudflared_tunnel_total_requests Amount of requests proxied through all the tunnels",
+        "# TYPE cloudflared_tunnel_total_requests counter",
+        f"cloudflared_tunnel_total_requests {state.total_requests}",
+        "# HELP cloudflared_tunnel_request_errors Amount of requests errors",
+        "# TYPE cloudflared_tunnel_request_errors counter",
+        f"cloudflared_tunnel_request_errors {state.request_errors}",
+        "# HELP cloudflared_tunnel_concurrent_requests_per_tunnel Concurrent requests per tunnel",
+        "# TYPE cloudflared_tunnel_concurrent_requests_per_tunnel gauge",
+        f"cloudflared_tunnel_concurrent_requests_per_tunnel {state.concurrent}",
+        "# HELP cloudflared_tunnel_response_by_code Count of responses by HTTP status code",
+        "# TYPE cloudflared_tunnel_response_by_code counter",
+    ]
+    lines += [
+        f'cloudflared_tunnel_response_by_code{{status_code="{c}"}} {n}'
+        for c, n in sorted(state.by_code.items())
+    ]
+    lines += [
+        "# HELP cloudflared_tunnel_server_locations Where each tunnel is connected to",
+        "# TYPE cloudflared_tunnel_server_locations gauge",
+    ]
+    lines += [
+        f'cloudflared_tunnel_server_locations{{connection_id="{i}",edge_location="{loc}"}} 1'
+        for i, loc in sorted(state.locations.items())
+        if state.connected.get(i)
+    ]
+    lines += [
+        "# HELP cloudflared_orchestration_config_version Remote configuration version in use",
+        "# TYPE cloudflared_orchestration_config_version gauge",
+        f"cloudflared_orchestration_config_version {state.config_version}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def serve_metrics(address: str, state: State, log: Log) -> ThreadingHTTPServer:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    host = "127.0.0.1" if host == "localhost" else host
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(state))
+            elif path == "/ready":
+                ready = state.ready_connections()
+                code = 200 if ready else 503
+                body = {"status": code, "readyConnections": ready, "connectorId": state.connector_id}
+                self._send(code, "application/json", json.dumps(body))
+            elif path == "/healthcheck":
+                self._send(200, "text/plain; charset=utf-8", "OK\n")
+            else:
+                self._send(404, "text/plain; charset=utf-8", "404 page not found\n")
+
+        def _send(self, code, ctype, text):
+            data = text.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):  # metrics scrapes are not worth a log line
+            pass
+
+    server = ThreadingHTTPServer((host, int(port or 0)), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    bound = server.server_address
+    log.info(f"Starting metrics server on {bound[0]}:{bound[1]}/metrics")
+    return server
+
+
+def sd_notify(message: str) -> None:
+    """systemd's notify protocol: one datagram to $NOTIFY_SOCKET ("@" = abstract namespace)."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(path)
+        sock.sendall(message.encode())
+
+
+# ----------------------------------------------------------------------------------------------------
+# The tunnel: HA connections to the edge, streams proxied to origins by ingress.
+# ----------------------------------------------------------------------------------------------------
+class Fatal(Exception):
+    """A failure that ends the process with exit code 1 (bad token after the retries, …)."""
+
+
+class Tunnel:
+    def __init__(self, token: str, token_data: dict, opts: dict, state: State, log: Log):
+        self.token = token
+        self.tunnel_id = token_data["t"]
+        self.opts = opts
+        self.state = state
+        self.log = log
+        self.edge_addr = os.environ.get("LAB_EDGE_ADDR", "10.87.0.1:7844")
+        self.edge_ca = os.environ.get("LAB_EDGE_CA") or None
+        self.rules = compile_ingress({})
+        self.max_retries = int(opts["retries"])
+        self.notified = False
+        self.writers: dict[int, asyncio.StreamWriter] = {}
+        self.inflight: set[asyncio.Task] = set()
+        self.stopping = False
+
+    # -- connections --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        count = max(1, int(self.opts["ha-connections"]))
+        tasks = [asyncio.create_task(self.connection_loop(i)) for i in range(count)]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def connection_loop(self, index: int) -> None:
+        failures = 0
+        while not self.stopping:
+            error, registered = await self.connect_once(index)
+            if self.stopping:
+                return
+            # Like cloudflared: a refused registration (bad or rotated secret) is retried with backoff,
+            # and only an exhausted retry budget (--retries) ends the process with exit code 1.
+            failures = 0 if registered else failures + 1
+            if failures > self.max_retries:
+                raise Fatal(error)
+            delay = min(60, 2 ** max(0, failures - 1))
+            self.log.info(f"Retrying connection in up to {delay}s", connIndex=index)
+            await asyncio.sleep(delay)
+
+    async def connect_once(self, index: int) -> tuple[str, bool]:
+        """Returns (error, was_registered) once the connection is gone or was refused."""
+        host, _, port = self.edge_addr.rpartition(":")
+        host = host.strip("[]")
+        tls = ssl.create_default_context(cafile=self.edge_ca)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, int(port), ssl=tls, server_hostname=host), 15
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            err = f"failed to dial to edge: {exc}"
+            self.log.error("Unable to establish connection with Cloudflare edge", error=err, connIndex=index)
+            return err, False
+        registered = False
+        try:
+            writer.write(json_frame(0, REGISTER, self.registration(index)))
+            await writer.drain()
+            _, kind, payload = await asyncio.wait_for(read_frame(reader), 15)
+            answer = json.loads(payload or b"{}")
+            if kind == REGISTER_ERROR:
+                err = answer.get("error", "registration refused")
+                self.log.error("Register tunnel error from server side", error=err, connIndex=index)
+                return err, False
+            if kind != REGISTERED:
+                raise ValueError(f"unexpected frame type {kind} during registration")
+            registered = True
+            self.on_registered(index, answer)
+            return await self.serve(index, reader, writer), True
+        except (OSError, ValueError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError) as exc:
+            err = str(exc) or type(exc).__name__
+            self.log.error("Serve tunnel error", error=err, connIndex=index)
+            return err, registered
+        finally:
+            self.state.connected[index] = False
+            self.writers.pop(index, None)
+            writer.close()
+            if registered and not self.stopping:
+                self.log.warn("Connection terminated", connIndex=index)
+
+    def registration(self, index: int) -> dict:
+        return {
+            "token": self.token,
+            "conn_index": index,
+            "connector_id": self.state.connector_id,
+            "version": f"{VERSION} (lab stand-in)",
+            "arch": f"{platform.system().lower()}_{platform.machine()}",
+            "protocol": self.protocol(),
+        }
+
+    def protocol(self) -> str:
+        return "http2" if self.opts["protocol"] == "auto" else self.opts["protocol"]
+
+    def on_registered(self, index: int, answer: dict) -> None:
+        self.state.connected[index] = True
+        self.state.locations[index] = answer.get("location", LOCATION_UNKNOWN)
+        self.log.info(
+            "Registered tunnel connection",
+            connIndex=index,
+            connection=answer.get("connection_id", ""),
+            event=0,
+            ip=self.edge_addr.rpartition(":")[0],
+            location=self.state.locations[index],
+            protocol=self.protocol(),
+        )
+        if not self.notified:
+            self.notified = True
+            sd_notify("READY=1")
+
+    async def serve(self, index: int, reader, writer) -> str:
+        self.writers[index] = writer
+        streams: dict[int, asyncio.Queue] = {}
+        tasks: dict[int, asyncio.Task] = {}
+        try:
+            while True:
+                sid, kind, payload = await read_frame(reader)
+                if sid == 0:
+                    if kind == CONFIG:
+                        self.apply_config(json.loads(payload))
+                    elif kind == GOAWAY:
+                        return json.loads(payload or b"{}").get("reason", "edge closed the connection")
+                    continue
+                if kind == HEADERS:
+                    streams[sid] = asyncio.Queue()
+                    task = asyncio.create_task(
+                        self.handle_stream(index, sid, json.loads(payload), streams[sid], writer)
+                    )
+                    tasks[sid] = task
+                    self.inflight.add(task)
+                    task.add_done_callback(lambda t, s=sid: (streams.pop(s, None), tasks.pop(s, None)))
+                    task.add_done_callback(self.inflight.discard)
+                elif kind in (DATA, END) and sid in streams:
+                    streams[sid].put_nowait(payload if kind == DATA else None)
+                elif kind == RESET and sid in tasks:
+                    tasks[sid].cancel()
+        except asyncio.IncompleteReadError:
+            return "edge closed the connection"
+        finally:
+            for task in list(tasks.values()):
+                task.cancel()
+
+    def apply_config(self, message: dict) -> None:
+        version = int(message.get("version", 0))
+        if version <= self.state.config_version:
+            return
+        config = message.get("config") or {}
+        try:
+            rules = compile_ingress(config)
+        except (ValueError, re.error) as exc:
+            self.log.error("Failed to update configuration", error=str(exc), version=version)
+            return
+        self.rules = rules
+        self.state.config_version = version
+        self.log.info(
+            "Updated to new configuration", config=json.dumps(config, separators=(",", ":")), version=version
+        )
+
+    # -- requests -----------------------------------------------------------------------------------
+    async def handle_stream(self, index: int, sid: int, request: dict, body: asyncio.Queue, writer) -> None:
+        state = self.state
+        state.total_requests += 1
+        state.concurrent += 1
+        host = request.get("host", "")
+        path = request.get("path", "/")
+        rule_no, rule = next(
+            (n, r) for n, r in enumerate(self.rules) if r.matches(host, path.split("?", 1)[0])
+        )
+        try:
+            if rule.status or rule.service == "hello_world":
+                await self.answer_locally(sid, rule, writer)
+            else:
+                await self.proxy(sid, request, rule, body, writer)
+        except OriginError as exc:
+            state.request_errors += 1
+            state.by_code[502] = state.by_code.get(502, 0) + 1
+            self.log.error(
+                f"Unable to reach the origin service. The service may be down or it may not be responding to "
+                f"traffic from cloudflared: {exc}",
+                connIndex=index,
+                ingressRule=rule_no,
+                originService=rule.service,
+            )
+            with contextlib.suppress(OSError):
+                writer.write(json_frame(sid, RESET, {"error": str(exc)}))
+        except asyncio.CancelledError:
+            state.request_errors += 1
+            raise
+        finally:
+            state.concurrent -= 1
+
+    async def answer_locally(self, sid: int, rule: Rule, writer) -> None:
+        if rule.status:
+            status, ctype, data = rule.status, "text/plain; charset=utf-8", b""
+        else:
+            status, ctype = 200, "text/html; charset=utf-8"
+            data = b"<!doctype html><title>Hello</title><p>Hello from the lab cloudflared stand-in.</p>"
+        self.state.by_code[status] = self.state.by_code.get(status, 0) + 1
+        headers = [["Content-Type", ctype], ["Content-Length", str(len(data))]]
+        writer.write(json_frame(sid, HEADERS, {"status": status, "headers": headers}))
+        if data:
+            writer.write(frame(sid, DATA, data))
+        writer.write(frame(sid, END))
+        await writer.drain()
+
+    async def proxy(self, sid: int, request: dict, rule: Rule, body: asyncio.Queue, writer) -> None:
+        origin = rule.origin
+        reader_o, writer_o = await open_origin(rule.service, origin)
+        pump = None
+        try:
+            target = urlsplit(rule.service).path.rstrip("/") + request.get("path", "/")
+            headers = [
+                (k, v) for k, v in request.get("headers", []) if k.lower() not in HOP_BY_HOP | {"host"}
+            ]
+            host_header = origin.get("httpHostHeader") or request.get("host", "")
+            chunked = bool(request.get("chunked"))
+            lines = [f"{request.get('method', 'GET')} {target} HTTP/1.1", f"Host: {host_header}"]
+            lines += [f"{k}: {v}" for k, v in headers]
+            lines += ["Connection: close"] + (["Transfer-Encoding: chunked"] if chunked else [])
+            writer_o.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            pump = asyncio.create_task(self.pump_request_body(body, writer_o, chunked))
+            status, resp_headers = await read_head(reader_o)
+            self.state.by_code[status] = self.state.by_code.get(status, 0) + 1
+            forwarded = [[k, v] for k, v in resp_headers if k.lower() not in HOP_BY_HOP]
+            writer.write(json_frame(sid, HEADERS, {"status": status, "headers": forwarded}))
+            await writer.drain()
+            has_body = request.get("method") != "HEAD" and status not in (204, 304) and status >= 200
+            async for chunk in iter_body(reader_o, resp_headers, has_body):
+                writer.write(frame(sid, DATA, chunk))
+                await writer.drain()
+            writer.write(frame(sid, END))
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            raise OriginError(str(exc) or type(exc).__name__) from exc
+        finally:
+            if pump:
+                pump.cancel()
+            writer_o.close()
+
+    @staticmethod
+    async def pump_request_body(body: asyncio.Queue, writer_o: asyncio.StreamWriter, chunked: bool) -> None:
+        while (chunk := await body.get()) is not None:
+            writer_o.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await writer_o.drain()
+        if chunked:
+            writer_o.write(b"0\r\n\r\n")
+            await writer_o.drain()
+
+    async def shutdown(self, grace: float) -> None:
+        self.stopping = True
+        for writer in list(self.writers.values()):
+            with contextlib.suppress(OSError):
+                writer.write(json_frame(0, GOAWAY, {"reason": "connector shutting down"}))
+        if self.inflight:
+            await asyncio.wait(list(self.inflight), timeout=grace)
+        for writer in list(self.writers.values()):
+            writer.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Entry points.
+# ----------------------------------------------------------------------------------------------------
+def version_line() -> str:
+    built = time.strftime("%Y-%m-%d-%H%M", time.gmtime(0))
+    return f"cloudflared version {VERSION} (built {built} UTC) [{STANDIN}]"
+
+
+HELP = f"""NAME:
+   cloudflared - Cloudflare's command-line tool and agent ({STANDIN})
+
+USAGE:
+   cloudflared [global options] command [command options]
+
+VERSION:
+   {VERSION} (lab stand-in)
+
+COMMANDS:
+   version   Print the version
+   tunnel    Use Cloudflare Tunnel to expose private services (stand-in subset):
+             tunnel [--no-autoupdate] [--metrics ADDR] [--protocol P] [--loglevel L] [--logfile F]
+                    [--retries N] [--grace-period D] [--ha-connections N]
+                    run [--token-file F | --token T]
+
+LAB-ONLY ENVIRONMENT (the real cloudflared has no such settings):
+   LAB_EDGE_ADDR   host:port of the lab edge connector side (default 10.87.0.1:7844)
+   LAB_EDGE_CA     lab CA certificate (PEM) that signs the edge certificate
+"""
+
+
+async def run_tunnel(token: str, token_data: dict, opts: dict, log: Log) -> int:
+    state = State()
+    log.info("Starting tunnel", tunnelID=token_data["t"])
+    log.info(f"Version {VERSION} ({STANDIN})")
+    log.info(f"GOOS: {sys.platform}, Python: {platform.python_version()}, Arch: {platform.machine()}")
+    log.info(f"Generated Connector ID: {state.connector_id}")
+    protocol = opts["protocol"]
+    log.info(f"Initial protocol {'http2' if protocol == 'auto' else protocol}")
+    metrics = serve_metrics(opts["metrics"] or "127.0.0.1:0", state, log)
+    tunnel = Tunnel(token, token_data, opts, state, log)
+    loop = asyncio.get_running_loop()
+    runner = asyncio.create_task(tunnel.run())
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([runner, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            log.info("Initiating graceful shutdown due to signal terminated ...")
+            sd_notify("STOPPING=1")
+            await tunnel.shutdown(parse_duration(opts["grace-period"]))
+            runner.cancel()
+            log.info("Tunnel server stopped")
+            return 0
+        runner.result()
+        return 0
+    except Fatal as exc:
+        log.error("Couldn't start tunnel", error=str(exc))
+        return EXIT_FAILURE
+    finally:
+        stopper.cancel()
+        metrics.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("help", "--help", "-h"):
+        print(HELP)
+        return 0
+    if args[0] in ("--version", "-v", "-V", "version"):
+        print(version_line())
+        return 0
+    if args[0] != "tunnel":
+        print(
+            f"Incorrect Usage: the stand-in implements only 'tunnel' and 'version', not {args[0]!r}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    opts: dict = {}
+    try:
+        rest = parse_flags(args[1:], TUNNEL_FLAGS, opts)
+        if not rest or rest[0] != "run":
+            raise UsageError("the stand-in implements only 'cloudflared tunnel [flags] run'")
+        rest = parse_flags(rest[1:], RUN_FLAGS, opts)
+        with_env_defaults({**TUNNEL_FLAGS, **RUN_FLAGS}, opts)
+        if opts["protocol"] not in ("auto", "http2", "quic"):
+            raise UsageError(f"unknown protocol {opts['protocol']!r}: use auto, http2 or quic")
+        log = Log(str(opts["loglevel"]).lower(), opts["logfile"] or None)
+        if rest:
+            raise UsageError("the stand-in runs remotely-managed tunnels from a token only, not by name")
+        token = read_token(opts)
+        token_data = parse_token(token)
+    except UsageError as exc:
+        Log(opts.get("loglevel", "info") if isinstance(opts.get("loglevel"), str) else "info").error(str(exc))
+        return EXIT_FAILURE
+    return asyncio.run(run_tunnel(token, token_data, opts, log))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Starts and stops the lab edge's two listeners (the lab daemon's component entry point)."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from lab.edge.client_side import make_app
+from lab.edge.connectors import ConnectorSide
+
+log = logging.getLogger("lab.edge")
+
+# lab.toml [edge]: `port` = client side (HTTPS), `ports` = [connector side]; `lab up` waits for both.
+DEFAULTS = {"port": 9443, "ports": [7844], "location": "lab01"}
+
+
+class Edge:
+    """What the edge publishes in ``ctx.registry["edge"]``: bound ports and the connector pools."""
+
+    def __init__(self, connectors: ConnectorSide):
+        self.connectors = connectors
+        self.client_ports: list[int] = []
+        self.connector_ports: list[int] = []
+
+    @property
+    def client_port(self) -> int:
+        return self.client_ports[0]
+
+    @property
+    def connector_port(self) -> int:
+        return self.connector_ports[0]
+
+    def connection_count(self, tunnel_id: str) -> int:
+        return self.connectors.connection_count(tunnel_id)
+
+
+async def start(ctx) -> Callable[[], Awaitable[None]]:
+    settings = {**DEFAULTS, **ctx.section("edge")}
+    client_port, connector_port = int(settings["port"]), int(settings["ports"][0])
+    connectors = ConnectorSide(ctx.registry, settings["location"])
+    edge = Edge(connectors)
+
+    runner = web.AppRunner(
+        make_app(connectors), access_log=None, handle_signals=False, handler_cancellation=True
+    )
+    await runner.setup()
+    servers: list[asyncio.Server] = []
+    for host in ctx.bind_hosts:
+        site = web.TCPSite(runner, host, client_port, ssl_context=ctx.ssl_context, reuse_address=True)
+        await site.start()
+        edge.client_ports.append(site._server.sockets[0].getsockname()[1])
+        server = await asyncio.start_server(
+            connectors.handle, host, connector_port, ssl=ctx.ssl_context, reuse_address=True
+        )
+        servers.append(server)
+        edge.connector_ports.append(server.sockets[0].getsockname()[1])
+    ctx.registry["edge"] = edge
+    log.info("lab edge: clients on %s, connectors on %s", edge.client_ports, edge.connector_ports)
+
+    async def cleanup() -> None:
+        ctx.registry.pop("edge", None)
+        for server in servers:
+            server.close()
+        await connectors.close()
+        await runner.cleanup()
+        for server in servers:
+            await server.wait_closed()
+
+    return cleanup

@@ -1,0 +1,107 @@
+"""SSE through edge + stand-in arrives as emitted; secret rotation and connection deletion drop connectors."""
+
+import asyncio
+import time
+
+from .support import StandIn, client_session, get, ingress
+
+HOST = "stream.lab.test"
+
+
+async def start(env, origin, *flags, token_file=None):
+    tunnel_id, token = env.cf.create_tunnel()
+    env.cf.put_config(tunnel_id, ingress(origin.port, HOST))
+    env.cf.route(HOST, tunnel_id)
+    if token_file:
+        token_file.write_text(token + "\n")
+        standin = await StandIn.start(
+            env.connector_port,
+            env.ca_path,
+            "--ha-connections",
+            "2",
+            *flags,
+            run_args=["--token-file", str(token_file)],
+        )
+    else:
+        standin = await StandIn.start(
+            env.connector_port, env.ca_path, "--ha-connections", "2", *flags, token=token
+        )
+    await standin.wait_for(r"Registered tunnel connection", count=2)
+    return tunnel_id, token, standin
+
+
+async def test_sse_chunks_arrive_in_order_as_the_origin_emits_them(edge, origin):
+    _, _, standin = await start(edge, origin)
+    try:
+        async with client_session(edge.ca_path) as http:
+            url = edge.client_url + "/sse?n=6&delay=0.3"
+            async with http.get(url, headers={"Host": HOST}) as resp:
+                assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
+                events, arrivals = [], []
+                async for line in resp.content:
+                    if line.startswith(b"data: "):
+                        events.append(line.decode().strip())
+                        arrivals.append(time.monotonic())
+        assert events == [f"data: event {i}" for i in range(6)] + ["data: [DONE]"]
+        # The first event reached the client before the origin produced the last one: nothing buffered.
+        assert arrivals[0] < origin.emitted[-1]
+        # And every event arrived well before the next was emitted (0.3 s apart at the origin).
+        for i in range(5):
+            assert arrivals[i] < origin.emitted[i + 1]
+    finally:
+        await standin.stop()
+
+
+async def test_client_going_away_stops_the_origin_stream(edge, origin):
+    _, _, standin = await start(edge, origin)
+    try:
+        async with client_session(edge.ca_path) as http:
+            resp = await http.get(edge.client_url + "/sse?n=100&delay=0.05", headers={"Host": HOST})
+            await resp.content.readline()
+            resp.close()
+        await asyncio.wait_for(origin.disconnected.wait(), 10)
+    finally:
+        await standin.stop()
+
+
+async def test_rotated_secret_drops_the_connector_and_the_old_token_fails_clearly(edge, origin, tmp_path):
+    tunnel_id, _, standin = await start(edge, origin, "--retries", "0", token_file=tmp_path / "token")
+    edge.cf.rotate(tunnel_id)
+    assert await asyncio.wait_for(standin.proc.wait(), 20) == 1
+    await standin.stop()
+    assert (
+        'ERR Register tunnel error from server side error="Unauthorized: Invalid tunnel secret"'
+        in standin.log
+    )
+    assert "ERR Couldn't start tunnel" in standin.log
+    assert edge.cf.connections[tunnel_id] == {}
+    # A restart with the old token fails the same way, at once.
+    restarted = await StandIn.start(
+        edge.connector_port,
+        edge.ca_path,
+        "--retries",
+        "0",
+        run_args=["--token-file", str(tmp_path / "token")],
+    )
+    assert await asyncio.wait_for(restarted.proc.wait(), 20) == 1
+    await restarted.stop()
+    assert "Unauthorized: Invalid tunnel secret" in restarted.log
+    assert (tmp_path / "token").read_text().strip() not in restarted.log
+    assert (await get(edge, "/hello", HOST))[0] == 530
+
+
+async def test_deleted_connections_make_the_connector_reconnect_with_its_valid_token(edge, origin):
+    tunnel_id, _, standin = await start(edge, origin)
+    try:
+        edge.cf.delete_connections(tunnel_id)
+        await standin.wait_for(r"WRN Connection terminated", count=2)
+        await standin.wait_for(r"Registered tunnel connection", count=4)
+        assert (await get(edge, "/hello", HOST))[0] == 200
+    finally:
+        await standin.stop()
+
+
+async def test_sigterm_is_a_graceful_exit_zero(edge, origin):
+    _, _, standin = await start(edge, origin)
+    assert await standin.stop() == 0
+    assert "Initiating graceful shutdown" in standin.log
