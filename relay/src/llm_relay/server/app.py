@@ -1,0 +1,362 @@
+"""The relay's request handler: routing, authentication, body limits, envelope unwrapping.
+
+Routes (any method unless noted; all but /healthz and /readyz need a client token):
+  /healthz, /readyz                 liveness / readiness (503 while draining)
+  /metrics                          Prometheus text (also served without token on `metrics_listen`)
+  /v1/providers              GET    configured providers
+  /relay                     POST   original notes' contract: chat body -> default provider's chat/completions
+  /v1/{path}                        default provider, passed through
+  /{provider}/v1/{path}             that provider, passed through
+  /t/{token}/...                    any of the above, authenticated by the path token
+  POST with Content-Type application/vnd.llm-relay.fernet on any path: Envelope v1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from llm_relay import envelope
+
+from .auth import retry_after_header, token_from_headers
+from .errors import RelayError
+from .forward import Outbound, Outcome, forward
+from .headers import from_mapping, upstream_request_headers
+from .logs import AccessLog
+from .metrics import Metrics
+from .reply import PlainReply, SealedReply
+from .state import Provider, RelayState
+from .upstream import UpstreamError
+
+log = logging.getLogger("llm_relay.server")
+PLAIN = PlainReply()
+
+
+class Route:
+    __slots__ = ("kind", "provider", "upstream_path")
+
+    def __init__(self, kind: str, provider: Provider | None = None, upstream_path: str = "") -> None:
+        self.kind, self.provider, self.upstream_path = kind, provider, upstream_path
+
+
+class RequestInfo:
+    """What one access-log line and the metrics record about a request."""
+
+    __slots__ = ("bytes_in", "envelope", "path", "provider", "token_name")
+
+    def __init__(self, path: str) -> None:
+        self.token_name = "-"  # noqa: S105 - "no token" placeholder in logs
+        self.provider = "-"
+        self.path = path
+        self.bytes_in = 0
+        self.envelope = False
+
+
+class RelayApp:
+    def __init__(self, state: RelayState, access_log: AccessLog | None = None) -> None:
+        self.state = state
+        self.metrics = Metrics()
+        self.access_log = access_log or AccessLog(enabled=state.server.access_log)
+        self.in_flight = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- lifecycle hooks used by the runner ---
+    def swap_state(self, new: RelayState) -> None:
+        old, self.state = self.state, new
+        self.access_log.enabled = new.server.access_log
+        new.close_retired()
+        del old  # in-flight requests keep their reference until they finish
+
+    async def wait_idle(self, limit_s: float) -> bool:
+        try:
+            async with asyncio.timeout(limit_s):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    # --- the aiohttp low-level handler ---
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        state = self.state
+        raw_path = request.raw_path
+        path, _, query = raw_path.partition("?")
+        info = RequestInfo(path)
+        outcome = Outcome()
+        self.in_flight += 1
+        self.metrics.in_flight += 1
+        self._idle.clear()
+        response: web.StreamResponse | None = None
+        try:
+            try:
+                response = await self._dispatch(request, state, path, query, info, outcome)
+            except RelayError as err:
+                response = PLAIN.error(err)
+            except UpstreamError as exc:
+                response = PLAIN.error(RelayError(exc.status, exc.kind, str(exc)))
+            if self.draining:
+                response.force_close()
+            outcome.status = response.status
+            return response
+        except asyncio.CancelledError:
+            outcome.status = outcome.status or 499  # client went away (nginx's convention)
+            raise
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+            self._finish(request, info, outcome, started, response)
+
+    def _finish(
+        self,
+        request: web.BaseRequest,
+        info: RequestInfo,
+        outcome: Outcome,
+        started: float,
+        response: web.StreamResponse | None,
+    ) -> None:
+        duration = time.perf_counter() - started
+        status = outcome.status
+        if outcome.streamed and outcome.upstream_error:
+            status = 502  # the client got a truncated stream
+        elif response is not None and not outcome.streamed:
+            status = response.status
+        self.metrics.observe(info.token_name, info.provider, status, duration)
+        if outcome.upstream_error:
+            self.metrics.upstream_errors[(info.provider, outcome.upstream_error)] += 1
+        bytes_out = outcome.bytes_out
+        if response is not None and not outcome.streamed and isinstance(response, web.Response):
+            bytes_out = response.content_length or 0
+        fields = {
+            "event": "request",
+            "token": info.token_name,
+            "provider": info.provider,
+            "method": request.method,
+            "path": info.path,
+            "status": status,
+            "duration_ms": round(duration * 1000, 3),
+            "bytes_in": info.bytes_in,
+            "bytes_out": bytes_out,
+            "envelope": info.envelope,
+            "stream": outcome.streamed,
+        }
+        if outcome.upstream_error:
+            fields["upstream_error"] = outcome.upstream_error
+        self.access_log.write(fields)
+
+    async def _dispatch(
+        self,
+        request: web.BaseRequest,
+        state: RelayState,
+        path: str,
+        query: str,
+        info: RequestInfo,
+        outcome: Outcome,
+    ) -> web.StreamResponse:
+        if path == "/healthz":
+            return PLAIN.json(200, {"status": "ok"})
+        if path == "/readyz":
+            return self._readyz()
+        path_token = None
+        if path.startswith("/t/"):
+            path_token, sep, rest = path[3:].partition("/")
+            path = "/" + rest
+            info.path = "/t/***" + path  # never log the token
+            if not sep or not path_token:
+                raise RelayError(404, "unknown_route", "no route after the path token")
+        headers = request.headers
+        if request.method == "POST" and headers.get("Content-Type", "").startswith(envelope.CONTENT_TYPE):
+            return await self._envelope(request, state, path_token, info, outcome)
+        token = path_token or token_from_headers(headers)
+        self._authenticate(state, token, info)
+        route = self._route(state, request.method, path)
+        if route.kind == "local":
+            return self._local(state, path, PLAIN)
+        body = await self._read_body(request, state, info)
+        assert route.provider is not None
+        info.provider = route.provider.name
+        ctype = headers.get("Content-Type", "")
+        if route.kind == "relay" or ("json" in ctype and body):
+            body = _check_json(body, require_object=route.kind == "relay")
+        client_headers = upstream_request_headers(headers.items(), envelope=False)
+        if route.kind == "relay":
+            client_headers = [(n, v) for n, v in client_headers if n.lower() != "content-type"]
+            client_headers.append(("Content-Type", "application/json"))
+        qs = "?" + query if query else ""
+        out = Outbound(request.method, route.upstream_path + qs, client_headers, body)
+        return await forward(request, route.provider, out, PLAIN, outcome, self.metrics)
+
+    def _authenticate(self, state: RelayState, token: str | None, info: RequestInfo) -> None:
+        if not token:
+            raise RelayError(
+                401,
+                "missing_token",
+                "no client token: use Authorization: Bearer, X-Relay-Token, a /t/<token>/ path prefix "
+                "or the envelope's token",
+            )
+        name = state.tokens.authenticate(token)
+        if name is None:
+            raise RelayError(401, "invalid_token", "unknown client token")
+        info.token_name = name
+        wait = state.limiter.check(name)
+        if wait:
+            raise RelayError(
+                429,
+                "rate_limited",
+                f"rate limit of {state.limiter.per_minute} requests/minute exceeded",
+                {"Retry-After": retry_after_header(wait)},
+            )
+
+    def _route(self, state: RelayState, method: str, path: str) -> Route:
+        if "." in path or "%" in path:
+            segments = unquote(path).split("/")
+            if "." in segments or ".." in segments:
+                raise RelayError(400, "invalid_path", "dot segments are not allowed in the path")
+        if path in ("/metrics", "/v1/providers"):
+            if method not in ("GET", "HEAD"):
+                raise RelayError(405, "method_not_allowed", f"{path} only answers GET")
+            return Route("local")
+        if path == "/relay":
+            if method != "POST":
+                raise RelayError(405, "method_not_allowed", "/relay only answers POST")
+            default = state.default_provider
+            return Route("relay", default, default.base_path + "/chat/completions")
+        if path.startswith("/v1/"):
+            default = state.default_provider
+            return Route("proxy", default, default.base_path + path[3:])
+        name, _, rest = path[1:].partition("/")
+        if rest.startswith("v1/") or rest == "v1":
+            provider = state.providers.get(name)
+            if provider is None:
+                raise RelayError(404, "unknown_provider", f"no provider named {name[:64]!r}")
+            return Route("proxy", provider, provider.base_path + "/" + rest[3:])
+        raise RelayError(404, "unknown_route", "no such route")
+
+    def _local(self, state: RelayState, path: str, reply: PlainReply) -> web.Response:
+        if path == "/metrics":
+            resp = reply.full(
+                200, [("Content-Type", "text/plain; version=0.0.4")], self.render_metrics(state).encode()
+            )
+            return resp
+        data = [
+            {"id": p.name, "base_url": p.settings.base_url, "default": p is state.default_provider}
+            for p in state.providers.values()
+        ]
+        return reply.json(200, {"object": "list", "data": data})
+
+    def render_metrics(self, state: RelayState) -> str:
+        return self.metrics.render(
+            {
+                "llm_relay_client_tokens": len(state.tokens),
+                "llm_relay_replay_cache_entries": len(state.replay),
+                "llm_relay_draining": int(self.draining),
+            }
+        )
+
+    def _readyz(self) -> web.Response:
+        if self.draining:
+            return PLAIN.json(503, {"status": "draining"})
+        return PLAIN.json(200, {"status": "ready"})
+
+    async def _read_body(self, request: web.BaseRequest, state: RelayState, info: RequestInfo) -> bytes:
+        limit = state.server.max_body_bytes
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise RelayError(413, "body_too_large", f"request body over the {limit}-byte limit")
+        content = request.content
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(state.server.body_timeout):
+                while chunk := await content.readany():
+                    size += len(chunk)
+                    if size > limit:
+                        raise RelayError(413, "body_too_large", f"request body over the {limit}-byte limit")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RelayError(408, "body_timeout", "request body not received in time") from None
+        info.bytes_in = size
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _envelope(
+        self,
+        request: web.BaseRequest,
+        state: RelayState,
+        path_token: str | None,
+        info: RequestInfo,
+        outcome: Outcome,
+    ) -> web.StreamResponse:
+        info.envelope = True
+        if state.fernet is None:
+            raise RelayError(400, "envelope_disabled", "envelope mode is not configured on this relay")
+        sealed = await self._read_body(request, state, info)
+        try:
+            inner = envelope.open_request(state.fernet, sealed, ttl=state.settings.envelope_ttl)
+        except envelope.EnvelopeError as exc:
+            raise RelayError(exc.status, exc.code, str(exc)) from None
+        if not state.replay.check_and_add(sealed):
+            raise RelayError(403, "envelope_replayed", "envelope already used (replay)")
+        # From here on every answer, errors included, is sealed: the proxy learns nothing more.
+        reply = SealedReply(state.fernet)
+        info.path = inner.path if not inner.path.startswith("/t/") else "/t/***"
+        try:
+            token = inner.token or path_token or token_from_headers(request.headers)
+            self._authenticate(state, token, info)
+            if inner.path.startswith("/t/") or len(inner.body) > state.server.max_body_bytes:
+                raise RelayError(400, "invalid_envelope", "inner request path or body not allowed")
+            route = self._route(state, inner.method, inner.path)
+            if route.kind == "local":
+                return self._local(state, inner.path, reply)
+            assert route.provider is not None
+            info.provider = route.provider.name
+            body = inner.body
+            ctype = next((v for k, v in inner.headers.items() if k.lower() == "content-type"), "")
+            if route.kind == "relay" or ("json" in ctype and body):
+                body = _check_json(body, require_object=route.kind == "relay")
+            client_headers = upstream_request_headers(from_mapping(inner.headers), envelope=True)
+            if route.kind == "relay" and not ctype:
+                client_headers.append(("Content-Type", "application/json"))
+            qs = "?" + inner.query if inner.query else ""
+            out = Outbound(inner.method, route.upstream_path + qs, client_headers, body)
+            return await forward(request, route.provider, out, reply, outcome, self.metrics)
+        except RelayError as err:
+            return reply.error(err)
+        except UpstreamError as exc:
+            return reply.error(RelayError(exc.status, exc.kind, str(exc)))
+
+
+def _check_json(body: bytes, require_object: bool) -> bytes:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise RelayError(400, "invalid_json", "request body is not valid JSON") from None
+    if require_object and not isinstance(doc, dict):
+        raise RelayError(400, "invalid_json", "request body must be a JSON object")
+    return body
+
+
+class MetricsApp:
+    """The localhost-only listener: /metrics, /healthz and /readyz without a token."""
+
+    def __init__(self, relay: RelayApp) -> None:
+        self.relay = relay
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/metrics":
+            body = self.relay.render_metrics(self.relay.state).encode()
+            return PLAIN.full(200, [("Content-Type", "text/plain; version=0.0.4")], body)
+        if request.path == "/healthz":
+            return PLAIN.json(200, {"status": "ok"})
+        if request.path == "/readyz":
+            return self.relay._readyz()
+        return PLAIN.error(
+            RelayError(404, "unknown_route", "this listener serves /metrics, /healthz, /readyz")
+        )

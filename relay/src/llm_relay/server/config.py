@@ -1,0 +1,295 @@
+"""The server's settings: relay.toml plus the secret files it names (format: relay/docs/config.md).
+
+Loading is all-or-nothing: `load_settings` either returns a complete, validated `Settings` or raises
+`ConfigError` naming the file, line or key at fault (never a secret value). SIGHUP reloads go through the
+same function, so a broken edit never replaces working settings.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from llm_relay import envelope, tokens
+
+DEFAULT_CONFIG = "/etc/llm-relay/relay.toml"
+OPENROUTER_BASE = "https://openrouter.ai/api/v1"
+RESERVED_PROVIDER_NAMES = {"v1", "t", "relay", "healthz", "readyz", "metrics", "envelope"}
+
+
+class ConfigError(Exception):
+    """Invalid configuration or secret file; the message is safe to log."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    listen: tuple[str, int] = ("127.0.0.1", 8787)
+    metrics_listen: tuple[str, int] | None = ("127.0.0.1", 9464)
+    default_provider: str = "openrouter"
+    max_body_bytes: int = 10 * 1024 * 1024
+    body_timeout: float = 30.0
+    drain_timeout: float = 30.0
+    max_line_bytes: int = 8190
+    max_headers: int = 100
+    access_log: bool = True
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    name: str
+    base_url: str
+    keys: tuple[str, ...] = field(repr=False)
+    headers: dict[str, str] = field(default_factory=dict)
+    proxy: str = ""
+    no_proxy: tuple[str, ...] = ()
+    ca_file: str = ""
+    connect_timeout: float = 10.0
+    response_timeout: float = 600.0
+    idle_timeout: float = 300.0
+    max_idle_connections: int = 64
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.base_url).scheme
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def base_path(self) -> str:
+        return urlsplit(self.base_url).path.rstrip("/")
+
+    def uses_proxy(self) -> bool:
+        if not self.proxy:
+            return False
+        host = self.host.lower()
+        return not any(host == n.lstrip(".") or host.endswith("." + n.lstrip(".")) for n in self.no_proxy)
+
+    def connection_identity(self) -> tuple:
+        """What a keep-alive pool depends on: equal identity → the pool survives a reload."""
+        return (self.scheme, self.host, self.port, self.proxy if self.uses_proxy() else "", self.ca_file)
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    server: ServerSettings
+    providers: dict[str, ProviderSettings]
+    token_hashes: dict[str, str] = field(repr=False)  # sha256hex -> token name
+    rate_limit_per_minute: int = 600
+    fernet_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    envelope_ttl: int = envelope.DEFAULT_TTL
+
+
+def parse_hostport(value: Any, what: str) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{what} must be 'host:port', got {value!r}")
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what} must be 'host:port', got {value!r}")
+    return host, int(port)
+
+
+class _Table:
+    """Typed access to one TOML table, rejecting unknown keys so typos do not pass silently."""
+
+    def __init__(self, data: Any, name: str, known: set[str]) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"[{name}] unknown keys: {', '.join(sorted(unknown))}")
+        self.data, self.name = data, name
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        value = self.data.get(key, default)
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, float, (int, float)))
+        if not ok:
+            raise ConfigError(f"[{self.name}] {key} has the wrong type ({type(value).__name__})")
+        return value
+
+    def number(self, key: str, default: float, minimum: float = 0) -> float:
+        value = self.get(key, (int, float), default)
+        if value < minimum:
+            raise ConfigError(f"[{self.name}] {key} must be >= {minimum}")
+        return value
+
+
+def resolve_secret(name: str, config_dir: Path) -> Path:
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        return Path(creds) / path
+    return config_dir / path
+
+
+def read_secret(path: Path, what: str) -> list[str]:
+    """Lines of a secret file that exists, is a regular file and is private to its owner."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot stat {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{what}: {path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"{what}: {path} is accessible by group/others (mode {st.st_mode & 0o777:04o}); use 0600"
+        )
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.__class__.__name__}") from None
+
+
+def _key_lines(lines: list[str]) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in lines if k.strip() and not k.strip().startswith("#"))
+    for k in keys:
+        if any(c.isspace() or ord(c) < 33 or ord(c) > 126 for c in k):
+            raise ConfigError("provider keys must be printable ASCII without spaces, one per line")
+    return keys
+
+
+def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
+    if not tokens.NAME_RE.match(name) or name in RESERVED_PROVIDER_NAMES:
+        raise ConfigError(f"[providers.{name}]: invalid or reserved provider name")
+    known = {
+        "base_url",
+        "keys_file",
+        "headers",
+        "proxy",
+        "no_proxy",
+        "ca_file",
+        "connect_timeout",
+        "response_timeout",
+        "idle_timeout",
+        "max_idle_connections",
+    }
+    t = _Table(data, f"providers.{name}", known)
+    default_base = OPENROUTER_BASE if name == "openrouter" else None
+    base_url = t.get("base_url", str, default_base) if default_base or "base_url" in data else None
+    if base_url is None:
+        raise ConfigError(f"[providers.{name}] base_url is required")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"[providers.{name}] base_url must be an http(s) URL without query, got {base_url!r}"
+        )
+    headers = t.get("headers", dict, {})
+    for k, v in headers.items():
+        if not isinstance(v, str) or not k or any(c in k + v for c in "\r\n\0") or ":" in k or " " in k:
+            raise ConfigError(f"[providers.{name}] headers: invalid header {k!r}")
+    proxy = t.get("proxy", str, "")
+    if proxy:
+        p = urlsplit(proxy)
+        if p.scheme != "http" or not p.hostname:
+            raise ConfigError(f"[providers.{name}] proxy must be an http://host:port URL")
+    no_proxy = t.get("no_proxy", list, [])
+    if not all(isinstance(n, str) for n in no_proxy):
+        raise ConfigError(f"[providers.{name}] no_proxy must be a list of host names")
+    ca_file = t.get("ca_file", str, "")
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"[providers.{name}] ca_file {ca_file} does not exist")
+    keys_file = t.get("keys_file", str, f"{name}-keys")
+    keys = _key_lines(read_secret(resolve_secret(keys_file, config_dir), f"[providers.{name}] keys_file"))
+    if not keys:
+        raise ConfigError(f"[providers.{name}] keys_file holds no key")
+    return ProviderSettings(
+        name=name,
+        base_url=base_url.rstrip("/"),
+        keys=keys,
+        headers={str(k): v for k, v in headers.items()},
+        proxy=proxy,
+        no_proxy=tuple(n.lower() for n in no_proxy),
+        ca_file=ca_file,
+        connect_timeout=t.number("connect_timeout", 10.0, 0.001),
+        response_timeout=t.number("response_timeout", 600.0, 0.001),
+        idle_timeout=t.number("idle_timeout", 300.0, 0.001),
+        max_idle_connections=int(t.number("max_idle_connections", 64)),
+    )
+
+
+def load_settings(path: str | Path, listen_override: str | None = None) -> Settings:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.__class__.__name__}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    config_dir = path.parent
+    _Table(raw, "top level", {"server", "auth", "envelope", "providers"})
+
+    s = _Table(raw.get("server", {}), "server", set(ServerSettings.__dataclass_fields__) | {"listen"})
+    listen = parse_hostport(listen_override or s.get("listen", str, "127.0.0.1:8787"), "server.listen")
+    metrics = s.get("metrics_listen", str, "127.0.0.1:9464")
+    log_level = s.get("log_level", str, "info")
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("[server] log_level must be debug, info, warning or error")
+    server = ServerSettings(
+        listen=listen,
+        metrics_listen=parse_hostport(metrics, "server.metrics_listen") if metrics else None,
+        default_provider=s.get("default_provider", str, "openrouter"),
+        max_body_bytes=int(s.number("max_body_bytes", 10 * 1024 * 1024, 1)),
+        body_timeout=s.number("body_timeout", 30.0, 0.001),
+        drain_timeout=s.number("drain_timeout", 30.0),
+        max_line_bytes=int(s.number("max_line_bytes", 8190, 256)),
+        max_headers=int(s.number("max_headers", 100, 8)),
+        access_log=s.get("access_log", bool, True),
+        log_level=log_level,
+    )
+
+    a = _Table(raw.get("auth", {}), "auth", {"tokens_file", "rate_limit_per_minute"})
+    tokens_path = resolve_secret(a.get("tokens_file", str, "client-tokens"), config_dir)
+    try:
+        token_hashes = tokens.parse_token_lines("\n".join(read_secret(tokens_path, "[auth] tokens_file")))
+    except tokens.TokenLineError as exc:
+        raise ConfigError(f"[auth] tokens_file {tokens_path}: {exc}") from None
+
+    e = _Table(raw.get("envelope", {}), "envelope", {"keys_file", "ttl"})
+    keys_name = e.get("keys_file", str, "fernet-keys")
+    keys_path = resolve_secret(keys_name, config_dir)
+    fernet_keys: list[bytes] = []
+    if "keys_file" in e.data or keys_path.exists():
+        try:
+            fernet_keys = envelope.parse_keys(read_secret(keys_path, "[envelope] keys_file"))
+        except ValueError as exc:
+            raise ConfigError(f"[envelope] keys_file {keys_path}: {exc}") from None
+
+    providers_raw = raw.get("providers", {"openrouter": {}})
+    if not isinstance(providers_raw, dict) or not providers_raw:
+        raise ConfigError("[providers] must define at least one [providers.NAME] table")
+    providers = {name: _provider(name, data, config_dir) for name, data in providers_raw.items()}
+    if server.default_provider not in providers:
+        if "default_provider" in s.data or len(providers) != 1:
+            raise ConfigError(
+                f"[server] default_provider {server.default_provider!r} is not a configured provider"
+            )
+        server = ServerSettings(**{**server.__dict__, "default_provider": next(iter(providers))})
+    return Settings(
+        path=path,
+        server=server,
+        providers=providers,
+        token_hashes=token_hashes,
+        rate_limit_per_minute=int(a.number("rate_limit_per_minute", 600)),
+        fernet_keys=tuple(fernet_keys),
+        envelope_ttl=int(e.number("ttl", envelope.DEFAULT_TTL, 1)),
+    )

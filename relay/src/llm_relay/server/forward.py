@@ -1,0 +1,173 @@
+"""Forward one request to a provider and relay the answer: buffered JSON, or SSE chunk by chunk.
+
+Streams have no total timeout, only the provider's idle timeout between chunks. If the client goes away,
+aiohttp cancels the handler (handler_cancellation=True) and the `finally` below aborts the provider
+connection: that is what stops generation, and billing, at the provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .headers import client_response_headers, header_value
+from .metrics import Metrics
+from .reply import PlainReply, StreamWriter
+from .state import Provider
+from .upstream import UpstreamError, _Connection
+
+BUFFER_LIMIT = 4 * 1024 * 1024  # plain mode: above this a non-SSE answer is streamed instead of buffered
+SEALED_LIMIT = 64 * 1024 * 1024  # envelope mode must buffer a non-SSE answer to seal it in one token
+
+
+@dataclass
+class Outbound:
+    method: str
+    path_qs: str  # path below the provider's base (already prefixed with base_path) + "?query"
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass
+class Outcome:
+    status: int = 0
+    bytes_out: int = 0
+    streamed: bool = False
+    upstream_error: str = ""
+
+
+def _encode(value: str) -> bytes:
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape; this restores the exact bytes.
+    return value.encode("utf-8", "surrogateescape")
+
+
+def build_head(provider: Provider, out: Outbound) -> bytes:
+    pool = provider.pool
+    parts = [
+        _encode(f"{out.method} {pool.request_target(out.path_qs)} HTTP/1.1\r\nHost: {pool.authority}\r\n")
+    ]
+    extra = {n.lower() for n, _ in provider.extra_headers}
+    for name, value in out.headers:
+        if name.lower() not in extra:
+            parts.append(_encode(f"{name}: {value}\r\n"))
+    for name, value in provider.extra_headers:
+        parts.append(_encode(f"{name}: {value}\r\n"))
+    if pool.proxy_auth and not pool.secure:
+        parts.append(f"Proxy-Authorization: Basic {pool.proxy_auth}\r\n".encode())
+    parts.append(f"Authorization: Bearer {provider.next_key()}\r\n".encode())
+    if out.body or out.method in ("POST", "PUT", "PATCH"):
+        parts.append(b"Content-Length: %d\r\n" % len(out.body))
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+async def _exchange(provider: Provider, out: Outbound) -> _Connection:
+    """Send the request; retry once on a fresh connection if a pooled one turns out to be dead."""
+    pool = provider.pool
+    ps = provider.settings
+    head = build_head(provider, out)
+    head_only = out.method == "HEAD"
+    conn, reused = await pool.acquire()
+    try:
+        await conn.start(head, out.body, head_only, ps.response_timeout)
+        return conn
+    except UpstreamError as exc:
+        conn.abort()
+        # A keep-alive connection the provider closed while idle fails before any byte comes back; the
+        # request never reached it, so sending it again cannot duplicate work.
+        if not (reused and exc.kind == "reset" and not conn.got_bytes):
+            raise
+    conn = await pool._connect()
+    try:
+        await conn.start(head, out.body, head_only, ps.response_timeout)
+    except BaseException:
+        conn.abort()
+        raise
+    return conn
+
+
+async def forward(
+    request: web.BaseRequest,
+    provider: Provider,
+    out: Outbound,
+    reply: PlainReply,
+    outcome: Outcome,
+    metrics: Metrics,
+) -> web.StreamResponse:
+    ps = provider.settings
+    try:
+        conn = await _exchange(provider, out)
+    except UpstreamError as exc:
+        outcome.upstream_error = exc.kind
+        raise
+    try:
+        headers = client_response_headers(conn.headers)
+        outcome.status = conn.status
+        if header_value(headers, "content-type").startswith("text/event-stream"):
+            return await _relay_stream(request, conn, headers, reply, outcome, metrics, ps.idle_timeout)
+        chunks: list[bytes] = []
+        size = 0
+        limit = SEALED_LIMIT if reply.sealed else BUFFER_LIMIT
+        while chunk := await conn.read(ps.idle_timeout):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                if reply.sealed:
+                    raise UpstreamError("too_large", "provider answer too large to seal in an envelope")
+                writer = await reply.open_stream(request, conn.status, headers)
+                return await _pump(request, conn, writer, b"".join(chunks), outcome, ps.idle_timeout)
+        body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        outcome.bytes_out = size
+        return reply.full(conn.status, headers, body)
+    except UpstreamError as exc:
+        outcome.upstream_error = exc.kind
+        raise
+    finally:
+        if conn.reusable:
+            provider.pool.release(conn)
+        else:
+            conn.abort()
+
+
+async def _relay_stream(
+    request: web.BaseRequest,
+    conn: _Connection,
+    headers: list[tuple[str, str]],
+    reply: PlainReply,
+    outcome: Outcome,
+    metrics: Metrics,
+    idle_timeout: float,
+) -> web.StreamResponse:
+    metrics.streams += 1
+    try:
+        writer = await reply.open_stream(request, conn.status, headers)
+        return await _pump(request, conn, writer, b"", outcome, idle_timeout)
+    finally:
+        metrics.streams -= 1
+
+
+async def _pump(
+    request: web.BaseRequest,
+    conn: _Connection,
+    writer: StreamWriter,
+    first: bytes,
+    outcome: Outcome,
+    idle_timeout: float,
+) -> web.StreamResponse:
+    outcome.streamed = True
+    try:
+        if first:
+            await writer.write(first)
+        while chunk := await conn.read(idle_timeout):
+            await writer.write(chunk)
+        await writer.finish()
+    except UpstreamError as exc:
+        # Headers are gone already: the only honest signal left is to cut the client connection, so it
+        # sees a truncated stream instead of a clean end.
+        outcome.upstream_error = exc.kind
+        if request.transport is not None:
+            request.transport.abort()
+    finally:
+        outcome.bytes_out = writer.bytes_out
+    return writer.response

@@ -1,0 +1,75 @@
+"""Prometheus metrics, rendered as text exposition format 0.0.4 (no client library needed)."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+def _labels(**labels: str) -> str:
+    inner = ",".join(
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), " ")}"'
+        for k, v in labels.items()
+    )
+    return "{" + inner + "}"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, int]] = Counter()  # (token name, provider, status)
+        self.upstream_errors: Counter[tuple[str, str]] = Counter()  # (provider, kind)
+        self.bucket_counts = [0] * (len(BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.duration_count = 0
+        self.in_flight = 0
+        self.streams = 0
+        self.reloads: Counter[str] = Counter()  # result: ok / failed
+
+    def observe(self, token: str, provider: str, status: int, seconds: float) -> None:
+        self.requests[(token, provider, status)] += 1
+        self.bucket_counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+        self.duration_count += 1
+
+    def render(self, extra_gauges: dict[str, float] | None = None) -> str:
+        lines = [
+            "# HELP llm_relay_requests_total Requests answered, by client token name, provider and status.",
+            "# TYPE llm_relay_requests_total counter",
+        ]
+        for (token, provider, status), n in sorted(self.requests.items()):
+            lines.append(
+                f"llm_relay_requests_total{_labels(token=token, provider=provider, status=str(status))} {n}"
+            )
+        lines += [
+            "# HELP llm_relay_request_duration_seconds Time from request to the end of the answer.",
+            "# TYPE llm_relay_request_duration_seconds histogram",
+        ]
+        cumulative = 0
+        for bound, n in zip((*BUCKETS, "+Inf"), self.bucket_counts, strict=True):
+            cumulative += n
+            lines.append(f'llm_relay_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
+        lines.append(f"llm_relay_request_duration_seconds_sum {self.duration_sum:.6f}")
+        lines.append(f"llm_relay_request_duration_seconds_count {self.duration_count}")
+        lines += [
+            "# HELP llm_relay_in_flight_requests Requests (and streams) being served now.",
+            "# TYPE llm_relay_in_flight_requests gauge",
+            f"llm_relay_in_flight_requests {self.in_flight}",
+            "# HELP llm_relay_streams_in_flight SSE streams being relayed now.",
+            "# TYPE llm_relay_streams_in_flight gauge",
+            f"llm_relay_streams_in_flight {self.streams}",
+            "# HELP llm_relay_upstream_errors_total Provider connection failures, timeouts and resets.",
+            "# TYPE llm_relay_upstream_errors_total counter",
+        ]
+        for (provider, kind), n in sorted(self.upstream_errors.items()):
+            lines.append(f"llm_relay_upstream_errors_total{_labels(provider=provider, kind=kind)} {n}")
+        lines += [
+            "# HELP llm_relay_reloads_total SIGHUP reloads by result.",
+            "# TYPE llm_relay_reloads_total counter",
+        ]
+        for result, n in sorted(self.reloads.items()):
+            lines.append(f"llm_relay_reloads_total{_labels(result=result)} {n}")
+        for name, value in (extra_gauges or {}).items():
+            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,135 @@
+"""Process lifecycle: listeners, SIGHUP reload, SIGTERM drain, systemd readiness notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+from aiohttp import web
+
+from .app import MetricsApp, RelayApp
+from .config import ConfigError, Settings, load_settings
+from .state import RelayState
+
+log = logging.getLogger("llm_relay.server")
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), address)
+    except OSError as exc:
+        log.warning("sd_notify failed", extra={"fields": {"error": exc.__class__.__name__}})
+
+
+class RelayServer:
+    """Owns the listeners and the RelayApp; usable in-process (tests) and from the CLI."""
+
+    def __init__(self, config_path: str | Path, listen_override: str | None = None) -> None:
+        self.config_path = Path(config_path)
+        self.listen_override = listen_override
+        settings = load_settings(self.config_path, listen_override)
+        self.relay = RelayApp(RelayState(settings))
+        self._servers: list[asyncio.base_events.Server] = []
+        self._http: list[web.Server] = []
+        self.port = 0
+        self.metrics_port = 0
+        self._stop = asyncio.Event()
+
+    @property
+    def settings(self) -> Settings:
+        return self.relay.state.settings
+
+    def _http_server(self, handler) -> web.Server:
+        s = self.settings.server
+        server = web.Server(
+            handler,
+            handler_cancellation=True,  # client gone -> handler cancelled -> provider request aborted
+            access_log=None,
+            keepalive_timeout=75,
+            max_line_size=s.max_line_bytes,
+            max_field_size=s.max_line_bytes,
+            max_headers=s.max_headers,
+        )
+        self._http.append(server)
+        return server
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = self.settings.server.listen
+        srv = await loop.create_server(self._http_server(self.relay.handle), host, port, backlog=2048)
+        self._servers.append(srv)
+        self.port = srv.sockets[0].getsockname()[1]
+        if self.settings.server.metrics_listen:
+            mhost, mport = self.settings.server.metrics_listen
+            msrv = await loop.create_server(self._http_server(MetricsApp(self.relay).handle), mhost, mport)
+            self._servers.append(msrv)
+            self.metrics_port = msrv.sockets[0].getsockname()[1]
+        log.info(
+            "listening",
+            extra={"fields": {"listen": f"{host}:{self.port}", "metrics_port": self.metrics_port}},
+        )
+
+    def reload(self) -> bool:
+        """Re-read config and secrets; keep the old ones if anything is wrong."""
+        sd_notify("RELOADING=1")
+        try:
+            settings = load_settings(self.config_path, self.listen_override)
+            self.relay.swap_state(RelayState(settings, previous=self.relay.state))
+        except (ConfigError, ValueError) as exc:
+            self.relay.metrics.reloads["failed"] += 1
+            log.error("reload failed; keeping the previous settings", extra={"fields": {"error": str(exc)}})
+            return False
+        finally:
+            sd_notify("READY=1")
+        self.relay.metrics.reloads["ok"] += 1
+        log.info(
+            "reloaded",
+            extra={
+                "fields": {
+                    "tokens": len(self.relay.state.tokens),
+                    "fernet_keys": len(settings.fernet_keys),
+                    "providers": sorted(settings.providers),
+                }
+            },
+        )
+        return True
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def drain_and_close(self) -> None:
+        """Stop accepting, let in-flight requests and streams finish (bounded), then close everything."""
+        sd_notify("STOPPING=1")
+        self.relay.draining = True
+        for srv in self._servers:
+            srv.close()
+        timeout = self.settings.server.drain_timeout
+        finished = await self.relay.wait_idle(timeout)
+        log.info(
+            "drained" if finished else "drain timeout: closing remaining requests",
+            extra={"fields": {"in_flight": self.relay.in_flight}},
+        )
+        for server in self._http:
+            await server.shutdown(0.5)
+        self.relay.state.close()
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        await self.start()
+        sd_notify("READY=1")
+        await self._stop.wait()
+        await self.drain_and_close()

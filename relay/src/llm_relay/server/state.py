@@ -1,0 +1,73 @@
+"""Everything a request needs from the current settings, swapped as one object on SIGHUP.
+
+A request takes the `RelayState` that is current when it starts and keeps it to the end, so a reload never
+changes keys, limits or pools under a running request or stream.
+"""
+
+from __future__ import annotations
+
+from cryptography.fernet import MultiFernet
+
+from llm_relay import envelope
+
+from .auth import RateLimiter, TokenStore
+from .config import ProviderSettings, Settings
+from .upstream import UpstreamPool
+
+
+class Provider:
+    """A provider's settings, its keep-alive pool and its round-robin key cursor."""
+
+    def __init__(self, settings: ProviderSettings, pool: UpstreamPool) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.pool = pool
+        self.base_path = settings.base_path
+        self.extra_headers = list(settings.headers.items())
+        self._keys = settings.keys
+        self._next = 0
+
+    def next_key(self) -> str:
+        key = self._keys[self._next % len(self._keys)]
+        self._next += 1
+        return key
+
+
+class RelayState:
+    def __init__(self, settings: Settings, previous: RelayState | None = None) -> None:
+        self.settings = settings
+        self.server = settings.server
+        self.tokens = TokenStore(settings.token_hashes)
+        self.fernet: MultiFernet | None = (
+            envelope.make_fernet(settings.fernet_keys) if settings.fernet_keys else None
+        )
+        # Limiter buckets and the replay window outlive reloads: a reload must not reset either.
+        if previous is not None:
+            self.limiter = previous.limiter
+            self.limiter.per_minute = settings.rate_limit_per_minute
+            self.replay = previous.replay
+            self.replay.ttl = settings.envelope_ttl
+        else:
+            self.limiter = RateLimiter(settings.rate_limit_per_minute)
+            self.replay = envelope.ReplayCache(settings.envelope_ttl)
+        old_pools = {p.pool.identity: p.pool for p in previous.providers.values()} if previous else {}
+        self.providers: dict[str, Provider] = {}
+        for name, ps in settings.providers.items():
+            pool = old_pools.pop(ps.connection_identity(), None)
+            if pool is None:
+                pool = UpstreamPool(ps)
+            else:
+                pool.provider = ps  # same origin: keep warm connections, take new timeouts
+                pool.max_idle = ps.max_idle_connections
+            self.providers[name] = Provider(ps, pool)
+        self.retired_pools = list(old_pools.values())
+        self.default_provider = self.providers[settings.server.default_provider]
+
+    def close_retired(self) -> None:
+        for pool in self.retired_pools:
+            pool.close()
+        self.retired_pools = []
+
+    def close(self) -> None:
+        for p in self.providers.values():
+            p.pool.close()
