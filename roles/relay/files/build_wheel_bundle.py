@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Build the relay's wheel bundle ON THE CONTROLLER for a target that has no PyPI access.
+
+A bundle is a directory of wheels (the relay package + every dependency, pinned to exactly what was
+resolved) plus `requirements.txt` listing them as `name==version`. It is named by the SHA-256 of its
+content, so the role reinstalls on the target only when that name changes: a new relay version, changed
+code, or changed requirements. Everything is cached under --cache:
+
+    <cache>/deps/<key>/       dependency wheels for one (requirements, Python, platform) key; downloaded
+                              from the index once, then reused (key = hash of the relay wheel's
+                              Requires-Dist + constraints + target tags)
+    <cache>/bundles/<sha>/    relay wheel + dependency wheels + requirements.txt
+
+The relay wheel is rebuilt on every run from a clean copy of the source with SOURCE_DATE_EPOCH fixed, so
+the same source gives a byte-identical wheel and therefore the same bundle.
+
+Prints one JSON object: {"bundle", "sha256", "name", "version", "wheels", "changed"}.
+"""
+
+import argparse
+import email.message
+import email.parser
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+# 1980-01-01: the earliest timestamp a zip entry can hold.
+FIXED_EPOCH = "315532800"
+SOURCE_IGNORE = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "tests")
+
+
+def pip(*args: str, env: dict | None = None) -> None:
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"pip {args[0]} failed (exit {proc.returncode})")
+
+
+def build_relay_wheel(source: Path, out: Path) -> Path:
+    """Build the relay package's wheel reproducibly from a copy of its source tree."""
+    env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH, PYTHONDONTWRITEBYTECODE="1")
+    with tempfile.TemporaryDirectory(prefix="llm-relay-src-") as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(source, src, ignore=SOURCE_IGNORE)
+        pip("wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(src), env=env)
+    wheels = sorted(out.glob("*.whl"))
+    if len(wheels) != 1:
+        raise SystemExit(f"expected one wheel from {source}, got {[w.name for w in wheels]}")
+    return wheels[0]
+
+
+def wheel_metadata(wheel: Path) -> email.message.Message:
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.parser.Parser().parsestr(zf.read(name).decode())
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def platform_tags(arch: str, glibc: str) -> list[str]:
+    """Every manylinux tag a target with this glibc accepts (pip does not expand --platform itself)."""
+    major, minor = (int(part) for part in glibc.split(".")[:2])
+    tags = [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 4, -1)]
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    tags += [f"{name}_{arch}" for m, name in legacy.items() if m <= minor]
+    return tags
+
+
+def download_deps(args: argparse.Namespace, relay_wheel: Path, requires: list[str]) -> Path:
+    """Dependency wheels for the target's tags, downloaded once per key."""
+    constraints = Path(args.constraints).read_text() if args.constraints else ""
+    key_src = json.dumps(
+        [sorted(requires), constraints, args.python_version, args.arch, args.glibc, args.extra_pip_args]
+    )
+    deps = Path(args.cache) / "deps" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    if (deps / ".complete").exists():
+        return deps
+    tmp = deps.with_name(deps.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    target = ["--only-binary=:all:", "--implementation", "cp", "--python-version", args.python_version]
+    for platform in platform_tags(args.arch, args.glibc):
+        target += ["--platform", platform]
+    extra = ["--constraint", args.constraints] if args.constraints else []
+    pip(
+        "download",
+        "--quiet",
+        "--dest",
+        str(tmp),
+        *target,
+        *extra,
+        *args.extra_pip_args,
+        "--find-links",
+        str(relay_wheel.parent),
+        str(relay_wheel),
+    )
+    (tmp / relay_wheel.name).unlink(missing_ok=True)
+    (tmp / ".complete").touch()
+    shutil.rmtree(deps, ignore_errors=True)
+    tmp.rename(deps)
+    return deps
+
+
+def requirement_line(wheel: Path) -> str:
+    meta = wheel_metadata(wheel)
+    return f"{meta['Name']}=={meta['Version']}"
+
+
+def assemble(cache: Path, relay_wheel: Path, deps: Path) -> tuple[Path, str, list[str], bool]:
+    wheels = sorted([relay_wheel, *deps.glob("*.whl")], key=lambda w: w.name)
+    listing = "".join(f"{sha256_file(w)}  {w.name}\n" for w in wheels)
+    sha = hashlib.sha256(listing.encode()).hexdigest()
+    bundle = cache / "bundles" / sha[:16]
+    if (bundle / "requirements.txt").exists():
+        return bundle, sha, [w.name for w in wheels], False
+    tmp = bundle.with_name(bundle.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for wheel in wheels:
+        shutil.copy2(wheel, tmp / wheel.name)
+    (tmp / "SHA256SUMS").write_text(listing)
+    (tmp / "requirements.txt").write_text("".join(requirement_line(w) + "\n" for w in wheels))
+    shutil.rmtree(bundle, ignore_errors=True)
+    tmp.rename(bundle)
+    return bundle, sha, [w.name for w in wheels], True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True, help="relay package source directory")
+    parser.add_argument("--cache", required=True, help="controller cache directory")
+    parser.add_argument("--python-version", required=True, help="target Python, e.g. 3.11")
+    parser.add_argument("--arch", required=True, help="target machine, e.g. x86_64 or aarch64")
+    parser.add_argument("--glibc", required=True, help="target glibc version, e.g. 2.36 (Debian 12)")
+    parser.add_argument("--constraints", default="", help="pip constraints file pinning dependencies")
+    parser.add_argument("--extra-pip-arg", dest="extra_pip_args", action="append", default=[])
+    args = parser.parse_args()
+
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llm-relay-wheel-", dir=cache) as tmp:
+        relay_wheel = build_relay_wheel(Path(args.source), Path(tmp))
+        meta = wheel_metadata(relay_wheel)
+        requires = [r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r]
+        deps = download_deps(args, relay_wheel, requires)
+        bundle, sha, wheels, changed = assemble(cache, relay_wheel, deps)
+    json.dump(
+        {
+            "bundle": str(bundle),
+            "sha256": sha,
+            "name": meta["Name"],
+            "version": meta["Version"],
+            "wheels": wheels,
+            "changed": changed,
+        },
+        sys.stdout,
+    )
+
+
+if __name__ == "__main__":
+    main()
