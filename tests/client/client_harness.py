@@ -5,8 +5,10 @@ tap, a real squid forward proxy, and a way to run the `llm-relay` CLI exactly as
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -253,3 +255,79 @@ def until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
             return value
         time.sleep(0.05)
     raise TimeoutError("condition not met")
+
+
+UPSTREAM_KEY = "sk-or-v1-client-tests-upstream-key"
+RELAY_CONFIG = """\
+[server]
+listen = "127.0.0.1:{port}"
+metrics_listen = ""
+access_log = true
+
+[auth]
+tokens_file = "client-tokens"
+
+[envelope]
+keys_file = "fernet-keys"
+
+[providers.openrouter]
+base_url = "{upstream}/api/v1"
+keys_file = "openrouter-keys"
+"""
+
+
+class RelayServer:
+    """`llm-relay-server` (the relay package's console entry point) with its own config and secret files."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        upstream_url: str,
+        token_lines: list[str],
+        fernet_keys: list[str],
+        upstream_key: str = UPSTREAM_KEY,
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        secrets = {
+            "client-tokens": token_lines,
+            "fernet-keys": fernet_keys,
+            "openrouter-keys": [upstream_key],
+        }
+        for name, lines in secrets.items():
+            path = workdir / name
+            path.write_text("\n".join(lines) + "\n")
+            path.chmod(0o600)
+        self.port = free_port()
+        config = workdir / "relay.toml"
+        config.write_text(RELAY_CONFIG.format(port=self.port, upstream=upstream_url))
+        self.log = workdir / "relay.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llm_relay.server", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"),
+            env={**os.environ, "LLM_RELAY_CONFIG": str(config)},
+        )
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"relay did not start:\n{self.log.read_text()[-3000:]}") from None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def client_toml(url: str, keys: dict[str, str], **extra: object) -> str:
+    """A client config file with one profile; `extra` values are written as TOML scalars."""
+    lines = [f'url = "{url}"', f'token = "{keys["token"]}"', f'fernet_key = "{keys["fernet_key"]}"']
+    for key, value in extra.items():
+        rendered = str(value).lower() if isinstance(value, bool) else json.dumps(value)
+        lines.append(f"{key} = {rendered}")
+    return "\n".join(lines) + "\n"

@@ -19,6 +19,8 @@ from .doctor_net import Check, Timer
 from .factory import http_client, openai_client, raw_http_client
 from .transport import ENVELOPE_PATH, USER_AGENT, RelayCodec
 
+# The relay's own codes for a refused client token (llm_relay.server.app); any other 401 is the upstream's.
+RELAY_TOKEN_CODES = ("missing_token", "invalid_token")
 # Server clocks further apart than this eat into the envelope TTL (120 s by default).
 MAX_CLOCK_SKEW = 30
 
@@ -93,7 +95,10 @@ def check_envelope(profile: Profile) -> Check:
                 "fernet_key_rejected",
                 "the relay encrypts answers with its newest key: update fernet_key",
             )
-        return Check("envelope", "ok", f"round trip ok (inner status {inner_response.status})", ms=timer.ms)
+        detail = (
+            f"relay opened the sealed request and sealed its answer (inner status {inner_response.status})"
+        )
+        return Check("envelope", "ok", detail, ms=timer.ms)
     code, message = _error_of(response)
     if response.status_code == 403 and "replay" not in code:
         return Check(
@@ -117,10 +122,10 @@ def check_envelope(profile: Profile) -> Check:
 
 
 def check_auth(profile: Profile) -> Check:
-    """`GET /v1/models` with the token (sealed when encrypting); the catalogue needs no upstream key."""
+    """`GET /v1/providers` with the token (sealed when encrypting): answered by the relay itself."""
     with Timer() as timer, http_client(profile) as client:
         try:
-            response = client.get(profile.root + "/v1/models")
+            response = client.get(profile.root + "/v1/providers")
         except httpx.HTTPError as exc:
             return _transport_failure("auth", exc)
     channel = "envelope" if profile.encrypting else f"token via {profile.token_channel}"
@@ -147,6 +152,8 @@ def _api_failure(name: str, exc: Exception) -> Check:
 
     if isinstance(exc, openai.APIStatusError):
         code, message = _error_of(exc.response)
+        if code in RELAY_TOKEN_CODES:
+            return Check(name, "fail", f"relay rejected the token ({code}: {message})", "token_rejected")
         if exc.status_code == 401:
             return Check(
                 name,

@@ -1,0 +1,76 @@
+"""Fixtures: the lab's fake upstream in-process, the real relay server as a subprocess, the CLI runner.
+
+Credentials come from `llm-relay keygen --format json` itself, so every test that reaches the relay also
+proves that keygen's output is accepted by it. Everything listens on 127.0.0.1 ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from client_harness import CLI, REPO, UPSTREAM_KEY, BackgroundLoop, CliRunner, RelayServer, ServedApp
+
+from lab.upstream import create_app, state_of
+
+
+@pytest.fixture(scope="session")
+def bg() -> Iterator[BackgroundLoop]:
+    loop = BackgroundLoop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def upstream(bg: BackgroundLoop) -> Iterator[ServedApp]:
+    served = ServedApp(bg, create_app({"api_keys": [UPSTREAM_KEY]}))
+    served.state = state_of(served.app)
+    yield served
+    served.stop()
+
+
+def keygen(name: str) -> dict[str, str]:
+    """What `llm-relay keygen --format json` prints (run as the user runs it)."""
+    out = subprocess.run(
+        [*CLI, "keygen", "--name", name, "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="session")
+def keys() -> dict[str, str]:
+    return keygen("client-tests")
+
+
+@pytest.fixture(scope="session")
+def relay_factory(tmp_path_factory: pytest.TempPathFactory, upstream: ServedApp) -> Iterator:
+    started: list[RelayServer] = []
+
+    def start(
+        token_lines: list[str], fernet_keys: list[str], upstream_key: str = UPSTREAM_KEY
+    ) -> RelayServer:
+        workdir = tmp_path_factory.mktemp("relay")
+        server = RelayServer(workdir, upstream.url, token_lines, fernet_keys, upstream_key)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def relay(relay_factory, keys: dict[str, str]) -> RelayServer:
+    return relay_factory([keys["token_line"]], [keys["fernet_key"]])
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CliRunner:
+    return CliRunner(tmp_path / "home")

@@ -1,0 +1,103 @@
+"""`llm-relay ask` / `embed` / `keygen` run as a user runs them, against the real relay and fake upstream."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+from client_harness import UPSTREAM_KEY, client_toml
+
+from lab.upstream import answers
+
+PROMPT = "What is the capital of Burkina Faso?"
+
+
+def expected_answer(prompt: str, system: str | None = None) -> str:
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    return answers.chat_answer({"messages": messages})[0]
+
+
+@pytest.mark.parametrize("channel", ["path", "header", "bearer"])
+def test_ask_plain_through_each_token_channel(cli, relay, keys, upstream, channel):
+    cli.write_config(client_toml(relay.url, keys, encrypt=False, token_channel=channel))
+    result = cli.run("ask", PROMPT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected_answer(PROMPT) + "\n"
+    # The relay, not the client, supplied the upstream key.
+    assert upstream.state.requests[-1]["key"] == UPSTREAM_KEY
+
+
+def test_ask_stream_prints_the_answer_as_it_arrives(cli, relay, keys):
+    cli.write_config(client_toml(relay.url, keys, encrypt=False))
+    result = cli.run("ask", "--stream", "--system", "be brief", PROMPT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected_answer(PROMPT, "be brief") + "\n"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ask_encrypted_json_and_stream(cli, relay, keys, stream):
+    cli.write_config(client_toml(relay.url, keys, encrypt=True))
+    args = ["ask", "--json", PROMPT] + (["--stream"] if stream else [])
+    result = cli.run(*args)
+    assert result.returncode == 0, result.stderr
+    if stream:
+        chunks = [json.loads(line) for line in result.stdout.splitlines()]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        assert len(chunks) > 3  # really streamed, chunk by chunk
+    else:
+        text = json.loads(result.stdout)["choices"][0]["message"]["content"]
+    assert text == expected_answer(PROMPT)
+
+
+def test_ask_reads_everything_from_environment_without_a_config_file(cli, relay, keys):
+    env = {
+        "LLM_RELAY_URL": relay.url,
+        "LLM_RELAY_TOKEN": keys["token"],
+        "LLM_RELAY_FERNET_KEY": keys["fernet_key"],
+    }
+    result = cli.run("ask", "-", env=env, stdin=PROMPT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected_answer(PROMPT) + "\n"
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_embed(cli, relay, keys, encrypt):
+    cli.write_config(client_toml(relay.url, keys, encrypt=encrypt))
+    result = cli.run("embed", "first text", "second text")
+    assert result.returncode == 0, result.stderr
+    vectors = [json.loads(line) for line in result.stdout.splitlines()]
+    assert vectors == [answers.embedding("first text"), answers.embedding("second text")]
+
+
+def test_errors_are_explained_not_dumped(cli, relay, keys):
+    cli.write_config(client_toml(relay.url, keys, encrypt=False, model="no/such-model"))
+    result = cli.run("ask", PROMPT)
+    assert result.returncode == 1
+    assert "the relay answered 400" in result.stderr and "not a valid model" in result.stderr
+    assert "Traceback" not in result.stderr
+    cli.write_config('url = "http://127.0.0.1:1"\ntoken = "not-a-token"\n')
+    result = cli.run("ask", PROMPT)
+    assert result.returncode == 2 and "configuration error" in result.stderr
+
+
+def test_keygen_text_output_is_paste_ready_for_both_sides(cli, relay_factory):
+    result = cli.run("keygen", "--name", "alice-laptop", "--profile", "home")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    client_part = text[text.index("[profiles.home]") :]
+    profile = tomllib.loads(client_part)["profiles"]["home"]
+    token_line = next(
+        line.strip(' -"') for line in text.splitlines() if line.strip(' -"').startswith("alice-laptop:")
+    )
+    assert profile["fernet_key"] in text.split("[profiles.home]")[0]  # same key on the vault side
+    # Relay side gets exactly the vault values; the client side exactly the config snippet.
+    server = relay_factory([token_line], [profile["fernet_key"]])
+    cli.write_config(
+        f'default_profile = "home"\n[profiles.home]\nurl = "{server.url}"\n' + client_part.split("\n", 1)[1]
+    )
+    answer = cli.run("ask", PROMPT)
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == expected_answer(PROMPT) + "\n"
