@@ -6,6 +6,7 @@ import json
 import tomllib
 
 import pytest
+import yaml
 from client_harness import UPSTREAM_KEY, client_toml
 
 from lab.upstream import answers
@@ -86,18 +87,15 @@ def test_errors_are_explained_not_dumped(cli, relay, keys):
 def test_keygen_text_output_is_paste_ready_for_both_sides(cli, relay_factory):
     result = cli.run("keygen", "--name", "alice-laptop", "--profile", "home")
     assert result.returncode == 0, result.stderr
-    text = result.stdout
-    client_part = text[text.index("[profiles.home]") :]
-    profile = tomllib.loads(client_part)["profiles"]["home"]
-    token_line = next(
-        line.strip(' -"') for line in text.splitlines() if line.strip(' -"').startswith("alice-laptop:")
-    )
-    assert profile["fernet_key"] in text.split("[profiles.home]")[0]  # same key on the vault side
-    # Relay side gets exactly the vault values; the client side exactly the config snippet.
-    server = relay_factory([token_line], [profile["fernet_key"]])
-    cli.write_config(
-        f'default_profile = "home"\n[profiles.home]\nurl = "{server.url}"\n' + client_part.split("\n", 1)[1]
-    )
+    vault_part, client_part = result.stdout.split("[profiles.home]")
+    vault = yaml.safe_load(vault_part)  # the role's variables, as the vault holds them
+    profile = tomllib.loads("[profiles.home]" + client_part)["profiles"]["home"]
+    assert vault["relay_fernet_keys"] == [profile["fernet_key"]]
+    (entry,) = vault["relay_client_tokens"]
+    assert entry["name"] == "alice-laptop" and profile["token"] not in vault_part
+    # The relay gets what the role renders from the vault; the client exactly the config snippet.
+    server = relay_factory([f"{entry['name']}:{entry['sha256']}"], vault["relay_fernet_keys"])
+    cli.write_config(f'default_profile = "home"\n[profiles.home]\nurl = "{server.url}"' + client_part)
     answer = cli.run("ask", PROMPT)
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout == expected_answer(PROMPT) + "\n"

@@ -27,11 +27,12 @@ def render(keys: dict[str, str], fmt: str, profile: str) -> str:
     if fmt == "env":
         return f"LLM_RELAY_TOKEN={keys['token']}\nLLM_RELAY_FERNET_KEY={keys['fernet_key']}\n"
     return f"""\
-# ---- relay side: paste into the inventory vault (ansible-vault edit group_vars/relay/vault.yml) ----
-# The relay stores only the token's hash; the plain token never needs to leave this PC.
+# ---- relay side: merge into the inventory vault (role `relay`: relay_client_tokens, relay_fernet_keys) --
+# Only the token's SHA-256 goes there: the plain token never needs to leave this PC.
 relay_client_tokens:
-  - "{keys["token_line"]}"
-relay_fernet_keys:
+  - name: {keys["name"]}
+    sha256: {keys["token_line"].split(":", 1)[1]}
+relay_fernet_keys:  # newest first: put this key on top of any existing one
   - "{keys["fernet_key"]}"
 
 # ---- client side: paste into the client config (llm-relay doctor prints its path), chmod 600 ----

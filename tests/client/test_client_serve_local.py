@@ -1,0 +1,79 @@
+"""`llm-relay serve-local` with the official OpenAI SDK pointed at it, plain and --encrypt, streamed."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import openai
+import pytest
+from client_harness import client_toml
+
+from lab.upstream import answers
+
+PROMPT = "Name three rivers of West Africa."
+
+
+@pytest.fixture
+def serve_local(cli, relay, keys):
+    """Start serve-local on an ephemeral port; yields a function(encrypt) -> base URL."""
+    procs: list[subprocess.Popen] = []
+
+    def start(encrypt: bool) -> str:
+        cli.write_config(client_toml(relay.url, keys))
+        proc = cli.popen("serve-local", "--port", "0", "--encrypt" if encrypt else "--no-encrypt")
+        procs.append(proc)
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
+        assert match, f"serve-local did not announce its address: {line!r} {proc.stderr.read()}"
+        return f"http://127.0.0.1:{match.group(1)}/v1"
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+        assert proc.returncode == 0  # SIGTERM is a clean stop
+
+
+def relay_log_entries(relay) -> list[dict]:
+    return [json.loads(line) for line in relay.log.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_openai_sdk_through_serve_local(serve_local, relay, encrypt):
+    base_url = serve_local(encrypt)
+    client = openai.OpenAI(base_url=base_url, api_key="anything-local", max_retries=0)
+    messages = [{"role": "user", "content": PROMPT}]
+    expected = answers.chat_answer({"messages": messages})[0]
+
+    completion = client.chat.completions.create(model="lab/echo", messages=messages)
+    assert completion.choices[0].message.content == expected
+
+    pieces = []
+    with client.chat.completions.create(model="lab/echo", messages=messages, stream=True) as stream:
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+    assert len(pieces) > 3 and "".join(pieces) == expected
+
+    vectors = client.embeddings.create(model="openai/text-embedding-3-small", input=["a", "b"])
+    assert [d.embedding for d in vectors.data] == [answers.embedding("a"), answers.embedding("b")]
+    assert "lab/echo" in [m.id for m in client.models.list().data]
+
+    # The relay saw these requests in the expected mode (its access log says envelope or not).
+    recent = relay_log_entries(relay)[-4:]
+    assert [e["envelope"] for e in recent] == [encrypt] * 4
+    assert {e["token"] for e in recent} == {"client-tests"}
+
+
+def test_serve_local_reports_relay_errors_in_openai_shape(serve_local):
+    client = openai.OpenAI(base_url=serve_local(True), api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="not a valid model ID"):
+        client.chat.completions.create(model="no/such", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_serve_local_refuses_non_loopback(cli, relay, keys):
+    cli.write_config(client_toml(relay.url, keys))
+    result = cli.run("serve-local", "--host", "0.0.0.0", "--port", "0")  # noqa: S104 - must be refused
+    assert result.returncode == 2 and "loopback only" in result.stderr
