@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is there (the common case on a developer's machine).
 set -euo pipefail
 pkgs=(
-  lxc debootstrap dnsmasq-base iptables iproute2 openssl zstd uidmap
+  lxc debootstrap mmdebstrap dnsmasq-base dnsmasq-utils iptables iproute2 openssl zstd uidmap
   openssh-client rsync
   nginx-light wrk squid-openssl
 )

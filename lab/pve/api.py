@@ -1,0 +1,132 @@
+"""The HTTP side: `/api2/json` dispatch (auth, CSRF, schema validation, PVE's response shapes) and
+the lab control endpoints under `/_lab/`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from lab.pve import schema
+from lab.pve.auth import AuthError, Identity
+from lab.pve.errors import ApiError
+from lab.pve.service import Pve
+
+log = logging.getLogger("lab.pve.api")
+PREFIX = "/api2/json"
+
+
+@dataclass
+class Call:
+    pve: Pve
+    params: dict[str, Any]
+    ident: Identity | None
+
+    @property
+    def user(self) -> str:
+        return self.ident.name if self.ident else ""
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+HANDLERS: dict[tuple[str, str], Handler] = {}
+
+
+def route(method: str, template: str) -> Callable[[Handler], Handler]:
+    def register(func: Handler) -> Handler:
+        if schema.method_info(template, method) is None:
+            raise RuntimeError(f"{method} {template} is not in the PVE schema")
+        HANDLERS[(method, template)] = func
+        return func
+
+    return register
+
+
+def _reply(status: int, body: dict[str, Any], reason: str | None = None) -> web.Response:
+    # The status line cannot carry newlines; PVE's messages often end with one.
+    reason = reason.strip().replace("\n", " ") if reason else None
+    return web.json_response(body, status=status, reason=reason)
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    params = dict(request.query)
+    if request.can_read_body:
+        raw = await request.read()
+        ctype = request.content_type
+        if ctype == "application/json" and raw:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ApiError(400, "JSON body must be an object")
+            params.update({k: v for k, v in body.items() if v is not None})
+        elif raw:
+            params.update(parse_qsl(raw.decode(), keep_blank_values=True))
+    return params
+
+
+def _authenticate(pve: Pve, request: web.Request, method: str) -> Identity:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("PVEAPIToken"):
+        return pve.auth.check_token(header)
+    ticket = request.cookies.get("PVEAuthCookie")
+    if not ticket:
+        raise AuthError("No ticket")
+    ident = pve.auth.check_ticket(ticket)
+    if method != "GET":
+        pve.auth.check_csrf(ident, request.headers.get("CSRFPreventionToken"))
+    return ident
+
+
+async def dispatch(request: web.Request) -> web.Response:
+    pve: Pve = request.app["pve"]
+    method = request.method
+    path = request.path[len(PREFIX) :] or "/"
+    found = schema.match(path)
+    info = schema.method_info(found[0], method) if found else None
+    if not found or info is None or (method, found[0]) not in HANDLERS:
+        return _reply(501, {"data": None}, f"Method '{method} {request.path}' not implemented")
+    template, path_params = found
+    try:
+        ident = None if template == "/access/ticket" else _authenticate(pve, request, method)
+        raw = await _params(request)
+        raw.update(path_params)
+        params = schema.validate(template, method, raw)
+        if "node" in path_params:
+            pve.check_node(path_params["node"])
+        data = await HANDLERS[(method, template)](Call(pve, params, ident))
+    except AuthError as exc:
+        return _reply(401, {"data": None}, str(exc))
+    except schema.ParamError as exc:
+        return _reply(400, {"errors": exc.errors, "data": None}, "Parameter verification failed.")
+    except ApiError as exc:
+        return _reply(exc.status, {"data": None, "message": exc.message.rstrip("\n") + "\n"}, exc.message)
+    except json.JSONDecodeError:
+        return _reply(400, {"data": None, "message": "malformed JSON body\n"}, "malformed JSON body")
+    return _reply(200, {"data": data})
+
+
+async def faults(request: web.Request) -> web.Response:
+    """Lab control: GET shows, POST merges ({"storage_full": true}), DELETE clears the injected faults."""
+    pve: Pve = request.app["pve"]
+    if request.method == "POST":
+        body = await request.json()
+        if not isinstance(body, dict) or not set(body) <= {"storage_full"}:
+            return web.json_response({"error": "known faults: storage_full (bool)"}, status=400)
+        pve.state.faults.update({k: bool(v) for k, v in body.items()})
+    elif request.method == "DELETE":
+        pve.state.faults.clear()
+    pve.state.save()
+    return web.json_response({"faults": pve.state.faults})
+
+
+def make_app(pve: Pve) -> web.Application:
+    from lab.pve import handlers  # noqa: F401  (registers the routes)
+
+    app = web.Application(client_max_size=8 * 1024**2)
+    app["pve"] = pve
+    app.router.add_route("*", "/_lab/faults", faults)
+    app.router.add_route("*", PREFIX + "/{tail:.*}", dispatch)
+    return app

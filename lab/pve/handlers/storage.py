@@ -1,0 +1,99 @@
+"""Storage listing/content and the appliance index (aplinfo): the template cache as PVE shows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.pve.api import Call, route
+from lab.pve.errors import ApiError
+from lab.pve.storage import CONTENT, sha512
+from lab.pve.tasks import Task, TaskFailed
+from lab.template.build import cached_template
+
+
+def _store(call: Call):
+    store = call.pve.storages[call.params["node"]]
+    if call.params["storage"] != store.id:
+        raise ApiError(500, f"storage '{call.params['storage']}' does not exist")
+    return store
+
+
+@route("GET", "/nodes/{node}/storage")
+async def list_storage(call: Call) -> list[dict[str, Any]]:
+    p = call.params
+    store = call.pve.storages[p["node"]]
+    if p.get("storage") not in (None, store.id):
+        return []
+    if p.get("content") and not set(p["content"].split(",")) <= set(CONTENT.split(",")):
+        return []
+    use = store.usage()
+    return [
+        {
+            "storage": store.id,
+            "type": "dir",
+            "content": CONTENT,
+            "active": 1,
+            "enabled": 1,
+            "shared": 0,
+            **use,
+            "used_fraction": round(use["used"] / use["total"], 6) if use["total"] else 0,
+        }
+    ]
+
+
+@route("GET", "/nodes/{node}/storage/{storage}/content")
+async def content(call: Call) -> list[dict[str, Any]]:
+    return _store(call).content(call.params.get("content"), call.params.get("vmid"))
+
+
+def _appliances() -> list[dict[str, Any]]:
+    template = cached_template()
+    if template is None:
+        return []
+    name = template.name
+    package, version = name.removesuffix("_amd64.tar.zst").split("_", 1)
+    return [
+        {
+            "template": name,
+            "package": package,
+            "version": version,
+            "type": "lxc",
+            "os": "debian-12",
+            "section": "system",
+            "headline": "Debian 12 Bookworm (standard)",
+            "description": "Debian 12 standard system (lab build: systemd, openssh-server, no python3)",
+            "maintainer": "llm-relay lab",
+            "architecture": "amd64",
+            "infopage": "https://pve.proxmox.com/wiki/Linux_Container",
+            "location": f"http://download.proxmox.com/images/system/{name}",
+            "source": f"http://download.proxmox.com/images/system/{name}",
+            "sha512sum": sha512(template),
+        }
+    ]
+
+
+@route("GET", "/nodes/{node}/aplinfo")
+async def aplinfo(call: Call) -> list[dict[str, Any]]:
+    return _appliances()
+
+
+@route("POST", "/nodes/{node}/aplinfo")
+async def aplinfo_download(call: Call) -> str:
+    store = _store(call)
+    name = call.params["template"]
+    if not any(a["template"] == name for a in _appliances()):
+        raise ApiError(400, f"no such template '{name}'")
+    source = cached_template()
+    pve = call.pve
+
+    async def work(task: Task) -> None:
+        task.log(f"starting template download from: http://download.proxmox.com/images/system/{name}")
+        task.log(f"target file: {store.template_dir / name}")
+        if pve.faults().get("storage_full"):
+            task.log(f"write failed: {store.template_dir / name}: No space left on device")
+            raise TaskFailed(f"download failed: {name}: No space left on device")
+        store.install_template(source)  # type: ignore[arg-type]
+        task.log(f"{source.stat().st_size} bytes copied")  # type: ignore[union-attr]
+        task.log("download of template finished")
+
+    return pve.tasks.start(call.params["node"], "download", name, call.user, work).upid

@@ -1,0 +1,315 @@
+"""The real backend: LXC containers under the lab's lxcpath, named by vmid.
+
+PVE config (memory, swap, cores, cpulimit, netN, features, unprivileged, ...) is translated into an
+LXC config; the guest is set up the way `pct` does it (hostname, /etc/network/interfaces, resolv.conf,
+root's authorized_keys, fresh SSH host keys). Unprivileged containers get a real idmap
+(root:100000:65536 in /etc/subuid and /etc/subgid) and a rootfs extracted inside that user namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lab.pve.tasks import TaskFailed
+
+ID_SHIFT = 100000
+ID_RANGE = 65536
+LXC_SHARE = Path("/usr/share/lxc/config")
+MEMCG = Path("/sys/fs/cgroup/memory")
+
+
+async def run(*argv: str, stdin: bytes | None = None, limit: float = 300) -> str:
+    """Run a command; raise TaskFailed with its output on failure."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(stdin), limit)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise TaskFailed(f"command '{argv[0]}' timed out after {limit:.0f}s") from None
+    text = out.decode(errors="replace").strip()
+    if proc.returncode != 0:
+        raise TaskFailed(f"command '{' '.join(argv[:3])} ...' failed: exit code {proc.returncode}: {text}")
+    return text
+
+
+def ensure_subids() -> None:
+    """Give root the subordinate id range PVE uses (root:100000:65536), idempotently."""
+    for path in (Path("/etc/subuid"), Path("/etc/subgid")):
+        line = f"root:{ID_SHIFT}:{ID_RANGE}"
+        text = path.read_text() if path.exists() else ""
+        if line not in text.splitlines():
+            path.write_text(text + ("" if text.endswith("\n") or not text else "\n") + line + "\n")
+
+
+class Backend:
+    def __init__(self, lxcpath: Path) -> None:
+        self.lxcpath = lxcpath
+        self.lxcpath.mkdir(parents=True, exist_ok=True)
+
+    def exists(self, vmid: int) -> bool:
+        return (self.lxcpath / str(vmid) / "config").exists()
+
+    def _args(self, vmid: int) -> list[str]:
+        return ["-P", str(self.lxcpath), "-n", str(vmid)]
+
+    # --- rootfs --------------------------------------------------------------------------------
+    async def extract(self, template: Path, rootfs: Path, unprivileged: bool) -> None:
+        await asyncio.to_thread(rootfs.mkdir, parents=True)
+        tar = ["tar", "--zstd", "-xpf", str(template), "-C", str(rootfs), "--numeric-owner"]
+        tar += ["--exclude=./dev/*"]
+        if unprivileged:
+            os.chown(rootfs, ID_SHIFT, ID_SHIFT)
+            ids = [f"u:0:{ID_SHIFT}:{ID_RANGE}", f"g:0:{ID_SHIFT}:{ID_RANGE}"]
+            await run("lxc-usernsexec", "-m", ids[0], "-m", ids[1], "--", *tar)
+        else:
+            await run(*tar)
+
+    def setup_guest(
+        self, rootfs: Path, conf: dict[str, Any], nets: dict[str, dict[str, Any]], shift: int
+    ) -> None:
+        """Write what PVE's setup writes on every start: hostname, hosts, interfaces, resolv.conf."""
+        hostname = conf.get("hostname", f"CT{conf['vmid']}")
+        guest = GuestFS(rootfs, shift)
+        guest.write("etc/hostname", hostname + "\n")
+        guest.write(
+            "etc/hosts",
+            f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        )
+        lines = ["auto lo", "iface lo inet loopback", ""]
+        for key in sorted(nets):
+            net = nets[key]
+            name, ip = net["name"], net.get("ip", "manual")
+            lines.append(f"auto {name}")
+            if ip in ("dhcp", "manual"):
+                lines.append(f"iface {name} inet {ip}")
+            else:
+                lines += [f"iface {name} inet static", f"\taddress {ip}"]
+                if net.get("gw"):
+                    lines.append(f"\tgateway {net['gw']}")
+            lines.append("")
+        guest.write("etc/network/interfaces", "\n".join(lines))
+        if (
+            conf.get("nameserver")
+            or conf.get("searchdomain")
+            or not any(n.get("ip") == "dhcp" for n in nets.values())
+        ):
+            servers = conf.get("nameserver", "10.87.0.1").replace(",", " ").replace(";", " ").split()
+            text = "".join(f"nameserver {s}\n" for s in servers)
+            if conf.get("searchdomain"):
+                text = f"search {conf['searchdomain']}\n" + text
+            guest.write("etc/resolv.conf", text, replace_link=True)
+
+    async def first_boot_setup(
+        self, rootfs: Path, ssh_keys: str | None, password: str | None, shift: int
+    ) -> None:
+        """Create-time only: root's authorized_keys, root password, fresh SSH host keys, machine-id."""
+        guest = GuestFS(rootfs, shift)
+        if ssh_keys:
+            guest.mkdir("root/.ssh", 0o700)
+            guest.write("root/.ssh/authorized_keys", ssh_keys.strip() + "\n", mode=0o600)
+        if password:
+            hashed = await run("openssl", "passwd", "-6", "-stdin", stdin=password.encode() + b"\n")
+            shadow = guest.read("etc/shadow").splitlines()
+            shadow = [
+                f"root:{hashed}:" + ":".join(s.split(":")[2:]) if s.startswith("root:") else s for s in shadow
+            ]
+            guest.write("etc/shadow", "\n".join(shadow) + "\n", mode=0o640, gid=42)
+        guest.write("etc/machine-id", "", mode=0o444)
+        await run("ssh-keygen", "-A", "-f", str(rootfs))
+        for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+            os.chown(key, shift, shift)
+
+    # --- config --------------------------------------------------------------------------------
+    def write_config(
+        self, vmid: int, conf: dict[str, Any], nets: dict[str, dict[str, Any]], rootfs: Path
+    ) -> None:
+        unpriv = bool(conf.get("unprivileged"))
+        features = conf.get("_features", {})
+        lines = [
+            f"lxc.uts.name = {conf.get('hostname', f'CT{vmid}')}",
+            f"lxc.arch = {conf.get('arch', 'amd64')}",
+            f"lxc.include = {LXC_SHARE / 'debian.common.conf'}",
+        ]
+        if unpriv:
+            lines += [
+                f"lxc.include = {LXC_SHARE / 'debian.userns.conf'}",
+                f"lxc.idmap = u 0 {ID_SHIFT} {ID_RANGE}",
+                f"lxc.idmap = g 0 {ID_SHIFT} {ID_RANGE}",
+            ]
+        if features.get("nesting"):
+            lines.append(f"lxc.include = {LXC_SHARE / 'nesting.conf'}")
+        lines += [
+            f"lxc.rootfs.path = dir:{rootfs}",
+            f"lxc.tty.max = {conf.get('tty', 2)}",
+            f"lxc.start.auto = {1 if conf.get('onboot') else 0}",
+        ]
+        lines += _cgroup_lines(conf)
+        for key in sorted(nets, key=lambda k: int(k[3:])):
+            idx, net = int(key[3:]), nets[key]
+            prefix = f"lxc.net.{idx}"
+            lines += [
+                f"{prefix}.type = veth",
+                f"{prefix}.link = {net.get('bridge', 'vmbr0')}",
+                f"{prefix}.name = {net['name']}",
+                f"{prefix}.hwaddr = {net['hwaddr']}",
+                f"{prefix}.veth.pair = veth{vmid}i{idx}",
+            ]
+            if not net.get("link_down"):
+                lines.append(f"{prefix}.flags = up")
+            if net.get("mtu"):
+                lines.append(f"{prefix}.mtu = {net['mtu']}")
+        path = self.lxcpath / str(vmid)
+        path.mkdir(exist_ok=True)
+        (path / "config").write_text("\n".join(lines) + "\n")
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def state(self, vmid: int) -> tuple[str, int | None]:
+        """('running'|'stopped', init pid)."""
+        if not self.exists(vmid):
+            return "stopped", None
+        out = await run("lxc-info", *self._args(vmid), "-s", "-p")
+        info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        running = info.get("State", "").strip() == "RUNNING"
+        pid = int(info["PID"]) if running and info.get("PID", "").strip().isdigit() else None
+        return ("running" if running else "stopped"), pid
+
+    async def start(self, vmid: int) -> None:
+        log = self.lxcpath / str(vmid) / "start.log"
+        try:
+            await run("lxc-start", *self._args(vmid), "-d", "-l", "ERROR", "-o", str(log), limit=60)
+            await run("lxc-wait", *self._args(vmid), "-s", "RUNNING", "-t", "30", limit=40)
+        except TaskFailed as exc:
+            detail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            raise TaskFailed(f"startup for container '{vmid}' failed: {' | '.join(detail) or exc}") from None
+
+    async def stop(self, vmid: int, grace: int | None = None) -> None:
+        """Kill (grace None) or clean shutdown within `grace` seconds."""
+        if grace is None:
+            await run("lxc-stop", *self._args(vmid), "-k", limit=60)
+        else:
+            await run("lxc-stop", *self._args(vmid), "-t", str(grace), limit=grace + 30)
+
+    async def reboot(self, vmid: int) -> None:
+        await run("lxc-stop", *self._args(vmid), "-r", "-t", "60", limit=90)
+
+    async def destroy(self, vmid: int) -> None:
+        state, _ = await self.state(vmid)
+        if state == "running":
+            await self.stop(vmid)
+        shutil.rmtree(self.lxcpath / str(vmid), ignore_errors=True)
+
+    async def interfaces(self, pid: int) -> list[dict[str, Any]]:
+        out = await run("nsenter", "-t", str(pid), "-n", "ip", "-j", "addr", "show")
+        result = []
+        for link in json.loads(out):
+            entry: dict[str, Any] = {
+                "name": link["ifname"],
+                "hwaddr": link.get("address", "00:00:00:00:00:00"),
+                "hardware-address": link.get("address", "00:00:00:00:00:00"),
+                "ip-addresses": [],
+            }
+            for addr in link.get("addr_info", []):
+                family = "inet" if addr["family"] == "inet" else "inet6"
+                entry["ip-addresses"].append(
+                    {"ip-address": addr["local"], "ip-address-type": family, "prefix": addr["prefixlen"]}
+                )
+                entry.setdefault(family, f"{addr['local']}/{addr['prefixlen']}")
+            result.append(entry)
+        return result
+
+    def usage(self, vmid: int) -> dict[str, int]:
+        """Memory/swap use from the container's memory cgroup (v1), 0 when unavailable."""
+        base = _payload_memcg(vmid)
+        out = {"mem": 0, "swap": 0}
+        if base:
+            try:
+                out["mem"] = int((base / "memory.usage_in_bytes").read_text())
+                memsw = base / "memory.memsw.usage_in_bytes"
+                if memsw.exists():
+                    out["swap"] = max(0, int(memsw.read_text()) - out["mem"])
+            except (OSError, ValueError):
+                pass
+        return out
+
+
+def _own_memcg() -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return path.lstrip("/")
+    return ""
+
+
+def _payload_memcg(vmid: int) -> Path | None:
+    # LXC nests the payload cgroup under the cgroup of the process that started it.
+    for base in (MEMCG / _own_memcg(), MEMCG):
+        candidate = base / f"lxc.payload.{vmid}"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _cgroup_lines(conf: dict[str, Any]) -> list[str]:
+    memory = int(conf.get("memory", 512)) * 1024 * 1024
+    swap = int(conf.get("swap", 512)) * 1024 * 1024
+    lines = [f"lxc.cgroup.memory.limit_in_bytes = {memory}"]
+    if (MEMCG / "memory.memsw.limit_in_bytes").exists():
+        lines.append(f"lxc.cgroup.memory.memsw.limit_in_bytes = {memory + swap}")
+    if conf.get("cores"):
+        ncpu = os.cpu_count() or 1
+        lines.append(f"lxc.cgroup.cpuset.cpus = 0-{min(int(conf['cores']), ncpu) - 1}")
+    if conf.get("cpulimit"):
+        lines += [
+            "lxc.cgroup.cpu.cfs_period_us = 100000",
+            f"lxc.cgroup.cpu.cfs_quota_us = {int(float(conf['cpulimit']) * 100000)}",
+        ]
+    lines.append(f"lxc.cgroup.cpu.shares = {int(conf.get('cpuunits', 1024))}")
+    return lines
+
+
+class GuestFS:
+    """Writes into a container's rootfs without following guest-controlled symlinks out of it."""
+
+    def __init__(self, rootfs: Path, shift: int) -> None:
+        self.root = rootfs.resolve()
+        self.shift = shift
+
+    def _path(self, rel: str) -> Path:
+        path = self.root / rel
+        parent = path.parent.resolve()
+        if parent != self.root and self.root not in parent.parents:
+            raise TaskFailed(f"refusing to write {rel}: path leaves the container root")
+        return parent / path.name
+
+    def read(self, rel: str) -> str:
+        return self._path(rel).read_text()
+
+    def mkdir(self, rel: str, mode: int) -> None:
+        path = self._path(rel)
+        path.mkdir(mode=mode, exist_ok=True)
+        os.chown(path, self.shift, self.shift)
+        path.chmod(mode)
+
+    def write(self, rel: str, text: str, mode: int = 0o644, gid: int = 0, replace_link: bool = False) -> None:
+        path = self._path(rel)
+        if path.is_symlink():
+            if not replace_link:
+                raise TaskFailed(f"refusing to write {rel}: it is a symlink")
+            path.unlink()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        fd = os.open(path, flags, mode)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chown(path, self.shift, self.shift + gid)
+        path.chmod(mode)

@@ -1,0 +1,359 @@
+"""The emulated cluster: nodes, storage, containers (state + LXC backend), tasks and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from lab import config as labconfig
+from lab import net
+from lab.pve import schema
+from lab.pve.auth import Authenticator
+from lab.pve.errors import ApiError
+from lab.pve.lxc import ID_SHIFT, Backend
+from lab.pve.state import ClusterState, Container
+from lab.pve.storage import NodeStorage
+from lab.pve.tasks import Task, TaskFailed, TaskManager
+
+log = logging.getLogger("lab.pve")
+CREATE = ("/nodes/{node}/lxc", "POST")
+PUT_CONFIG = ("/nodes/{node}/lxc/{vmid}/config", "PUT")
+DEFAULT_ROOTFS_GIB = 4
+# Keys accepted at create but never stored in the config (PVE consumes them).
+CREATE_ONLY = {
+    "ostemplate",
+    "password",
+    "ssh-public-keys",
+    "start",
+    "storage",
+    "force",
+    "unique",
+    "restore",
+    "ignore-unpack-errors",
+    "bwlimit",
+    "pool",
+    "ha-managed",
+    "node",
+    "vmid",
+}
+
+
+def _random_mac() -> str:
+    # Proxmox's OUI, like the MACs PVE generates.
+    return "BC:24:11:" + ":".join(f"{b:02X}" for b in secrets.token_bytes(3))
+
+
+def print_property_string(values: dict[str, Any], first: str | None = None) -> str:
+    def fmt(v: Any) -> str:
+        return ("1" if v else "0") if isinstance(v, bool) else str(v)
+
+    keys = ([first] if first in values else []) + sorted(k for k in values if k != first)
+    return ",".join(f"{k}={fmt(values[k])}" for k in keys)
+
+
+class Pve:
+    def __init__(self, cfg: dict[str, Any], state_dir: Path) -> None:
+        self.cfg = cfg
+        self.nodes: list[str] = list(cfg["nodes"])
+        self.dir = state_dir / "pve"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        users = dict(cfg.get("users", {}))
+        users.setdefault(cfg["user"], cfg["password"])
+        tokens = dict(cfg.get("tokens", {}))
+        tokens.setdefault(f"{cfg['user']}!{cfg['token_id']}", cfg["token_secret"])
+        self.auth = Authenticator(users, tokens, self.dir / "authkey")
+        self.state = ClusterState(self.dir / "cluster.json")
+        self.tasks = TaskManager(self.dir / "tasks")
+        self.backend = Backend(labconfig.lxc_path())
+        self.storage_id: str = cfg.get("storage", "local")
+        self.storages = {
+            n: NodeStorage(
+                self.dir / "storage" / n / self.storage_id, self.storage_id, cfg.get("storage_total_gib", 100)
+            )
+            for n in self.nodes
+        }
+        self.locks: dict[int, asyncio.Lock] = {}
+        self.started = time.time()
+
+    # --- helpers -------------------------------------------------------------------------------
+    def check_node(self, node: str) -> None:
+        if node not in self.nodes:
+            raise ApiError(596, f"no such cluster node '{node}'")
+
+    def container(self, node: str, vmid: int) -> Container:
+        ct = self.state.containers.get(vmid)
+        if ct is None or ct.node != node:
+            raise ApiError(500, f"Configuration file 'nodes/{node}/lxc/{vmid}.conf' does not exist")
+        return ct
+
+    def lock(self, vmid: int) -> asyncio.Lock:
+        return self.locks.setdefault(vmid, asyncio.Lock())
+
+    def check_unlocked(self, ct: Container) -> None:
+        if ct.lock:
+            raise ApiError(500, f"CT is locked ({ct.lock})")
+
+    def nets(self, conf: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {k: schema.property_string(*CREATE, k, v) for k, v in conf.items() if k.startswith("net")}
+
+    def features(self, conf: dict[str, Any]) -> dict[str, Any]:
+        return schema.property_string(*CREATE, "features", conf["features"]) if conf.get("features") else {}
+
+    def faults(self) -> dict[str, Any]:
+        return self.state.faults
+
+    async def ct_state(self, vmid: int) -> tuple[str, int | None]:
+        return await self.backend.state(vmid)
+
+    # --- create --------------------------------------------------------------------------------
+    def normalize_net(self, key: str, value: str, old: str | None = None) -> str:
+        net = schema.property_string(*CREATE, key, value)
+        if "hwaddr" not in net:
+            prev = schema.property_string(*CREATE, key, old) if old else {}
+            net["hwaddr"] = prev.get("hwaddr") or _random_mac()
+        net.setdefault("type", "veth")
+        return print_property_string(net, "name")
+
+    def create(self, node: str, p: dict[str, Any], user: str) -> Task:
+        vmid: int = p["vmid"]
+        existing = self.state.containers.get(vmid)
+        if existing:
+            raise ApiError(500, f"CT {vmid} already exists on node '{existing.node}'")
+        storage = self.storages[node]
+        store_id = p.get("storage", self.storage_id)
+        if store_id != self.storage_id:
+            raise ApiError(500, f"storage '{store_id}' does not exist")
+        template = storage.template_path(p["ostemplate"])
+        rootfs = schema.property_string(
+            *CREATE, "rootfs", p.get("rootfs", f"{store_id}:{DEFAULT_ROOTFS_GIB}")
+        )
+        vol_store, _, size = str(rootfs["volume"]).partition(":")
+        if vol_store != self.storage_id:
+            raise ApiError(500, f"storage '{vol_store}' does not exist")
+        if not size.replace(".", "", 1).isdigit():
+            raise ApiError(
+                500, f"unable to create CT {vmid} - rootfs: only new volumes STORAGE:SIZE_GiB are supported"
+            )
+        rootfs.pop("volume")
+        rootfs["size"] = f"{size}G"
+        conf: dict[str, Any] = {"arch": p.get("arch", "amd64"), "ostype": p.get("ostype", "debian")}
+        conf.update({k: v for k, v in p.items() if k not in CREATE_ONLY})
+        conf["rootfs"] = storage.volid(vmid) + ("," + print_property_string(rootfs) if rootfs else "")
+        conf.setdefault("memory", 512)
+        conf.setdefault("swap", 512)
+        conf["unprivileged"] = p.get("unprivileged", True)
+        conf.setdefault("hostname", f"CT{vmid}")
+        for key in [k for k in conf if k.startswith("net")]:
+            conf[key] = self.normalize_net(key, conf[key])
+        ct = Container(vmid=vmid, node=node, conf=conf, lock="create")
+        self.state.containers[vmid] = ct
+        self.state.save()
+
+        async def work(task: Task) -> None:
+            try:
+                await self._build(task, ct, template, p)
+            except BaseException:
+                await self._discard(ct)
+                raise
+            if p.get("start"):
+                await self._start(task, ct)
+
+        return self.tasks.start(node, "vzcreate", str(vmid), user, work)
+
+    async def _build(self, task: Task, ct: Container, template: Path, p: dict[str, Any]) -> None:
+        vmid = ct.vmid
+        storage = self.storages[ct.node]
+        volume = storage.volume_dir(vmid)
+        task.log(f"extracting archive '{template}'")
+        if self.faults().get("storage_full"):
+            task.log("tar: ./usr/lib/x86_64-linux-gnu/libc.so.6: Cannot write: No space left on device")
+            raise TaskFailed(
+                f"unable to create CT {vmid} - command 'tar xpf - --zstd --totals --one-file-system -p "
+                f"--sparse --numeric-owner --acls --xattrs' failed: exit code 2"
+            )
+        unpriv = bool(ct.conf.get("unprivileged"))
+        shift = ID_SHIFT if unpriv else 0
+        started = time.monotonic()
+        try:
+            await self.backend.extract(template, volume, unpriv)
+        except TaskFailed as exc:
+            raise TaskFailed(f"unable to create CT {vmid} - {exc}") from None
+        size = (await asyncio.to_thread(template.stat)).st_size
+        task.log(f"Total bytes read: {size} ({time.monotonic() - started:.1f}s)")
+        task.log("Detected container architecture: amd64")
+        await self.backend.first_boot_setup(volume, p.get("ssh-public-keys"), p.get("password"), shift)
+        for kind in ("rsa", "ecdsa", "ed25519"):
+            task.log(f"Creating SSH host key 'ssh_host_{kind}_key' - this may take some time ...")
+        self._write(ct)
+        ct.lock = None
+        self.state.save()
+
+    def _write(self, ct: Container) -> None:
+        conf = dict(ct.conf, vmid=ct.vmid, _features=self.features(ct.conf))
+        nets = self.nets(ct.conf)
+        volume = self.storages[ct.node].volume_dir(ct.vmid)
+        shift = ID_SHIFT if ct.conf.get("unprivileged") else 0
+        self.backend.setup_guest(volume, conf, nets, shift)
+        self.backend.write_config(ct.vmid, conf, nets, volume)
+
+    async def _discard(self, ct: Container) -> None:
+        """Remove everything a container owns: LXC, volume, leases, state entry."""
+        await self.backend.destroy(ct.vmid)
+        self.storages[ct.node].free_volume(ct.vmid)
+        for spec in self.nets(ct.conf).values():
+            await asyncio.to_thread(net.release_lease, spec["hwaddr"])
+        self.state.containers.pop(ct.vmid, None)
+        self.state.save()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def _start(self, task: Task, ct: Container) -> None:
+        for key, spec in self.nets(ct.conf).items():
+            bridge = spec.get("bridge")
+            if not bridge:
+                raise TaskFailed(f"missing 'bridge' option for {key}")
+            if not await asyncio.to_thread(Path(f"/sys/class/net/{bridge}/bridge").exists):
+                raise TaskFailed(f"bridge '{bridge}' does not exist")
+        self._write(ct)
+        await self.backend.start(ct.vmid)
+
+    async def require_state(self, ct: Container, want: str) -> None:
+        state, _ = await self.ct_state(ct.vmid)
+        if state != want:
+            msg = "already running" if state == "running" else "not running"
+            raise ApiError(500, f"CT {ct.vmid} {msg}")
+
+    def start(self, ct: Container, user: str) -> Task:
+        async def work(task: Task) -> None:
+            async with self.lock(ct.vmid):
+                await self._start(task, ct)
+
+        return self.tasks.start(ct.node, "vzstart", str(ct.vmid), user, work)
+
+    def stop(self, ct: Container, user: str) -> Task:
+        async def work(task: Task) -> None:
+            async with self.lock(ct.vmid):
+                await self.backend.stop(ct.vmid)
+
+        return self.tasks.start(ct.node, "vzstop", str(ct.vmid), user, work)
+
+    def shutdown(self, ct: Container, user: str, timeout: int, force: bool) -> Task:
+        async def work(task: Task) -> None:
+            async with self.lock(ct.vmid):
+                try:
+                    await self.backend.stop(ct.vmid, grace=timeout)
+                except TaskFailed:
+                    if not force:
+                        raise TaskFailed("shutdown failed - container did not stop in time") from None
+                    task.log("shutdown timed out, stopping container (forceStop)")
+                    await self.backend.stop(ct.vmid)
+
+        return self.tasks.start(ct.node, "vzshutdown", str(ct.vmid), user, work)
+
+    def reboot(self, ct: Container, user: str) -> Task:
+        async def work(task: Task) -> None:
+            async with self.lock(ct.vmid):
+                await self.backend.stop(ct.vmid, grace=60)
+                await self._start(task, ct)
+
+        return self.tasks.start(ct.node, "vzreboot", str(ct.vmid), user, work)
+
+    def destroy(self, ct: Container, user: str, force: bool) -> Task:
+        ct.lock = "destroyed"
+
+        async def work(task: Task) -> None:
+            async with self.lock(ct.vmid):
+                task.log(f"destroying CT {ct.vmid}")
+                await self._discard(ct)
+                task.log(f"removed volume {self.storages[ct.node].volid(ct.vmid)}")
+
+        return self.tasks.start(ct.node, "vzdestroy", str(ct.vmid), user, work)
+
+    # --- config --------------------------------------------------------------------------------
+    def update_config(self, ct: Container, p: dict[str, Any]) -> None:
+        if p.get("digest") and p["digest"] != ct.digest():
+            raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
+        deletes = schema.formats.split_list(p.get("delete", "")) if p.get("delete") else []
+        changes = {k: v for k, v in p.items() if k not in ("node", "vmid", "digest", "delete", "revert")}
+        both = set(deletes) & set(changes)
+        if both:
+            raise ApiError(400, f"can't set and delete the same option: {', '.join(sorted(both))}")
+        for key in deletes:
+            if key in ("rootfs", "arch", "ostype"):
+                raise ApiError(500, f"unable to delete required option '{key}'")
+            ct.conf.pop(key, None)
+        for key, value in changes.items():
+            if key.startswith("net"):
+                value = self.normalize_net(key, value, ct.conf.get(key))
+            if key == "rootfs":
+                raise ApiError(500, "unable to modify read-only option: 'rootfs'")
+            ct.conf[key] = value
+        self.state.save()
+        if self.backend.exists(ct.vmid):
+            volume = self.storages[ct.node].volume_dir(ct.vmid)
+            nets = self.nets(ct.conf)
+            self.backend.write_config(
+                ct.vmid, dict(ct.conf, vmid=ct.vmid, _features=self.features(ct.conf)), nets, volume
+            )
+
+    def config_view(self, ct: Container) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in ct.conf.items():
+            out[key] = int(value) if isinstance(value, bool) else value
+        if ct.lock:
+            out["lock"] = ct.lock
+        out["digest"] = ct.digest()
+        return out
+
+    # --- status --------------------------------------------------------------------------------
+    async def status(self, ct: Container) -> dict[str, Any]:
+        state, pid = await self.ct_state(ct.vmid)
+        usage = self.backend.usage(ct.vmid) if state == "running" else {"mem": 0, "swap": 0}
+        out: dict[str, Any] = {
+            "vmid": ct.vmid,
+            "name": ct.conf.get("hostname", f"CT{ct.vmid}"),
+            "status": state,
+            "uptime": _uptime(pid) if pid else 0,
+            "cpus": int(ct.conf.get("cores", 0)) or (os.cpu_count() or 1),
+            "cpu": 0,
+            "maxmem": int(ct.conf.get("memory", 512)) * 1024**2,
+            "maxswap": int(ct.conf.get("swap", 512)) * 1024**2,
+            "mem": usage["mem"],
+            "maxdisk": _size_bytes(ct.conf.get("rootfs", "")),
+            "disk": 0,
+            "netin": 0,
+            "netout": 0,
+            "diskread": 0,
+            "diskwrite": 0,
+            "template": 0,
+            "ha": {"managed": 0},
+        }
+        if ct.conf.get("tags"):
+            out["tags"] = ct.conf["tags"]
+        if ct.lock:
+            out["lock"] = ct.lock
+        return out
+
+
+def _size_bytes(rootfs: str) -> int:
+    for part in rootfs.split(","):
+        if part.startswith("size="):
+            value = part[5:]
+            units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+            if value[-1] in units:
+                return int(float(value[:-1]) * units[value[-1]])
+            return int(value)
+    return 0
+
+
+def _uptime(pid: int) -> int:
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0, int(boot - ticks / os.sysconf("SC_CLK_TCK")))
+    except (OSError, ValueError, IndexError):
+        return 0

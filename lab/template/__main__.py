@@ -1,0 +1,5 @@
+import sys
+
+from lab.template.build import main
+
+sys.exit(main())
