@@ -6,19 +6,22 @@ Everything binds 127.0.0.1 port 0. Secret files are written 0600 like the role i
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
-
-from lab.upstream import create_app, state_of
 from llm_relay import envelope, tokens
 from llm_relay.server.logs import AccessLog
 from llm_relay.server.runner import RelayServer
-
 from relay_support import UPSTREAM_KEYS
+
+from lab.upstream import create_app, state_of
+
+HANDLED = web.AppKey("relay_tests_handled", list)
 
 
 def write_secret(path: Path, text: str) -> Path:
@@ -37,10 +40,33 @@ class Upstream:
     def state(self):
         return state_of(self.app)
 
+    @property
+    def handled(self) -> list[dict]:
+        return self.app[HANDLED]
+
 
 @pytest.fixture
 async def upstream():
     app = create_app({"api_keys": UPSTREAM_KEYS, "processing_comment_every": 3})
+    handled: list[dict] = []
+
+    @web.middleware
+    async def track(request, handler):
+        """Records when each upstream handler ends and how: shows whether the relay cut a stream."""
+        entry = {"path": request.path, "ended": None, "outcome": "running"}
+        handled.append(entry)
+        try:
+            response = await handler(request)
+            entry["outcome"] = "done"
+            return response
+        except BaseException as exc:
+            entry["outcome"] = type(exc).__name__
+            raise
+        finally:
+            entry["ended"] = time.monotonic()
+
+    app.middlewares.insert(0, track)
+    app[HANDLED] = handled
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     yield Upstream(server, app, str(server.make_url("/api/v1")))
@@ -77,7 +103,7 @@ class Relay:
         (self.dir / "relay.toml").write_text(text)
 
 
-def relay_toml(upstream_base: str, extra_server: str = "", extra: str = "") -> str:
+def relay_toml(upstream_base: str, extra_server: str = "", extra: str = "", rate_limit: int = 0) -> str:
     return f"""
 [server]
 listen = "127.0.0.1:0"
@@ -88,7 +114,7 @@ drain_timeout = 5
 
 [auth]
 tokens_file = "client-tokens"
-rate_limit_per_minute = 0
+rate_limit_per_minute = {rate_limit}
 
 [envelope]
 keys_file = "fernet-keys"
@@ -111,10 +137,8 @@ keys_file = "openrouter-keys"
 def make_relay_dir(directory: Path, upstream_base: str, **kw) -> tuple[str, str, list[str]]:
     token, other = tokens.generate_token(), tokens.generate_token()
     keys = [envelope.generate_key()]
-    write_secret(
-        directory / "client-tokens",
-        f"# test tokens\n{tokens.format_token_line('alice', token)}\n{tokens.format_token_line('bob', other)}\n",
-    )
+    lines = [tokens.format_token_line("alice", token), tokens.format_token_line("bob", other)]
+    write_secret(directory / "client-tokens", "# test tokens\n" + "\n".join(lines) + "\n")
     write_secret(directory / "fernet-keys", "\n".join(keys) + "\n")
     write_secret(directory / "openrouter-keys", "\n".join(UPSTREAM_KEYS) + "\n")
     (directory / "relay.toml").write_text(relay_toml(upstream_base, **kw))
@@ -153,4 +177,3 @@ async def relay(relay_factory):
 async def http():
     async with aiohttp.ClientSession() as session:
         yield session
-

@@ -106,7 +106,8 @@ class RelayApp:
             outcome.status = response.status
             return response
         except asyncio.CancelledError:
-            outcome.status = outcome.status or 499  # client went away (nginx's convention)
+            outcome.status = 499  # client went away (nginx's convention)
+            outcome.client_gone = True
             raise
         finally:
             self.in_flight -= 1
@@ -125,7 +126,9 @@ class RelayApp:
     ) -> None:
         duration = time.perf_counter() - started
         status = outcome.status
-        if outcome.streamed and outcome.upstream_error:
+        if outcome.client_gone:
+            pass
+        elif outcome.streamed and outcome.upstream_error:
             status = 502  # the client got a truncated stream
         elif response is not None and not outcome.streamed:
             status = response.status

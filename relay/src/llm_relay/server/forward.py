@@ -35,6 +35,7 @@ class Outcome:
     bytes_out: int = 0
     streamed: bool = False
     upstream_error: str = ""
+    client_gone: bool = False
 
 
 def _encode(value: str) -> bytes:
