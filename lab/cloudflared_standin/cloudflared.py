@@ -481,6 +481,7 @@ class Tunnel:
         self.writers: dict[int, asyncio.StreamWriter] = {}
         self.inflight: set[asyncio.Task] = set()
         self.stopping = False
+        self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     # -- connections --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -556,6 +557,8 @@ class Tunnel:
             "version": f"{VERSION} (lab stand-in)",
             "arch": f"{platform.system().lower()}_{platform.machine()}",
             "protocol": self.protocol(),
+            "run_at": self.started_at,
+            "features": [],
         }
 
     def protocol(self) -> str:

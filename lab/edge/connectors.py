@@ -44,8 +44,9 @@ DROP_EVENTS = {
 class ConnectorConnection:
     """One registered TLS connection from a connector; demultiplexes frames into per-stream queues."""
 
-    def __init__(self, tunnel_id: str, conn_id: str, info: dict, reader, writer):
+    def __init__(self, tunnel_id: str, conn_id: str, info: dict, reader, writer, remote_config: bool = True):
         self.tunnel_id, self.conn_id, self.info = tunnel_id, conn_id, info
+        self.remote_config = remote_config
         self.reader, self.writer = reader, writer
         self.streams: dict[int, asyncio.Queue] = {}
         self._ids = itertools.count(1)
@@ -119,7 +120,11 @@ class ConnectorSide:
 
     def _handle_event(self, event: str, tunnel_id: str) -> None:
         if event in DROP_EVENTS:
+            # DELETE …/connections?client_id= removes one connector only: cut what the emulator forgot.
+            known = getattr(self.cloudflare(), "connections", {}).get(tunnel_id, {})
             for conn in list(self.pools.get(tunnel_id, [])):
+                if event == "connections_deleted" and conn.conn_id in known:
+                    continue
                 log.info(
                     "dropping connection %s of tunnel %s: %s", conn.conn_id, tunnel_id, DROP_EVENTS[event]
                 )
@@ -128,11 +133,16 @@ class ConnectorSide:
             for conn in self.pools.get(tunnel_id, []):
                 self.push_config(conn)
 
-    def push_config(self, conn: ConnectorConnection) -> None:
-        config, version = self.cloudflare().tunnel_config(conn.tunnel_id)
-        if isinstance(config, dict) and "config" in config:
-            config = config["config"]
+    def push_config(self, conn: ConnectorConnection) -> int:
+        """Sends the tunnel's remote configuration; cloudflared ignores it for locally-managed tunnels."""
+        if not conn.remote_config:
+            return 0
+        try:
+            config, version = self.cloudflare().tunnel_config(conn.tunnel_id)
+        except KeyError:  # deleted meanwhile; the tunnel_deleted event cuts the connection
+            return 0
         conn.send(json_frame(0, CONFIG, {"version": version, "config": config or {}}))
+        return version
 
     # -- balancing for the client side ---------------------------------------------------------------
     def pick(self, tunnel_id: str) -> ConnectorConnection | None:
@@ -190,12 +200,17 @@ class ConnectorSide:
             "arch": hello.get("arch"),
             "conn_index": hello.get("conn_index"),
             "protocol": hello.get("protocol"),
+            "features": hello.get("features") or [],
+            "run_at": hello.get("run_at"),
             "origin_ip": peer,
             "colo_name": self.location,
             "opened_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
+        remote = bool(tunnel.get("remote_config", True))
+        if remote:
+            info["config_version"] = cf.tunnel_config(tunnel_id)[1]
         conn_id = cf.connection_opened(tunnel_id, info)
-        conn = ConnectorConnection(tunnel_id, conn_id, info, reader, writer)
+        conn = ConnectorConnection(tunnel_id, conn_id, info, reader, writer, remote)
         self.pools.setdefault(tunnel_id, []).append(conn)
         conn.send(json_frame(0, REGISTERED, {"connection_id": conn_id, "location": self.location}))
         self.push_config(conn)
@@ -219,7 +234,7 @@ class ConnectorSide:
             return "Unauthorized: Invalid tunnel token"
         try:
             cf.tunnel_config(tunnel_id)
-        except Exception:  # the emulator does not know this tunnel (or it is deleted)
+        except KeyError:  # the emulator has no live tunnel with this id (never made, or deleted)
             return "Unauthorized: Tunnel not found"
         return "Unauthorized: Invalid tunnel secret"
 

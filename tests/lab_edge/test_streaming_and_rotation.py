@@ -9,9 +9,9 @@ HOST = "stream.lab.test"
 
 
 async def start(env, origin, *flags, token_file=None):
-    tunnel_id, token = env.cf.create_tunnel()
-    env.cf.put_config(tunnel_id, ingress(origin.port, HOST))
-    env.cf.route(HOST, tunnel_id)
+    tunnel_id, token = await env.api.create_tunnel("stream-test")
+    await env.api.put_config(tunnel_id, ingress(origin.port, HOST))
+    await env.api.route(HOST, tunnel_id)
     if token_file:
         token_file.write_text(token + "\n")
         standin = await StandIn.start(
@@ -40,7 +40,7 @@ async def test_sse_chunks_arrive_in_order_as_the_origin_emits_them(edge, origin)
                 events, arrivals = [], []
                 async for line in resp.content:
                     if line.startswith(b"data: "):
-                        events.append(line.decode().strip())
+                        events.append(line.decode().split(" t=")[0].strip())
                         arrivals.append(time.monotonic())
         assert events == [f"data: event {i}" for i in range(6)] + ["data: [DONE]"]
         # The first event reached the client before the origin produced the last one: nothing buffered.
@@ -66,7 +66,7 @@ async def test_client_going_away_stops_the_origin_stream(edge, origin):
 
 async def test_rotated_secret_drops_the_connector_and_the_old_token_fails_clearly(edge, origin, tmp_path):
     tunnel_id, _, standin = await start(edge, origin, "--retries", "0", token_file=tmp_path / "token")
-    edge.cf.rotate(tunnel_id)
+    await edge.api.rotate(tunnel_id)
     assert await asyncio.wait_for(standin.proc.wait(), 20) == 1
     await standin.stop()
     assert (
@@ -74,7 +74,7 @@ async def test_rotated_secret_drops_the_connector_and_the_old_token_fails_clearl
         in standin.log
     )
     assert "ERR Couldn't start tunnel" in standin.log
-    assert edge.cf.connections[tunnel_id] == {}
+    assert await edge.api.connections(tunnel_id) == []
     # A restart with the old token fails the same way, at once.
     restarted = await StandIn.start(
         edge.connector_port,
@@ -93,7 +93,7 @@ async def test_rotated_secret_drops_the_connector_and_the_old_token_fails_clearl
 async def test_deleted_connections_make_the_connector_reconnect_with_its_valid_token(edge, origin):
     tunnel_id, _, standin = await start(edge, origin)
     try:
-        edge.cf.delete_connections(tunnel_id)
+        await edge.api.delete_connections(tunnel_id)
         await standin.wait_for(r"WRN Connection terminated", count=2)
         await standin.wait_for(r"Registered tunnel connection", count=4)
         assert (await get(edge, "/hello", HOST))[0] == 200
