@@ -19,6 +19,7 @@ from lab.context import Cleanup, LabContext
 # Components in start order; each engineer appends their own line.
 COMPONENTS = [
     "lab.pve",
+    "lab.edge",
 ]
 
 log = logging.getLogger("lab")
