@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -151,9 +152,9 @@ http_access allow localhost authenticated
 class Squid:
     """A real squid forward proxy on 127.0.0.1, foreground, own config; optionally demanding Basic auth."""
 
-    def __init__(self, workdir: Path, user: str | None = None, password: str | None = None) -> None:
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, user: str | None = None, password: str | None = None) -> None:
+        # Not under pytest's tmp dir: squid runs as `proxy`, which cannot traverse root's 0700 dirs.
+        self.dir = Path(tempfile.mkdtemp(prefix="llm-relay-client-squid-"))
         self.port = free_port()
         auth = "http_access allow localhost"
         if user:
@@ -178,10 +179,9 @@ class Squid:
         try:
             wait_port(self.port)
         except TimeoutError:
+            errors = (self.dir / "stderr.log").read_text()[-2000:]
             self.stop()
-            raise RuntimeError(
-                f"squid did not start: {(self.dir / 'cache.log').read_text()[-2000:]}"
-            ) from None
+            raise RuntimeError(f"squid did not start: {errors}") from None
         self.url = f"http://127.0.0.1:{self.port}"
 
     def access_log(self) -> str:
@@ -202,6 +202,7 @@ class Squid:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class CliRunner:

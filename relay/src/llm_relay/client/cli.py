@@ -160,10 +160,13 @@ def _api_error_message(exc: Exception) -> str | None:
         import openai
     except ImportError:
         return None
+    if isinstance(exc, openai.APIStatusError) and exc.status_code == 407:
+        return "the proxy requires authentication (407): use proxy = http://user:password@host:port"
     if isinstance(exc, openai.APIStatusError):
         return f"the relay answered {exc.status_code}: {exc.message}"
     if isinstance(exc, openai.APIConnectionError):
-        return f"cannot reach the relay: {exc.__cause__ or exc}"
+        cause = exc.__cause__ or exc
+        return f"cannot reach the relay: {type(cause).__name__}: {cause}"
     return None
 
 
