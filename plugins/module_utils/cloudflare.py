@@ -13,9 +13,16 @@ import base64
 import json
 import os
 import ssl
+import sys
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+# On import, httpx loads its command-line client (rich, click, pygments) when those happen to be installed.
+# Modules never use it and it is a third of the SDK's import time, paid by every task. A None entry in
+# sys.modules makes httpx take its own ImportError fallback; it is removed again right after.
+_SKIP_HTTPX_CLI = "httpx" not in sys.modules and "httpx._main" not in sys.modules
+if _SKIP_HTTPX_CLI:
+    sys.modules["httpx._main"] = None
 try:
     import cloudflare
 
@@ -24,6 +31,9 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the SDK
     HAS_CLOUDFLARE = False
     CLOUDFLARE_IMPORT_ERROR = exc
+finally:
+    if _SKIP_HTTPX_CLI:
+        del sys.modules["httpx._main"]
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 PAGE_SIZE = 100

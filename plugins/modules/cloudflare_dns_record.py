@@ -56,6 +56,7 @@ options:
   ttl:
     description:
       - TTL in seconds; V(1) means automatic. Proxied records are always automatic.
+      - The API enforces the range (60 to 86400 on most plans) and its error is reported as is.
     type: int
     default: 1
   comment:
@@ -284,7 +285,7 @@ def absent(module, client, zone_id, records):
     ]
     result = {"changed": bool(doomed), "zone_id": zone_id, "record": {}}
     if doomed:
-        result["diff"] = {"before": [view(r) for r in doomed], "after": []}
+        result["diff"] = {"before": {"records": [view(r) for r in doomed]}, "after": {"records": []}}
     if not module.check_mode:
         for record in doomed:
             client.request("delete", f"/zones/{zone_id}/dns_records/{record['id']}")
@@ -320,9 +321,6 @@ def main():
     )
     if module.params["tunnel_id"] and module.params["type"] not in (None, "CNAME"):
         module.fail_json(msg=f"tunnel_id makes a CNAME record; type={module.params['type']} contradicts it")
-    ttl = module.params["ttl"]
-    if ttl != 1 and not 30 <= ttl <= 86400:
-        module.fail_json(msg=f"ttl={ttl}: must be 1 (automatic) or between 30 and 86400")
     run_module(
         module, run, f"cloudflare_dns_record zone={module.params['zone']} name={module.params['name']}"
     )

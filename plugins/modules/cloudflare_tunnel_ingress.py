@@ -393,7 +393,7 @@ def render(config):
         lines.append(line)
     if config.get("originRequest"):
         lines.append("originRequest " + json.dumps(config["originRequest"], sort_keys=True))
-    return "\n".join(lines) + "\n"
+    return "".join(line + "\n" for line in lines)
 
 
 def describe_changes(before, after):
