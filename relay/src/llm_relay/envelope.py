@@ -125,7 +125,7 @@ def _decrypt(fernet: MultiFernet, data: bytes, ttl: int | None) -> dict:
         raise EnvelopeError("envelope is not a Fernet token") from None
     try:
         doc = json.loads(plain)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise EnvelopeError("envelope payload is not UTF-8 JSON") from None
     if not isinstance(doc, dict):
         raise EnvelopeError("envelope payload must be a JSON object")

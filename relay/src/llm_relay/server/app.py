@@ -20,6 +20,7 @@ import time
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from llm_relay import envelope
 
@@ -187,6 +188,8 @@ class RelayApp:
         assert route.provider is not None
         info.provider = route.provider.name
         ctype = headers.get("Content-Type", "")
+        if "Content-Encoding" in headers:
+            ctype = ""  # compressed bodies are passed through as they are (not decompressed, not checked)
         if route.kind == "relay" or ("json" in ctype and body):
             body = _check_json(body, require_object=route.kind == "relay")
         client_headers = upstream_request_headers(headers.items(), envelope=False)
@@ -286,6 +289,9 @@ class RelayApp:
                     chunks.append(chunk)
         except TimeoutError:
             raise RelayError(408, "body_timeout", "request body not received in time") from None
+        except HttpProcessingError:
+            # Broken chunked framing, short Content-Length body, bad encoding: the client's fault.
+            raise RelayError(400, "invalid_body", "malformed request body framing") from None
         info.bytes_in = size
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -339,7 +345,7 @@ class RelayApp:
 def _check_json(body: bytes, require_object: bool) -> bytes:
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise RelayError(400, "invalid_json", "request body is not valid JSON") from None
     if require_object and not isinstance(doc, dict):
         raise RelayError(400, "invalid_json", "request body must be a JSON object")

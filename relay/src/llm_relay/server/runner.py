@@ -57,6 +57,7 @@ class RelayServer:
             handler_cancellation=True,  # client gone -> handler cancelled -> provider request aborted
             access_log=None,
             keepalive_timeout=75,
+            auto_decompress=False,  # bodies pass through byte for byte, Content-Encoding included
             max_line_size=s.max_line_bytes,
             max_field_size=s.max_line_bytes,
             max_headers=s.max_headers,
