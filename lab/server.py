@@ -20,6 +20,8 @@ from lab.context import Cleanup, LabContext
 COMPONENTS = [
     "lab.pve",
     "lab.edge",
+    "lab.cloudflare",
+    "lab.upstream",
 ]
 
 log = logging.getLogger("lab")

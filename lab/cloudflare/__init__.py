@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-
 from .app import create_app, state_of
 from .store import CloudflareState, decode_token, encode_token
 
@@ -28,14 +26,14 @@ __all__ = [
 
 
 async def start(ctx: Any) -> Callable[[], Awaitable[None]]:
-    config = ctx.config.get("cloudflare", {})
+    """Serve the emulator (TLS) on every lab bind host; publish its state as `ctx.registry["cloudflare"]`."""
+    config = ctx.section("cloudflare")
     app = create_app(config, ctx.state_dir / "cloudflare" / "state.json")
     ctx.registry["cloudflare"] = state_of(app)
-    port = int(config.get("port", DEFAULT_PORT))
-    if hasattr(ctx, "serve"):
-        return await ctx.serve(app, port, tls=True)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    for host in ctx.bind_hosts:
-        await web.TCPSite(runner, host, port, ssl_context=ctx.ssl_context).start()
-    return runner.cleanup
+    stop_serving = await ctx.serve(app, int(config.get("port", DEFAULT_PORT)), tls=True)
+
+    async def cleanup() -> None:
+        ctx.registry.pop("cloudflare", None)
+        await stop_serving()
+
+    return cleanup

@@ -1,8 +1,7 @@
 """API tokens of the lab account (from lab.toml) and the checks the real API makes with them.
 
 lab.toml:
-    [[cloudflare.tokens]]
-    name = "lab-admin"                 # for logs only
+    [cloudflare.tokens.admin]          # the name shows in the call log and /user/tokens/verify
     value = "<40 chars [A-Za-z0-9_-]>" # what clients send as `Authorization: Bearer <value>`
     permissions = ["Cloudflare Tunnel:Edit", "DNS:Edit", "Zone:Read"]
     accounts = ["0123456789abcdef0123456789abcdef"]   # account resources the token covers
@@ -41,7 +40,10 @@ class ApiToken:
         return zone_name in self.zones and any(self.allows(r, False) for r in ("Zone", "DNS"))
 
 
-def parse_tokens(raw: list[dict[str, Any]]) -> dict[str, ApiToken]:
+def parse_tokens(raw: list[dict[str, Any]] | dict[str, dict[str, Any]]) -> dict[str, ApiToken]:
+    """Tokens by value, from a list of tables or a table of tables keyed by token name."""
+    if isinstance(raw, dict):
+        raw = [{"name": name} | entry for name, entry in raw.items()]
     tokens = {}
     for entry in raw:
         value = entry["value"]

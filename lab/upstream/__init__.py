@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-
 from .app import create_app, state_of
 
 DEFAULT_PORT = 8790
@@ -19,13 +17,14 @@ __all__ = ["DEFAULT_PORT", "create_app", "start", "state_of"]
 
 async def start(ctx: Any) -> Callable[[], Awaitable[None]]:
     """Serve the upstream on every lab bind host; publishes its state as `ctx.registry["upstream"]`."""
-    config = ctx.config.get("upstream", {})
+    config = ctx.section("upstream")
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = int(config.get("port", DEFAULT_PORT))
-    ssl_context = ctx.ssl_context if config.get("tls", False) else None
-    for host in ctx.bind_hosts:
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    port, tls = int(config.get("port", DEFAULT_PORT)), bool(config.get("tls", True))
+    stop_serving = await ctx.serve(app, port, tls=tls)
     ctx.registry["upstream"] = state_of(app)
-    return runner.cleanup
+
+    async def cleanup() -> None:
+        ctx.registry.pop("upstream", None)
+        await stop_serving()
+
+    return cleanup
