@@ -210,7 +210,13 @@ class ProxmoxClient:
         delay = self.POLL_FIRST
         try:
             while True:
-                status = self.get(f"nodes/{node}/tasks/{upid}/status")
+                try:
+                    status = self.get(f"nodes/{node}/tasks/{upid}/status")
+                except ProxmoxError as exc:
+                    if exc.param != "api_host" or time.monotonic() - started > timeout:
+                        raise
+                    # A busy node can miss one status read; the task runs on regardless, so ask again.
+                    status = {"status": "running"}
                 if status.get("status") == "stopped":
                     exitstatus = str(status.get("exitstatus") or "")
                     if exitstatus == "OK":

@@ -850,9 +850,7 @@ class LxcRun:
             self.task(upid, f"create of {vmid}")
         except TaskFailed as exc:
             cleanup = self.remove_failed(node, vmid)
-            raise Failure(
-                str(exc), vmid=vmid, node=node, exitstatus=exc.exitstatus, cleanup=cleanup
-            ) from None
+            raise Failure(exc.msg, vmid=vmid, node=node, cleanup=cleanup, **task_details(exc)) from None
         self.actions.append(f"created {vmid} on {node}")
         return node, vmid, None
 
@@ -903,11 +901,23 @@ class LxcRun:
         return None
 
     def read_pending(self, node, vmid):
-        items = self.client.get(f"nodes/{node}/lxc/{vmid}/pending") or []
+        try:
+            items = self.client.get(f"nodes/{node}/lxc/{vmid}/pending") or []
+            keys = [i.get("key", "") for i in items if "pending" in i or i.get("delete")]
+        except ApiError as exc:
+            if exc.status not in (404, 501):
+                raise
+            # Servers without /pending: the config with pending values against the running one.
+            with_pending = self.client.get(f"nodes/{node}/lxc/{vmid}/config")
+            running = self.client.get(f"nodes/{node}/lxc/{vmid}/config", current=1)
+            keys = [
+                k
+                for k in set(with_pending) | set(running)
+                if k != "digest" and with_pending.get(k) != running.get(k)
+            ]
         names = []
-        for item in items:
-            if "pending" in item or item.get("delete"):
-                key = item.get("key", "")
+        for key in sorted(keys):
+            if key:
                 name = api_param_name(key)
                 name = {v: k for k, v in SIMPLE_KEYS.items()}.get(key, name)
                 if name not in names:
@@ -1044,6 +1054,11 @@ def _public_diff(values):
     return values
 
 
+def task_details(exc):
+    """What a failed task adds to the failure result: its id, exit status and last log lines."""
+    return {"upid": exc.upid, "exitstatus": exc.exitstatus, "task_log": exc.log_lines}
+
+
 def interface_addresses(interfaces):
     """→ (addresses IPv4 first without loopback/link-local, names of interfaces that have an IPv4)."""
     v4, v6, v4_on = [], [], set()
@@ -1136,6 +1151,8 @@ def main():
         result = LxcRun(module, client).run()
     except Failure as exc:
         module.fail_json(msg=exc.msg, **exc.extra)
+    except TaskFailed as exc:
+        module.fail_json(msg=exc.msg, **task_details(exc))
     except ProxmoxError as exc:
         module.fail_json(msg=exc.msg, api_status=exc.status, api_errors=exc.errors)
     module.exit_json(**result)
