@@ -332,3 +332,15 @@ def client_toml(url: str, keys: dict[str, str], **extra: object) -> str:
         rendered = str(value).lower() if isinstance(value, bool) else json.dumps(value)
         lines.append(f"{key} = {rendered}")
     return "\n".join(lines) + "\n"
+
+
+def keygen(name: str) -> dict[str, str]:
+    """What `llm-relay keygen --format json` prints (run as the user runs it)."""
+    out = subprocess.run(
+        [*CLI, "keygen", "--name", name, "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    return json.loads(out.stdout)

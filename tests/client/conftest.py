@@ -6,13 +6,11 @@ proves that keygen's output is accepted by it. Everything listens on 127.0.0.1 e
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from client_harness import CLI, REPO, UPSTREAM_KEY, BackgroundLoop, CliRunner, RelayServer, ServedApp
+from client_harness import UPSTREAM_KEY, BackgroundLoop, CliRunner, RelayServer, ServedApp, keygen
 
 from lab.upstream import create_app, state_of
 
@@ -30,18 +28,6 @@ def upstream(bg: BackgroundLoop) -> Iterator[ServedApp]:
     served.state = state_of(served.app)
     yield served
     served.stop()
-
-
-def keygen(name: str) -> dict[str, str]:
-    """What `llm-relay keygen --format json` prints (run as the user runs it)."""
-    out = subprocess.run(
-        [*CLI, "keygen", "--name", name, "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    )
-    return json.loads(out.stdout)
 
 
 @pytest.fixture(scope="session")
