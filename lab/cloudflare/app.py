@@ -95,17 +95,23 @@ async def verify_token(request: web.Request) -> web.Response:
     return ok({"id": request[TOKEN_KEY].name, "status": "active"})
 
 
-def check_config(config: dict[str, Any]) -> None:
+def check_config(config: dict[str, Any], tokens: dict[str, Any]) -> None:
     for key in ("account_id", "zones", "tokens"):
         if not config.get(key):
             raise ValueError(f"[cloudflare] {key} is required in lab.toml")
+    # The shortcuts playbooks read must name a real token and zone, or every lab run fails obscurely.
+    if "api_token" in config and config["api_token"] not in tokens:
+        raise ValueError("[cloudflare] api_token is not one of [cloudflare.tokens]")
+    if "zone" in config and config["zone"] not in {z["name"] for z in config["zones"]}:
+        raise ValueError("[cloudflare] zone is not one of [[cloudflare.zones]]")
 
 
 def create_app(config: dict[str, Any], state_path: Path | None = None) -> web.Application:
-    check_config(config)
+    tokens = parse_tokens(config.get("tokens") or [])
+    check_config(config, tokens)
     app = web.Application(middlewares=[api_gate])
     app[STATE_KEY] = CloudflareState(config, state_path)
-    app[TOKENS_KEY] = parse_tokens(config["tokens"])
+    app[TOKENS_KEY] = tokens
     app[FAULTS_KEY] = FaultBook()
     tunnels.add_routes(app.router, API)
     zones.add_routes(app.router, API)
