@@ -5,11 +5,14 @@ tap, a real squid forward proxy, and a way to run the `llm-relay` CLI exactly as
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -20,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "llm_relay.client.cli"]
@@ -64,17 +71,20 @@ class ServedApp:
 class Tap:
     """A TCP forwarder that records every byte in both directions: what crossed the wire to the relay."""
 
-    def __init__(self, bg: BackgroundLoop, target_port: int) -> None:
+    def __init__(
+        self, bg: BackgroundLoop, target_port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """With `ssl_context` the tap terminates TLS: an HTTPS front for the plain-HTTP relay."""
         self.bg, self.target_port = bg, target_port
         self.sent = bytearray()  # towards the relay
         self.received = bytearray()  # back from the relay
 
         async def start() -> asyncio.Server:
-            return await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            return await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=ssl_context)
 
         self.server = bg.run(start())
         self.port = self.server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: bytearray
@@ -344,3 +354,36 @@ def keygen(name: str) -> dict[str, str]:
         cwd=REPO,
     )
     return json.loads(out.stdout)
+
+
+def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rogue-relay.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context, cert_path

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
-import ssl
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from aiohttp import web
-from client_harness import ServedApp, Squid, client_toml, free_port, keygen
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from client_harness import ServedApp, Squid, client_toml, free_port, keygen, self_signed
 
 PROXY_USER, PROXY_PASSWORD = "bob", "s3cret:with@chars"
 
@@ -82,39 +74,6 @@ def test_relay_host_unknown(cli, keys):
     failure = only_failure(checks)
     assert (failure["name"], failure["code"]) == ("dns", "relay_host_unknown")
     assert "proxy" not in checks  # nothing behind a failed hop is attempted
-
-
-def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rogue-relay.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return context, cert_path
 
 
 def test_tls_verify_failure_and_the_ca_bundle_fix(cli, bg, keys, tmp_path):

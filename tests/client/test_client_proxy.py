@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from client_harness import Squid, Tap, client_toml
+from client_harness import Squid, Tap, client_toml, self_signed
 
 from lab.upstream import answers
 
@@ -95,3 +95,31 @@ def test_proxy_demanding_credentials(cli, keys, tap, squid_auth):
     assert " 407 headers=" in log and " 200 headers=" in log  # refused without, admitted with credentials
     assert b"Proxy-Authorization" not in tap.sent  # squid consumed the proxy credentials
     assert PROMPT.encode() not in tap.sent and keys["token"].encode() not in tap.sent
+
+
+def test_https_relay_through_connect_with_a_private_ca(cli, bg, relay, keys, squid, tmp_path):
+    """An HTTPS relay (TLS-terminating front) through squid's CONNECT: the proxy sees only the tunnel."""
+    context, cert = self_signed(tmp_path)
+    front = Tap(bg, relay.port, ssl_context=context)
+    try:
+        url = f"https://localhost:{front.port}"
+        cli.write_config(client_toml(url, keys, encrypt=False, token_channel="bearer", proxy=squid.url))
+        untrusted = cli.run("ask", PROMPT)
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+
+        toml = client_toml(
+            url, keys, encrypt=False, token_channel="bearer", proxy=squid.url, ca_bundle=str(cert)
+        )
+        cli.write_config(toml)
+        result = cli.run("ask", "--stream", PROMPT)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == expected(PROMPT) + "\n"
+        doctor = cli.run("doctor")
+        assert doctor.returncode == 0, doctor.stdout
+        assert "[ ok ] tls" in doctor.stdout and "CONNECT allowed" in doctor.stdout
+        log = squid.access_log()
+        assert f"CONNECT localhost:{front.port}" in log
+        for secret in (PROMPT, keys["token"], "/v1/"):
+            assert secret not in log
+    finally:
+        front.stop()

@@ -130,9 +130,12 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(render(generate(args.name), args.format, args.profile))
         return 0
     if args.command == "doctor":
-        from .doctor import report, run_checks
+        from .doctor import report, report_config_error, run_checks
 
-        profile = _profile(args)
+        try:
+            profile = _profile(args)
+        except ConfigError as exc:  # a doctor reports a broken config as its first failed check
+            return report_config_error(str(exc), sys.stdout, args.json)
         return report(profile, run_checks(profile), sys.stdout, args.json)
     if args.command == "serve-local":
         from .serve_local import serve

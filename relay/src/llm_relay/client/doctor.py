@@ -76,7 +76,7 @@ def report(profile: Profile, checks: list[Check], out: TextIO, as_json: bool) ->
         doc = {"config": effective_config(profile), "checks": [vars(c) for c in checks], "ok": not failed}
         out.write(json.dumps(doc, indent=2) + "\n")
         return 1 if failed else 0
-    out.write(f"llm-relay doctor: profile {profile.name!r}\n")
+    out.write("llm-relay doctor: effective configuration\n")
     for key, value in effective_config(profile).items():
         out.write(f"  {key:<14} {value}\n")
     out.write("\n")
@@ -88,3 +88,12 @@ def report(profile: Profile, checks: list[Check], out: TextIO, as_json: bool) ->
             out.write(f"       hint: {check.hint}\n")
     out.write("\nall checks passed\n" if not failed else f"\n{len(failed)} check(s) failed\n")
     return 1 if failed else 0
+
+
+def report_config_error(message: str, out: TextIO, as_json: bool) -> int:
+    check = Check("config", "fail", message, "config_invalid", "see relay/docs/client.md for the keys")
+    if as_json:
+        out.write(json.dumps({"config": {}, "checks": [vars(check)], "ok": False}, indent=2) + "\n")
+    else:
+        out.write(f"{MARKS['fail']} config      {message} [config_invalid]\n       hint: {check.hint}\n")
+    return 1
