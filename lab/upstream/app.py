@@ -27,6 +27,7 @@ API = "/api/v1"
 STATE_KEY = web.AppKey("upstream_state", UpstreamState)
 CONFIG_KEY = web.AppKey("upstream_config", dict)
 FAULT_KEY = web.RequestKey("upstream_fault", dict)
+ENTRY_KEY = web.RequestKey("upstream_log_entry", dict)
 PUBLIC_PATHS = {f"{API}/models"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -44,21 +45,30 @@ async def api_gate(request: web.Request, handler: Handler) -> web.StreamResponse
         return await handler(request)
     state = request.app[STATE_KEY]
     key = bearer(request)
-    state.record(request.method, request.path, key, dict(request.headers))
+    entry = request[ENTRY_KEY] = state.record(request.method, request.path, key, dict(request.headers))
     if key is None and request.path not in PUBLIC_PATHS:
+        entry["outcome"] = "unauthorized"
         return error_response(401, "No auth credentials found")
     if key is not None and key not in state.api_keys:
+        entry["outcome"] = "unauthorized"
         return error_response(401, "User not found.")
     rule = state.take_fault(request.path)
     request[FAULT_KEY] = rule
     if rule.get("latency_ms"):
         await asyncio.sleep(rule["latency_ms"] / 1000)
     if "status" in rule:
+        entry["outcome"] = "fault_status"
         return error_response(rule["status"], rule.get("message"), retry_after=rule.get("retry_after"))
     if rule.get("disconnect_after_tokens") == 0:
+        entry["outcome"] = "fault_disconnect"
         chat.abort(request)
         return web.Response(status=500)  # never reaches the client: the transport is gone
-    return await handler(request)
+    try:
+        response = await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+        response = error_response(exc.status, exc.reason)
+    entry.setdefault("outcome", "completed" if response.status < 400 else "refused")
+    return response
 
 
 async def json_body(request: web.Request) -> Any:
@@ -71,9 +81,9 @@ async def json_body(request: web.Request) -> Any:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await json_body(request)
     if isinstance(body, dict):
-        request.app[STATE_KEY].requests[-1]["model"] = body.get("model")
-        request.app[STATE_KEY].requests[-1]["stream"] = bool(body.get("stream"))
-    return await chat.chat_completions(request, body, request[FAULT_KEY], request.app[CONFIG_KEY])
+        request[ENTRY_KEY] |= {"model": body.get("model"), "stream": bool(body.get("stream"))}
+    entry = request[ENTRY_KEY]
+    return await chat.chat_completions(request, body, request[FAULT_KEY], request.app[CONFIG_KEY], entry)
 
 
 async def embeddings(request: web.Request) -> web.Response:

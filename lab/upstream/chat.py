@@ -72,25 +72,23 @@ def abort(request: web.Request) -> None:
         request.transport.abort()
 
 
-async def stream(request: web.Request, body: dict, model: str, gen_id: str, rule: dict, every: int):
+async def _emit(
+    request: web.Request, response: web.StreamResponse, body: dict, ids: tuple, rule: dict, every: int
+):
+    """Write the SSE events; returns how the stream ended."""
+    gen_id, model = ids
     content, finish = answers.chat_answer(body)
-    tokens = answers.tokenize(content)
     delay = rule.get("token_delay_ms", 0) / 1000
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Generation-Id": gen_id}
-    )
-    await response.prepare(request)
     await response.write(PROCESSING_COMMENT)
-    for i, token in enumerate(tokens):
+    for i, token in enumerate(answers.tokenize(content)):
         if rule.get("disconnect_after_tokens") == i:
             abort(request)
-            return response
+            return "fault_disconnect"
         if rule.get("error_after_tokens") == i:
             message = rule.get("message", "Provider disconnected unexpectedly")
             error = {"code": "server_error", "message": message}
             await response.write(_chunk(gen_id, model, {"content": ""}, "error", error=error))
-            await response.write_eof()
-            return response
+            return "fault_error_event"
         if every and i and i % every == 0:
             await response.write(PROCESSING_COMMENT)
         delta = {"role": "assistant", "content": token} if i == 0 else {"content": token}
@@ -104,11 +102,31 @@ async def stream(request: web.Request, body: dict, model: str, gen_id: str, rule
     }
     await response.write(b"data: " + json.dumps(usage_event).encode() + b"\n\n")
     await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
+    return "completed"
+
+
+async def stream(request: web.Request, body: dict, ids: tuple, rule: dict, every: int, entry: dict):
+    """SSE answer; `entry["outcome"]` records how it ended, including a client that went away."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Generation-Id": ids[0]}
+    )
+    await response.prepare(request)
+    try:
+        entry["outcome"] = await _emit(request, response, body, ids, rule, every)
+        if entry["outcome"] != "fault_disconnect":
+            await response.write_eof()
+    except ConnectionResetError:
+        entry["outcome"] = "client_disconnected"
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the peer goes away (handler_cancellation): same outcome.
+        entry["outcome"] = "client_disconnected"
+        raise
     return response
 
 
-async def chat_completions(request: web.Request, body: Any, rule: dict, config: dict) -> web.StreamResponse:
+async def chat_completions(
+    request: web.Request, body: Any, rule: dict, config: dict, entry: dict
+) -> web.StreamResponse:
     models = config["chat_models"]
     problem = validate_chat(body, models)
     if problem:
@@ -116,7 +134,8 @@ async def chat_completions(request: web.Request, body: Any, rule: dict, config: 
     model = body.get("model", models[0])
     gen_id = f"gen-{int(time.time())}-{secrets.token_hex(8)}"
     if body.get("stream"):
-        return await stream(request, body, model, gen_id, rule, config["processing_comment_every"])
+        return await stream(request, body, (gen_id, model), rule, config["processing_comment_every"], entry)
     if "disconnect_after_tokens" in rule:
+        entry["outcome"] = "fault_disconnect"
         abort(request)
     return web.json_response(completion(body, model, gen_id), headers={"X-Generation-Id": gen_id})

@@ -106,3 +106,33 @@ async def test_malformed_fault_rule_is_refused(upstream, rule):
     assert resp.status == 400 and "error" in await resp.json()
     await asyncio.sleep(0)
     assert upstream.state.faults == []
+
+
+async def test_client_going_away_mid_stream_is_recorded(upstream):
+    await add_fault(upstream, token_delay_ms=50)
+    resp = await upstream.post(CHAT, json={"messages": MESSAGES, "stream": True}, headers=AUTH)
+    await resp.content.readuntil(b"lab-echo")
+    resp.close()  # drop the connection while the upstream is still producing
+    for _ in range(100):
+        if upstream.state.requests[-1].get("outcome"):
+            break
+        await asyncio.sleep(0.05)
+    assert upstream.state.requests[-1]["outcome"] == "client_disconnected"
+
+
+async def test_outcomes_are_logged(upstream):
+    await upstream.post(CHAT, json={"messages": MESSAGES}, headers=AUTH)
+    await upstream.post(CHAT, json={"messages": MESSAGES})
+    await add_fault(upstream, status=503, times=1)
+    await upstream.post(CHAT, json={"messages": MESSAGES}, headers=AUTH)
+    await add_fault(upstream, error_after_tokens=1, times=1)
+    await (await upstream.post(CHAT, json={"messages": MESSAGES, "stream": True}, headers=AUTH)).read()
+    await upstream.post(CHAT, json={"model": "lab/echo"}, headers=AUTH)
+    outcomes = [r["outcome"] for r in upstream.state.requests]
+    assert outcomes == ["completed", "unauthorized", "fault_status", "fault_error_event", "refused"]
+
+
+async def test_unknown_api_path_is_a_json_404(upstream):
+    resp = await upstream.get("/api/v1/nothing", headers=AUTH)
+    assert resp.status == 404
+    assert (await resp.json())["error"]["code"] == 404
