@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from llm_relay import envelope
+
 from .config import ConfigError, Profile, default_config_path, load_profile
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
@@ -167,6 +169,10 @@ def _api_error_message(exc: Exception) -> str | None:
         return "the proxy requires authentication (407): use proxy = http://user:password@host:port"
     if isinstance(exc, openai.APIStatusError):
         return f"the relay answered {exc.status_code}: {exc.message}"
+    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, envelope.EnvelopeError):
+        return (
+            f"cannot open the relay's sealed answer ({exc.__cause__}): is fernet_key the relay's newest key?"
+        )
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
         return f"cannot reach the relay: {type(cause).__name__}: {cause}"
