@@ -99,6 +99,13 @@ def cmd_up(_args: argparse.Namespace) -> int:
     net.up()
     ca.ensure(config.state_dir() / "ca")
     _component_hook("prepare")
+    if daemon_pid():
+        # A daemon started before a component was added (or that lost one) is restarted once;
+        # component state lives on disk/LXC, so a restart loses nothing.
+        silent = [n for n, ports in config.ports(cfg).items() if not all(_port_answers(p) for p in ports)]
+        if silent:
+            print(f"lab: restarting the daemon ({', '.join(silent)} not answering)")
+            stop_daemon()
     pid = start_daemon()
     silent = wait_ports(cfg, float(cfg.get("lab", {}).get("up_timeout", 90)))
     if silent:

@@ -207,7 +207,7 @@ class Backend:
         state, _ = await self.state(vmid)
         if state == "running":
             await self.stop(vmid)
-        shutil.rmtree(self.lxcpath / str(vmid), ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.lxcpath / str(vmid), ignore_errors=True)
 
     async def interfaces(self, pid: int) -> list[dict[str, Any]]:
         out = await run("nsenter", "-t", str(pid), "-n", "ip", "-j", "addr", "show")

@@ -189,7 +189,7 @@ class Pve:
         await self.backend.first_boot_setup(volume, p.get("ssh-public-keys"), p.get("password"), shift)
         for kind in ("rsa", "ecdsa", "ed25519"):
             task.log(f"Creating SSH host key 'ssh_host_{kind}_key' - this may take some time ...")
-        self._write(ct)
+        await asyncio.to_thread(self._write, ct)
         ct.lock = None
         self.state.save()
 
@@ -204,7 +204,7 @@ class Pve:
     async def _discard(self, ct: Container) -> None:
         """Remove everything a container owns: LXC, volume, leases, state entry."""
         await self.backend.destroy(ct.vmid)
-        self.storages[ct.node].free_volume(ct.vmid)
+        await asyncio.to_thread(self.storages[ct.node].free_volume, ct.vmid)
         for spec in self.nets(ct.conf).values():
             await asyncio.to_thread(net.release_lease, spec["hwaddr"])
         self.state.containers.pop(ct.vmid, None)
@@ -218,7 +218,7 @@ class Pve:
                 raise TaskFailed(f"missing 'bridge' option for {key}")
             if not await asyncio.to_thread(Path(f"/sys/class/net/{bridge}/bridge").exists):
                 raise TaskFailed(f"bridge '{bridge}' does not exist")
-        self._write(ct)
+        await asyncio.to_thread(self._write, ct)
         await self.backend.start(ct.vmid)
 
     async def require_state(self, ct: Container, want: str) -> None:

@@ -1,0 +1,48 @@
+"""`python -m bench [name ...]`: run bench/<name>.py (each in its own interpreter), or all of them.
+
+A module counts as a benchmark when it runs as a script (has a `__main__` guard); helpers such as
+harnesses are skipped. Exit status is non-zero when any benchmark failed to run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def available() -> list[str]:
+    names = []
+    for path in sorted(HERE.glob("*.py")):
+        if path.stem.startswith("_"):
+            continue
+        if 'if __name__ == "__main__"' in path.read_text():
+            names.append(path.stem)
+    return names
+
+
+def main(argv: list[str]) -> int:
+    names = available()
+    wanted = argv or names
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names)}", file=sys.stderr)
+        return 2
+    failed = []
+    for name in wanted:
+        print(f"=== bench {name}", flush=True)
+        started = time.monotonic()
+        rc = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=HERE.parent, check=False).returncode
+        print(f"=== bench {name}: exit {rc} after {time.monotonic() - started:.1f}s", flush=True)
+        if rc:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,163 @@
+"""Bad input gets PVE's status code and error shape; nothing is left half-made."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from proxmoxer.core import ResourceException
+from pve_support import wait_task
+
+pytestmark = pytest.mark.lab
+UNKNOWN = "property is not defined in schema and the schema does not allow additional properties"
+
+
+def create_args(vmid: int, template: str, **extra) -> dict:
+    return {"vmid": vmid, "ostemplate": template, "net0": "name=eth0,bridge=vmbr0,ip=dhcp", **extra}
+
+
+def refused(call, **params) -> ResourceException:
+    with pytest.raises(ResourceException) as err:
+        call(**params)
+    return err.value
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "fragment"),
+    [
+        ("net0", "name=eth0,bridge=vmbr0,ip=300.1.1.1/24", "net0.ip: invalid format"),
+        ("net0", "bridge=vmbr0,ip=dhcp", "net0.name: property is missing"),
+        ("net0", "name=eth0,bridge=vmbr0,colour=blue", f"net0.colour: {UNKNOWN}"),
+        ("net0", "name=eth0,hwaddr=01:00:00:00:00:01", "net0.hwaddr: invalid format"),
+        ("net0", "name=eth0,tag=5000", "net0.tag: value must have a maximum value of 4094"),
+        ("rootfs", "local:8,size=big", "rootfs.size: invalid format"),
+        ("rootfs", "local:8,quota=maybe", "rootfs.quota: type check ('boolean') failed"),
+        ("rootfs", "local:8,local:9", "invalid format"),
+        ("features", "nesting=2", "features.nesting: type check ('boolean') failed"),
+        ("features", "nesting=1,teleport=1", f"features.teleport: {UNKNOWN}"),
+        ("hostname", "bad_host!", "invalid format - value does not look like a valid DNS name"),
+        ("memory", "8", "value must have a minimum value of 16"),
+        ("cores", "two", "type check ('integer') failed - got 'two'"),
+        ("tags", "ok;not ok!", "invalid format"),
+        ("net32", "name=eth0", UNKNOWN),
+        ("bogus", "1", UNKNOWN),
+    ],
+)
+def test_create_refuses_malformed_params(node, vmid, template_volid, param, value, fragment):
+    err = refused(node.lxc.post, **create_args(vmid, template_volid, **{param: value}))
+    assert err.status_code == 400
+    assert err.status_message == "Bad Request"
+    assert list(err.errors) == [param]
+    assert fragment in err.errors[param]
+    assert vmid not in [c["vmid"] for c in node.lxc.get()]
+
+
+def test_error_body_is_pve_shaped(lab, api, vmid, template_volid):
+    header = {"Authorization": f"PVEAPIToken={lab.pve_user}!{lab.pve_token_id}={lab.pve_token_secret}"}
+    r = api.post(
+        f"{lab.pve_url}/nodes/{lab.nodes[0]}/lxc",
+        headers=header,
+        data=create_args(vmid, template_volid, net0="name=eth0,ip=dhcp4"),
+    )
+    assert r.status_code == 400
+    assert r.reason == "Parameter verification failed."
+    body = r.json()
+    assert body["data"] is None and set(body) == {"errors", "data"}
+    assert body["errors"]["net0"].startswith("invalid format")
+
+
+def test_missing_required_params(node):
+    err = refused(node.lxc.post, hostname="x")
+    assert err.status_code == 400
+    assert err.errors == {
+        "vmid": "property is missing and it is not optional",
+        "ostemplate": "property is missing and it is not optional",
+    }
+
+
+def test_vmid_out_of_range(node, template_volid):
+    err = refused(node.lxc.post, **create_args(99, template_volid))
+    assert err.errors == {"vmid": "value must have a minimum value of 100"}
+
+
+def test_unknown_node_is_refused(px, lab, vmid, template_volid):
+    err = refused(px.nodes("pve9").lxc.post, **create_args(vmid, template_volid))
+    assert err.status_code == 596
+    assert "no such cluster node 'pve9'" in err.content
+    assert refused(px.nodes("pve9").status.get).status_code == 596
+
+
+def test_malformed_node_name_is_a_parameter_error(px):
+    err = refused(px.nodes("bad_node").lxc.get)
+    assert err.status_code == 400 and "node" in err.errors
+
+
+def test_duplicate_vmid_is_refused(px, lab, vmid, template_volid):
+    first = px.nodes(lab.nodes[0])
+    assert wait_task(first, first.lxc.post(**create_args(vmid, template_volid)))["exitstatus"] == "OK"
+    # vmids are unique cluster-wide: the other node refuses it too.
+    for name in lab.nodes:
+        err = refused(px.nodes(name).lxc.post, **create_args(vmid, template_volid))
+        assert err.status_code == 500
+        assert f"CT {vmid} already exists on node '{lab.nodes[0]}'" in err.content
+
+
+def test_unknown_template_and_storage(node, vmid):
+    err = refused(node.lxc.post, **create_args(vmid, "local:vztmpl/nope_1.0_amd64.tar.zst"))
+    assert err.status_code == 500 and "does not exist" in err.content
+    err = refused(node.lxc.post, **create_args(vmid, "local:vztmpl/x.tar.zst", storage="tank"))
+    assert "storage 'tank' does not exist" in err.content
+    assert vmid not in [c["vmid"] for c in node.lxc.get()]
+
+
+def test_missing_container_is_500(node):
+    err = refused(node.lxc(9097).status.current.get)
+    assert err.status_code == 500
+    assert "does not exist" in err.content
+
+
+def test_unknown_path_is_501(lab, api):
+    header = {"Authorization": f"PVEAPIToken={lab.pve_user}!{lab.pve_token_id}={lab.pve_token_secret}"}
+    assert api.get(f"{lab.pve_url}/nodes/{lab.nodes[0]}/qemu", headers=header).status_code == 501
+
+
+def test_bad_upid(node):
+    assert refused(node.tasks("UPID:nonsense").status.get).status_code == 400
+
+
+def faults_url(lab) -> str:
+    return f"https://127.0.0.1:{lab.pve_port}/_lab/faults"
+
+
+def set_faults(lab, **faults) -> dict:
+    r = requests.post(faults_url(lab), json=faults, verify=str(lab.ca_path), timeout=10)
+    r.raise_for_status()
+    return r.json()["faults"]
+
+
+@pytest.fixture
+def storage_full(lab):
+    assert set_faults(lab, storage_full=True) == {"storage_full": True}
+    yield
+    requests.delete(faults_url(lab), verify=str(lab.ca_path), timeout=10)
+
+
+def test_storage_full_fails_the_create_task_and_cleans_up(node, lab, vmid, template_volid, storage_full):
+    upid = node.lxc.post(**create_args(vmid, template_volid))
+    status = wait_task(node, upid)
+    assert status["status"] == "stopped"
+    assert status["exitstatus"].startswith(f"unable to create CT {vmid} - ")
+    log = [line["t"] for line in node.tasks(upid).log.get()]
+    assert any("No space left on device" in line for line in log)
+    assert log[-1].startswith("TASK ERROR: unable to create CT")
+    assert vmid not in [c["vmid"] for c in node.lxc.get()]
+
+
+def test_storage_full_fails_template_download(node, lab, storage_full):
+    template = node.aplinfo.get()[0]["template"]
+    status = wait_task(node, node.aplinfo.post(storage=lab.pve_storage, template=template))
+    assert "No space left on device" in status["exitstatus"]
+
+
+def test_fault_endpoint_refuses_unknown_faults(lab):
+    r = requests.post(faults_url(lab), json={"meteor": True}, verify=str(lab.ca_path), timeout=10)
+    assert r.status_code == 400

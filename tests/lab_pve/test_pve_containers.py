@@ -1,0 +1,186 @@
+"""Container endpoints on one shared running container: list, config GET/PUT (digest, delete),
+status, interfaces, shutdown/reboot, and how it shows in storage and cluster resources."""
+
+from __future__ import annotations
+
+import pytest
+from proxmoxer.core import ResourceException
+from pve_support import container_ipv4, schema_keys, wait_task
+from test_pve_contract import check_keys
+
+from lab import config
+
+pytestmark = pytest.mark.lab
+BASE = "/nodes/{node}/lxc/{vmid}"
+
+
+@pytest.fixture(scope="module")
+def ct(px, lab, template_volid):
+    """A running container on the second node (multi-node placement), destroyed at the end."""
+    from conftest import VMIDS, destroy
+
+    taken = {r["vmid"] for r in px.cluster.resources.get(type="vm")}
+    vmid = next(v for v in VMIDS if v not in taken)
+    node = px.nodes(lab.nodes[1])
+    upid = node.lxc.post(
+        vmid=vmid,
+        ostemplate=template_volid,
+        hostname="shared-ct",
+        net0="name=eth0,bridge=vmbr0,ip=10.87.0.250/24,gw=10.87.0.1",
+        rootfs="local:2",
+        memory=192,
+        cores=1,
+        onboot=1,
+        tags="alpha;beta",
+        password="lab-ct-pass",
+        start=1,
+    )
+    status = wait_task(node, upid)
+    assert status["exitstatus"] == "OK", node.tasks(upid).log.get()
+    yield node, vmid
+    destroy(px, lab, vmid)
+
+
+def test_create_with_start_runs_it_on_the_requested_node(ct, px, lab):
+    node, vmid = ct
+    assert node.lxc(vmid).status.current.get()["status"] == "running"
+    assert vmid in [c["vmid"] for c in px.nodes(lab.nodes[1]).lxc.get()]
+    assert vmid not in [c["vmid"] for c in px.nodes(lab.nodes[0]).lxc.get()]
+
+
+def test_list_keys(ct):
+    node, vmid = ct
+    rows = node.lxc.get()
+    for row in rows:
+        required, known = schema_keys("/nodes/{node}/lxc")
+        assert required <= set(row) and set(row) <= known
+    row = next(r for r in rows if r["vmid"] == vmid)
+    assert row["name"] == "shared-ct" and row["maxmem"] == 192 * 1024**2 and row["tags"] == "alpha;beta"
+
+
+def test_index_and_status_current(ct):
+    node, vmid = ct
+    assert {"subdir": "config"} in node.lxc(vmid).get()
+    current = node.lxc(vmid).status.current.get()
+    check_keys(BASE + "/status/current", current)
+    assert current["vmid"] == vmid and current["uptime"] >= 0 and current["mem"] > 0
+    assert current["ha"] == {"managed": 0}
+
+
+def test_config_get_is_pve_shaped(ct):
+    node, vmid = ct
+    conf = node.lxc(vmid).config.get()
+    check_keys(BASE + "/config", conf)
+    assert conf["hostname"] == "shared-ct" and conf["memory"] == 192 and conf["cores"] == 1
+    assert conf["unprivileged"] == 1 and conf["onboot"] == 1 and conf["arch"] == "amd64"
+    assert conf["rootfs"] == f"local:{vmid}/subvol-{vmid}-disk-0.subvol,size=2G"
+    assert conf["net0"].startswith("name=eth0,bridge=vmbr0,gw=10.87.0.1,hwaddr=BC:24:11:")
+    assert conf["net0"].endswith(",ip=10.87.0.250/24,type=veth")
+    assert "password" not in conf and len(conf["digest"]) == 40
+
+
+def test_limits_are_real_cgroup_settings(ct):
+    _, vmid = ct
+    lxc_conf = (config.lxc_path() / str(vmid) / "config").read_text()
+    assert "lxc.cgroup.memory.limit_in_bytes = 201326592" in lxc_conf
+    assert "lxc.cgroup.cpuset.cpus = 0-0" in lxc_conf
+    assert "lxc.start.auto = 1" in lxc_conf
+
+
+def test_interfaces_report_the_static_address(ct):
+    node, vmid = ct
+    assert container_ipv4(node, vmid) == "10.87.0.250"  # waits for ifupdown inside
+    ifaces = node.lxc(vmid).interfaces.get()
+    for iface in ifaces:
+        check_keys(BASE + "/interfaces", iface)
+    eth0 = next(i for i in ifaces if i["name"] == "eth0")
+    assert eth0["inet"] == "10.87.0.250/24"
+    assert {"ip-address": "10.87.0.250", "ip-address-type": "inet", "prefix": 24} in eth0["ip-addresses"]
+
+
+def test_config_put_sets_and_deletes_with_digest(ct):
+    node, vmid = ct
+    before = node.lxc(vmid).config.get()
+    assert node.lxc(vmid).config.put(description="lab note", tags="alpha", digest=before["digest"]) is None
+    after = node.lxc(vmid).config.get()
+    assert after["description"] == "lab note" and after["tags"] == "alpha"
+    assert after["digest"] != before["digest"]
+    node.lxc(vmid).config.put(delete="description")
+    assert "description" not in node.lxc(vmid).config.get()
+
+
+def test_config_put_with_stale_digest_is_refused(ct):
+    node, vmid = ct
+    stale = node.lxc(vmid).config.get()["digest"]
+    node.lxc(vmid).config.put(description="changed by someone else")
+    with pytest.raises(ResourceException) as err:
+        node.lxc(vmid).config.put(description="mine", digest=stale)
+    assert err.value.status_code == 500
+    assert "detected modified configuration" in err.value.content
+
+
+def test_config_put_keeps_the_mac_of_an_existing_nic(ct):
+    node, vmid = ct
+    old = node.lxc(vmid).config.get()["net0"]
+    node.lxc(vmid).config.put(net0="name=eth0,bridge=vmbr0,ip=10.87.0.250/24,gw=10.87.0.1,firewall=1")
+    new = node.lxc(vmid).config.get()["net0"]
+    hwaddr = next(p for p in old.split(",") if p.startswith("hwaddr="))
+    assert hwaddr in new and "firewall=1" in new
+
+
+@pytest.mark.parametrize("param", ["password", "ssh-public-keys"])
+def test_config_put_refuses_create_only_params(ct, param):
+    node, vmid = ct
+    with pytest.raises(ResourceException) as err:
+        node.lxc(vmid).config.put(**{param: "secret-value-123"})
+    assert err.value.status_code == 400
+    assert err.value.errors == {
+        param: "property is not defined in schema and the schema does not allow additional properties"
+    }
+
+
+def test_start_of_a_running_container_is_refused(ct):
+    node, vmid = ct
+    with pytest.raises(ResourceException) as err:
+        node.lxc(vmid).status.start.post()
+    assert err.value.status_code == 500 and "already running" in err.value.content
+
+
+def test_delete_of_a_running_container_needs_force(ct):
+    node, vmid = ct
+    with pytest.raises(ResourceException) as err:
+        node.lxc(vmid).delete()
+    assert err.value.status_code == 500 and "is running" in err.value.content
+
+
+def test_rootdir_volume_in_storage_content(ct, lab):
+    node, vmid = ct
+    rows = node.storage(lab.pve_storage).content.get(content="rootdir", vmid=vmid)
+    assert [r["volid"] for r in rows] == [f"local:{vmid}/subvol-{vmid}-disk-0.subvol"]
+
+
+def test_cluster_resources_place_it_on_its_node(ct, px, lab):
+    _, vmid = ct
+    row = next(r for r in px.cluster.resources.get(type="vm") if r["vmid"] == vmid)
+    assert row["node"] == lab.nodes[1] and row["status"] == "running"
+
+
+def test_nextid_refuses_a_taken_vmid(ct, px):
+    _, vmid = ct
+    with pytest.raises(ResourceException) as err:
+        px.cluster.nextid.get(vmid=vmid)
+    assert err.value.status_code == 400
+    assert err.value.errors == {"vmid": f"VM {vmid} already exists"}
+
+
+def test_reboot_then_shutdown(ct):
+    node, vmid = ct
+    assert wait_task(node, node.lxc(vmid).status.reboot.post())["exitstatus"] == "OK"
+    assert node.lxc(vmid).status.current.get()["status"] == "running"
+    upid = node.lxc(vmid).status.shutdown.post(timeout=30, forceStop=1)
+    assert ":vzshutdown:" in upid
+    assert wait_task(node, upid)["exitstatus"] == "OK"
+    assert node.lxc(vmid).status.current.get()["status"] == "stopped"
+    with pytest.raises(ResourceException) as err:
+        node.lxc(vmid).status.stop.post()
+    assert "not running" in err.value.content

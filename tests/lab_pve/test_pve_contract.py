@@ -1,0 +1,118 @@
+"""Every emulated endpoint against the shared PVE schema: response keys and types through proxmoxer."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from pve_support import schema_keys, wait_task
+
+pytestmark = pytest.mark.lab
+UPID = re.compile(r"^UPID:[a-z0-9-]+:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:[a-z]+:[^:]*:[^:]+:$")
+# Keys the real PVE returns that its schema does not declare.
+REAL_EXTRAS = {
+    "/nodes/{node}/status": {"uptime", "time", "kversion"},
+    "/nodes/{node}/storage/{storage}/content": {"content"},
+}
+
+
+def check_keys(template: str, data: dict, method: str = "GET") -> None:
+    required, known = schema_keys(template, method)
+    keys = {re.sub(r"^(net|mp|unused|dev)\d+$", r"\1[n]", k) for k in data}
+    assert required <= keys, f"{template}: missing {required - keys}"
+    extra = keys - known - REAL_EXTRAS.get(template, set())
+    assert not extra, f"{template}: keys not in the schema: {extra}"
+
+
+def test_version(px):
+    data = px.version.get()
+    check_keys("/version", data)
+    assert re.fullmatch(r"\d+\.\d+", data["release"])
+
+
+def test_nodes_lists_every_configured_node(px, lab):
+    nodes = px.nodes.get()
+    assert sorted(n["node"] for n in nodes) == sorted(lab.nodes)
+    for n in nodes:
+        check_keys("/nodes", n)
+        assert n["status"] == "online"
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_node_status(px, lab, index):
+    data = px.nodes(lab.nodes[index]).status.get()
+    check_keys("/nodes/{node}/status", data)
+    assert data["memory"]["total"] > 0 and len(data["loadavg"]) == 3
+
+
+def test_nextid_is_a_string_and_free(px):
+    vmid = px.cluster.nextid.get()
+    assert isinstance(vmid, str) and int(vmid) >= 100
+    assert int(vmid) not in {r["vmid"] for r in px.cluster.resources.get(type="vm")}
+    assert px.cluster.nextid.get(vmid=9098) == "9098"
+
+
+@pytest.mark.parametrize("kind", ["vm", "node", "storage", None])
+def test_cluster_resources(px, kind):
+    rows = px.cluster.resources.get(**({"type": kind} if kind else {}))
+    for row in rows:
+        check_keys("/cluster/resources", row)
+    if kind == "node":
+        assert {r["type"] for r in rows} == {"node"}
+    if kind == "vm":
+        assert all(r["type"] == "lxc" and r["id"] == f"lxc/{r['vmid']}" for r in rows)
+
+
+def test_storage_listing(node):
+    rows = node.storage.get()
+    assert [r["storage"] for r in rows] == ["local"]
+    check_keys("/nodes/{node}/storage", rows[0])
+
+
+def test_storage_content_lists_the_template(node, lab):
+    rows = node.storage(lab.pve_storage).content.get(content="vztmpl")
+    names = [r["volid"] for r in rows]
+    assert any(re.fullmatch(r"local:vztmpl/debian-12-standard_12\.\d+-1_amd64\.tar\.zst", n) for n in names)
+    for row in rows:
+        check_keys("/nodes/{node}/storage/{storage}/content", row)
+        assert row["format"] == "tzst" and row["size"] > 10_000_000
+
+
+def test_aplinfo_lists_the_appliance(node):
+    rows = node.aplinfo.get()
+    assert len(rows) == 1
+    app = rows[0]
+    assert app["template"].startswith("debian-12-standard_12.") and app["type"] == "lxc"
+    assert app["os"] == "debian-12" and len(app["sha512sum"]) == 128
+
+
+def test_aplinfo_download_is_a_task(node, lab):
+    template = node.aplinfo.get()[0]["template"]
+    upid = node.aplinfo.post(storage=lab.pve_storage, template=template)
+    assert UPID.match(upid) and ":download:" in upid
+    status = wait_task(node, upid)
+    check_keys("/nodes/{node}/tasks/{upid}/status", status)
+    assert status["exitstatus"] == "OK"
+    log = node.tasks(upid).log.get()
+    assert [sorted(line) for line in log] == [["n", "t"]] * len(log)
+    assert log[-1]["t"] == "TASK OK"
+    assert any("starting template download" in line["t"] for line in log)
+
+
+def test_task_status_fields_match_the_upid(node, lab):
+    upid = node.aplinfo.post(storage=lab.pve_storage, template=node.aplinfo.get()[0]["template"])
+    status = wait_task(node, upid)
+    _, node_name, pid, pstart, start, kind, ident, user, _ = upid.split(":")
+    assert status["node"] == node_name and status["pid"] == int(pid, 16)
+    assert status["pstart"] == int(pstart, 16) and status["starttime"] == int(start, 16)
+    assert status["type"] == kind and status["id"] == ident and status["user"] == user
+    listed = node.tasks.get(typefilter="download")
+    assert upid in [t["upid"] for t in listed]
+
+
+def test_task_log_paging(node, lab):
+    upid = node.aplinfo.post(storage=lab.pve_storage, template=node.aplinfo.get()[0]["template"])
+    wait_task(node, upid)
+    full = node.tasks(upid).log.get()
+    page = node.tasks(upid).log.get(start=1, limit=2)
+    assert page == full[1:3]
