@@ -1,0 +1,135 @@
+"""Relay throughput: the same POST load (wrk) against five targets in one run, ratios to nginx.
+
+    python -m bench relay_throughput [--seconds 5] [--connections 32] [--skip-original]
+
+Targets: the fake upstream directly (nginx returning a fixed completion, on the load core), nginx adding
+the provider key, our relay, our relay in envelope mode, and the original notes' FastAPI/httpx relay. All
+systems under test are pinned to the same core. Printed: req/s, p50/p99 latency at `--connections`, each
+req/s as a ratio to nginx, and p50 at concurrency 1 (added latency = target p50 - upstream p50).
+Targets from issue 6: relay >= 0.3x nginx (aim 0.5), added p50 <= 0.5 ms at c=1, envelope >= 0.85x plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.relay_harness import (
+    CHAT_BODY,
+    LOAD_CPU,
+    SUT_CPU,
+    UPSTREAM_KEY,
+    RelaySetup,
+    envelope_lua,
+    free_port,
+    pinned,
+    post_lua,
+    processes,
+    start_fake_upstream,
+    start_nginx_proxy,
+    wait_port,
+    wrk,
+)
+
+JSON = {"Content-Type": "application/json"}
+
+
+def run(seconds: float, connections: int, skip_original: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp, processes() as procs:
+        work = Path(tmp)
+        up_port, up_proc = start_fake_upstream(procs, work)
+        proxy_port, proxy_proc = start_nginx_proxy(procs, work, up_port)
+        relay = RelaySetup(work, f"http://127.0.0.1:{up_port}/api/v1")
+        relay_proc = relay.start(procs)
+        auth = {**JSON, "Authorization": f"Bearer {relay.token}"}
+        plain = post_lua(work, "plain", "/v1/chat/completions", CHAT_BODY, auth)
+        direct = post_lua(work, "direct", "/api/v1/chat/completions", CHAT_BODY, JSON)
+        original_relay = post_lua(work, "original", "/relay", CHAT_BODY, JSON)
+        # Enough distinct envelopes for the whole run at a generous rate (each may be used once).
+        expected = int(40_000 * seconds) + 10_000
+        env_script = envelope_lua(work, relay, expected)
+        targets = [
+            ("upstream direct", f"http://127.0.0.1:{up_port}", direct, up_proc.pid),
+            ("nginx + header", f"http://127.0.0.1:{proxy_port}", direct, proxy_proc.pid),
+            ("llm-relay", f"http://127.0.0.1:{relay.port}", plain, relay_proc.pid),
+            ("llm-relay envelope", f"http://127.0.0.1:{relay.port}", env_script, relay_proc.pid),
+        ]
+        if not skip_original:
+            orig_port = free_port()
+            env = {
+                **os.environ,
+                "RELAY_ORIGINAL_UPSTREAM": f"http://127.0.0.1:{up_port}/api/v1",
+                "OPENROUTER_API_KEY": UPSTREAM_KEY,
+            }
+            argv = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(Path(__file__).parent),
+                "relay_original:app",
+            ]
+            argv += ["--host", "127.0.0.1", "--port", str(orig_port), "--log-level", "warning"]
+            proc = procs.start(pinned(SUT_CPU, argv), env=env)
+            wait_port(orig_port, proc)
+            targets.append(
+                ("original FastAPI/httpx", f"http://127.0.0.1:{orig_port}", original_relay, proc.pid)
+            )
+
+        print(
+            f"relay_throughput: wrk -t1 -c{connections} -d{seconds:g}s POST chat body, load+upstream on "
+            f"core {LOAD_CPU}, system under test on core {SUT_CPU}"
+        )
+        results = {}
+        for name, url, script, pid in targets:
+            if name != "llm-relay envelope":  # envelopes are single-use: no warm-up run for them
+                wrk(url, script, min(connections, 8), 1)
+            loaded = wrk(url, script, connections, seconds, pid)
+            single = wrk(url, script, 1, max(2.0, seconds / 2))
+            results[name] = (loaded, single)
+
+        nginx_rps = results["nginx + header"][0]["rps"]
+        base_p50 = results["upstream direct"][1]["p50"]
+        nginx_cpu = results["nginx + header"][0]["cpu_us"]
+        print(
+            f"{'target':24} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'c=1 p50':>8} {'added':>7} {'errors':>7} {'CPU us/req':>10} {'x nginx':>8}"
+        )
+        for name, (loaded, single) in results.items():
+            bad = loaded["non2xx"] + loaded["errors"]
+            print(
+                f"{name:24} {loaded['rps']:9.0f} {loaded['rps'] / nginx_rps:8.2f} {loaded['p50']:8.2f} "
+                f"{loaded['p99']:8.2f} {single['p50']:8.3f} {single['p50'] - base_p50:7.3f} {bad:7d} "
+                f"{loaded['cpu_us']:10.1f} {nginx_cpu / loaded['cpu_us']:8.2f}"
+            )
+        plain_rps = results["llm-relay"][0]["rps"]
+        env_rps = results["llm-relay envelope"][0]["rps"]
+        print(f"envelope / plain: {env_rps / plain_rps:.2f}   (target >= 0.85)")
+        print(f"relay / nginx:    {plain_rps / nginx_rps:.2f}   (target >= 0.3, aim 0.5)")
+        relay_cpu = results["llm-relay"][0]["cpu_us"]
+        env_cpu = results["llm-relay envelope"][0]["cpu_us"]
+        print(
+            "by CPU time per request (steadier on a shared machine): "
+            f"relay / nginx {nginx_cpu / relay_cpu:.2f}, "
+            f"envelope / plain {relay_cpu / env_cpu:.2f}"
+        )
+        added = results["llm-relay"][1]["p50"] - base_p50
+        print(f"added p50 at c=1: {added:.3f} ms (target <= 0.5 ms)")
+        if results["llm-relay envelope"][0]["requests"] > expected:
+            print("warning: the envelope run outgrew its pre-generated envelopes (replays count as errors)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench relay_throughput")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--skip-original", action="store_true", help="leave out the FastAPI/httpx baseline")
+    args = parser.parse_args(argv)
+    run(args.seconds, args.connections, args.skip_original)
+
+
+if __name__ == "__main__":
+    main()
