@@ -45,7 +45,8 @@ def lab_settings():
 
     cfg = config.load()
     cf = cfg["cloudflare"]
-    token = next(t["value"] for t in cf["tokens"] if "Cloudflare Tunnel:Edit" in t.get("permissions", []))
+    tokens = cf["tokens"].values() if isinstance(cf["tokens"], dict) else cf["tokens"]
+    token = next(t["value"] for t in tokens if "Cloudflare Tunnel:Edit" in t.get("permissions", []))
     return {
         "api_base_url": f"https://127.0.0.1:{cf.get('port', 8443)}/client/v4",
         "account_id": cf["account_id"],

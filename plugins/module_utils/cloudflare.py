@@ -100,8 +100,13 @@ def _error_from_status(exc, request):
     errors = _envelope_errors(body)
     if errors:
         first = errors[0]
+        message = first.get("message") or "no message"
+        chain = [e for e in first.get("error_chain") or [] if isinstance(e, dict)]
+        if chain:
+            details = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in chain)
+            message = f"{message} ({details})"
         return CloudflareAPIError(
-            first.get("message") or "no message",
+            message,
             code=first.get("code"),
             status=exc.status_code,
             errors=errors,
