@@ -146,7 +146,7 @@ def main(argv=None):
 
     try:
         runner.run(state="absent", **ident)  # a leftover from an interrupted run
-        measure("create (present)", node=node, ostemplate=template, state="present", **ident)
+        measure("create (present)", node=node, ostemplate=template, state="present", tags=["bench"], **ident)
         measure("no change", times=5, state="present", memory_mb=512, tags=["bench"], **ident)
         for i in range(4):
             measure(
