@@ -97,10 +97,10 @@ class CloudflareApi:
     def cleanup(self) -> None:
         """Removes every record and tunnel this client made (tunnels with cascade: connectors may run)."""
         for record_id in self.records:
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(RuntimeError, requests.RequestException):
                 self.call("DELETE", f"/zones/{self.zone_id}/dns_records/{record_id}")
         for tunnel_id in self.tunnels:
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(RuntimeError, requests.RequestException):
                 path = f"/accounts/{self.account}/cfd_tunnel/{tunnel_id}"
                 self.call("DELETE", path, params={"cascade": "true"})
         self.records.clear()
@@ -244,7 +244,7 @@ def server_tls(certs: dict) -> ssl.SSLContext:
 
 
 @asynccontextmanager
-async def edge_harness(work_dir: Path):
+async def edge_harness(work_dir: Path, bind_host: str = "127.0.0.1"):
     """Yields a namespace: api (CloudflareApi whose methods are awaitable), cloudflare (emulator state),
     edge, client_url, connector_port, ca_path. On exit what `api` made is deleted and all is stopped."""
     certs = ca.ensure(work_dir / "ca")
@@ -260,7 +260,7 @@ async def edge_harness(work_dir: Path):
         ca_path=certs["ca_crt"],
         state_dir=work_dir,
         cache_dir=work_dir,
-        bind_hosts=["127.0.0.1"],
+        bind_hosts=[bind_host],
         registry={"cloudflare": state_of(app)},
     )
     stop_edge = await start_edge(ctx)
@@ -273,7 +273,7 @@ async def edge_harness(work_dir: Path):
             api=InThread(api),
             cloudflare=state_of(app),
             edge=edge,
-            client_url=f"https://127.0.0.1:{edge.client_port}",
+            client_url=f"https://{bind_host}:{edge.client_port}",
             connector_port=edge.connector_port,
             ca_path=certs["ca_crt"],
         )
