@@ -17,6 +17,25 @@ URL_SCHEMES = {"http", "https", "tcp", "ssh", "rdp", "smb", "ws", "wss"}
 SOCKET_SCHEMES = ("unix:", "unix+tls:")
 KEYWORD_SERVICES = {"hello_world", "bastion", "socks-proxy"}
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
+# originRequest settings and their JSON types (cloudflared decodes them into typed fields, so a wrong type
+# is refused; unknown keys are ignored as Go's JSON decoder does).
+ORIGIN_REQUEST_TYPES: dict[str, type | tuple[type, ...]] = {
+    "access": dict,
+    "caPool": str,
+    "connectTimeout": int,
+    "disableChunkedEncoding": bool,
+    "http2Origin": bool,
+    "httpHostHeader": str,
+    "keepAliveConnections": int,
+    "keepAliveTimeout": int,
+    "noHappyEyeballs": bool,
+    "noTLSVerify": bool,
+    "originServerName": str,
+    "proxyType": str,
+    "tcpKeepAlive": int,
+    "tlsTimeout": int,
+    "matchSNItoHost": bool,
+}
 
 
 def _invalid(message: str) -> CloudflareError:
@@ -69,6 +88,19 @@ def check_service(index: int, service: Any) -> None:
         )
 
 
+def check_origin_request(where: str, settings: Any) -> None:
+    if not isinstance(settings, dict):
+        raise _invalid(f"{where}: originRequest must be an object")
+    for key, value in settings.items():
+        expected = ORIGIN_REQUEST_TYPES.get(key)
+        if expected is None:
+            continue
+        wrong_bool = expected is int and isinstance(value, bool)
+        if wrong_bool or not isinstance(value, expected):
+            name = getattr(expected, "__name__", "value")
+            raise _invalid(f"{where}: originRequest.{key} must be of type {name}")
+
+
 def check_rule(index: int, rule: Any, last: bool) -> None:
     if not isinstance(rule, dict):
         raise _invalid(f"Rule #{index} must be an object")
@@ -93,8 +125,7 @@ def check_rule(index: int, rule: Any, last: bool) -> None:
     if hostname:
         check_hostname(index, hostname)
     check_service(index, rule.get("service"))
-    if not isinstance(rule.get("originRequest", {}), dict):
-        raise _invalid(f"Rule #{index}: originRequest must be an object")
+    check_origin_request(f"Rule #{index}", rule.get("originRequest", {}))
 
 
 def validate_config(config: Any) -> dict[str, Any]:
@@ -107,8 +138,7 @@ def validate_config(config: Any) -> dict[str, Any]:
             raise _invalid("ingress must be a non-empty list of rules ending with a catch-all rule")
         for i, rule in enumerate(ingress, start=1):
             check_rule(i, rule, last=i == len(ingress))
-    if not isinstance(config.get("originRequest", {}), dict):
-        raise _invalid("originRequest must be an object")
+    check_origin_request("config", config.get("originRequest", {}))
     warp = config.get("warp-routing", {})
     if not isinstance(warp, dict) or not isinstance(warp.get("enabled", False), bool):
         raise _invalid("warp-routing must be an object with a boolean 'enabled'")

@@ -72,10 +72,18 @@ def validate_response(path: str, method: str, status: int, body: Any) -> None:
     jsonschema.validate(body, failure | {"components": components()})
 
 
+def request_is_valid(path: str, method: str, body: Any) -> bool:
+    try:
+        validate_request(path, method, body)
+    except jsonschema.ValidationError:
+        return False
+    return True
+
+
 def validate_request(path: str, method: str, body: Any) -> None:
     schema = _schema(path, method, "request")
     if path.startswith("/zones/{zone_id}/dns_records"):
         name = schema.pop("$ref").rsplit("/", 1)[1]
         schema |= copy.deepcopy(components()["schemas"][name])
         schema["required"] = [r for r in schema.get("required", []) if r not in RESPONSE_ONLY]
-    jsonschema.validate(body, schema)
+    jsonschema.validate(body, schema, format_checker=jsonschema.FormatChecker())
