@@ -6,7 +6,7 @@ lab.toml:
     permissions = ["Cloudflare Tunnel:Edit", "DNS:Edit", "Zone:Read"]
     accounts = ["0123456789abcdef0123456789abcdef"]   # account resources the token covers
     zones = ["lab.test"]                               # zone resources the token covers
-`<Resource>:Edit` implies `<Resource>:Read`. DNS permissions also let the token see the zone itself.
+`<Resource>:Edit` implies `<Resource>:Read`. Finding a zone (`GET /zones?name=`) needs `Zone:Read`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class ApiToken:
         return not write and f"{resource}:Read" in self.permissions
 
     def sees_zone(self, zone_name: str) -> bool:
-        return zone_name in self.zones and any(self.allows(r, False) for r in ("Zone", "DNS"))
+        """Zone lookups need Zone:Read: a DNS-only token gets an empty `GET /zones` (a classic pitfall)."""
+        return zone_name in self.zones and self.allows("Zone", False)
 
 
 def parse_tokens(raw: list[dict[str, Any]] | dict[str, dict[str, Any]]) -> dict[str, ApiToken]:

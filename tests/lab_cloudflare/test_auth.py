@@ -81,3 +81,14 @@ def test_verify_token(emulator):
 def test_unknown_route_is_7000(http):
     resp = http.get(f"{http.api}/accounts/{ACCOUNT}/nothing_here", timeout=10)
     assert resp.status_code == 400 and resp.json()["errors"][0]["code"] == 7000
+
+
+def test_zone_lookup_needs_zone_read(emulator):
+    """A DNS-only token can edit records by zone id but cannot look the zone up by name, as live."""
+    dns_only = {"Authorization": f"Bearer {DNS_ONLY}"}
+    zones = requests.get(f"{emulator.api}/zones", params={"name": "lab.test"}, headers=dns_only, timeout=10)
+    assert zones.status_code == 200 and zones.json()["result"] == []
+    zone_id = emulator.state.zones[0]["id"]
+    assert requests.get(f"{emulator.api}/zones/{zone_id}", headers=dns_only, timeout=10).status_code == 403
+    records = requests.get(f"{emulator.api}/zones/{zone_id}/dns_records", headers=dns_only, timeout=10)
+    assert records.status_code == 200 and records.json()["result"] == []
