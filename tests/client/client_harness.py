@@ -30,6 +30,8 @@ from cryptography.x509.oid import NameOID
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "llm_relay.client.cli"]
+# A relay name that can never resolve (RFC 6761): tests that use it must dial through `connect_to`.
+RELAY_NAME = "relay.client-tests.invalid"
 
 
 class BackgroundLoop:
@@ -370,7 +372,11 @@ def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    x509.DNSName(RELAY_NAME),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )

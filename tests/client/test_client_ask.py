@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 import yaml
-from client_harness import UPSTREAM_KEY, client_toml
+from client_harness import RELAY_NAME, UPSTREAM_KEY, Tap, client_toml, self_signed
 
 from lab.upstream import answers
 
@@ -99,3 +99,22 @@ def test_keygen_text_output_is_paste_ready_for_both_sides(cli, relay_factory):
     answer = cli.run("ask", PROMPT)
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout == expected_answer(PROMPT) + "\n"
+
+
+def test_connect_to_dials_another_address_keeping_the_name_for_tls(cli, bg, relay, keys, tmp_path):
+    """`connect_to` (curl's --connect-to): the URL's name stays for Host and TLS, only the dialled address
+    changes; the name itself is never resolved (it is under .invalid)."""
+    context, cert = self_signed(tmp_path)
+    front = Tap(bg, relay.port, ssl_context=context)
+    try:
+        toml = client_toml(f"https://{RELAY_NAME}", keys, proxy="", ca_bundle=str(cert))
+        cli.write_config(toml + f'connect_to = "127.0.0.1:{front.port}"\n')
+        result = cli.run("ask", "--stream", PROMPT)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == expected_answer(PROMPT) + "\n"
+        assert f"Host: {RELAY_NAME}".encode() in front.sent
+        doctor = cli.run("doctor")
+        assert doctor.returncode == 0, doctor.stdout
+        assert f"certificate valid for {RELAY_NAME}" in doctor.stdout
+    finally:
+        front.stop()

@@ -45,6 +45,7 @@ class Profile:
     verify_tls: bool = True
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = 10.0
+    connect_to: str = ""  # "host:port" dialled instead of the URL's (Host header and TLS name unchanged)
     model: str = "openai/gpt-4o-mini"
     embedding_model: str = "openai/text-embedding-3-small"
     source: str = field(default="defaults", compare=False)  # where the file came from, for messages
@@ -86,6 +87,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "verify_tls": bool,
     "timeout": (int, float),
     "connect_timeout": (int, float),
+    "connect_to": str,
     "model": str,
     "embedding_model": str,
 }
@@ -210,9 +212,19 @@ def validate(profile: Profile) -> Profile:
             raise ConfigError(f"{where}: proxy must be http://[user:password@]host:port")
     if profile.ca_bundle and not Path(profile.ca_bundle).expanduser().is_file():
         raise ConfigError(f"{where}: ca_bundle {profile.ca_bundle!r} is not a file")
+    if profile.connect_to and not _hostport(profile.connect_to):
+        raise ConfigError(f"{where}: connect_to must be host:port (IPv6 as [addr]:port)")
     if profile.timeout <= 0 or profile.connect_timeout <= 0:
         raise ConfigError(f"{where}: timeout and connect_timeout must be positive")
     return profile
+
+
+def _hostport(text: str) -> tuple[str, int] | None:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
 
 
 def load_profile(

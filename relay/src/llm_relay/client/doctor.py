@@ -31,6 +31,7 @@ def effective_config(profile: Profile) -> dict[str, str]:
         "token_channel": "inside envelope" if profile.encrypting else profile.token_channel,
         "proxy": route,
         "no_proxy": profile.no_proxy or "(none)",
+        "connect_to": profile.connect_to or "(the URL's host)",
         "ca_bundle": profile.ca_bundle or "(system trust store)",
         "verify_tls": str(profile.verify_tls).lower(),
         "timeout": f"{profile.timeout:g} s (connect {profile.connect_timeout:g} s)",

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from .config import Profile
-from .network import proxy_credentials, proxy_url, ssl_context
+from .network import dial_target, proxy_credentials, proxy_url, ssl_context
 
 
 @dataclass
@@ -51,17 +51,19 @@ def resolve(host: str, port: int) -> list[str]:
 
 
 def _relay_dns(profile: Profile) -> Check:
+    host, port = dial_target(profile)
+    mapped = f" (connect_to: {profile.host} is dialled at {host}:{port})" if profile.connect_to else ""
     try:
-        addrs = resolve(profile.host, profile.port)
+        addrs = resolve(host, port)
     except (socket.gaierror, UnicodeError) as exc:
         return Check(
             "dns",
             "fail",
-            f"relay host {profile.host!r} does not resolve: {exc}",
+            f"relay host {host!r} does not resolve: {exc}{mapped}",
             "relay_host_unknown",
             "check `url`; if this PC needs a proxy to reach the internet, set `proxy` or HTTPS_PROXY",
         )
-    return Check("dns", "ok", f"relay {profile.host} -> {', '.join(addrs)}")
+    return Check("dns", "ok", f"relay {host} -> {', '.join(addrs)}{mapped}")
 
 
 def _proxy_dns(profile: Profile, proxy: str) -> Check:
@@ -185,14 +187,15 @@ def open_route(profile: Profile) -> tuple[socket.socket, Check]:
     proxy = proxy_url(profile)
     timeout = profile.connect_timeout
     if not proxy:
+        host, port = dial_target(profile)
         with Timer() as timer:
             try:
-                sock = socket.create_connection((profile.host, profile.port), timeout=timeout)
+                sock = socket.create_connection((host, port), timeout=timeout)
             except OSError as exc:
                 check = Check(
                     "connect",
                     "fail",
-                    f"cannot connect to {profile.host}:{profile.port}: {exc}",
+                    f"cannot connect to {host}:{port}: {exc}",
                     "relay_unreachable",
                     "is the relay URL right and the relay up?",
                 )

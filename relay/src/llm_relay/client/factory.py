@@ -6,7 +6,7 @@ from typing import Any
 
 from ._http import httpx
 from .config import Profile, load_profile
-from .network import proxy_url, ssl_context
+from .network import apply_connect_to, proxy_url, ssl_context
 from .transport import AsyncRelayTransport, RelayTransport
 
 # The SDK insists on an API key; the relay holds the real one, and the transport drops this placeholder.
@@ -17,14 +17,21 @@ def _timeout(profile: Profile) -> Any:
     return httpx.Timeout(profile.timeout, connect=profile.connect_timeout)
 
 
+def _route(profile: Profile, asynchronous: bool = False) -> Any:
+    """The transport that carries bytes to the relay: proxy, TLS verification, `connect_to`."""
+    kind = httpx.AsyncHTTPTransport if asynchronous else httpx.HTTPTransport
+    transport = kind(verify=ssl_context(profile), proxy=proxy_url(profile), trust_env=False)
+    return apply_connect_to(transport, profile)
+
+
 def http_client(profile: Profile) -> Any:
     """A synchronous client whose requests reach the relay (token added, envelope if encrypting)."""
-    inner = httpx.HTTPTransport(verify=ssl_context(profile), proxy=proxy_url(profile), trust_env=False)
+    inner = _route(profile)
     return httpx.Client(transport=RelayTransport(profile, inner), timeout=_timeout(profile), trust_env=False)
 
 
 def async_http_client(profile: Profile) -> Any:
-    inner = httpx.AsyncHTTPTransport(verify=ssl_context(profile), proxy=proxy_url(profile), trust_env=False)
+    inner = _route(profile, asynchronous=True)
     return httpx.AsyncClient(
         transport=AsyncRelayTransport(profile, inner), timeout=_timeout(profile), trust_env=False
     )
@@ -32,8 +39,7 @@ def async_http_client(profile: Profile) -> Any:
 
 def raw_http_client(profile: Profile) -> Any:
     """Same route (proxy, TLS) but no token and no envelope: for unauthenticated probes like /healthz."""
-    inner = httpx.HTTPTransport(verify=ssl_context(profile), proxy=proxy_url(profile), trust_env=False)
-    return httpx.Client(transport=inner, timeout=_timeout(profile), trust_env=False)
+    return httpx.Client(transport=_route(profile), timeout=_timeout(profile), trust_env=False)
 
 
 def _profile(profile: Profile | str | None, overrides: dict[str, Any]) -> Profile:

@@ -12,7 +12,7 @@ import ssl
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .config import Profile
+from .config import Profile, _hostport
 
 
 def _no_proxy_matches(entry: str, host: str, port: int) -> bool:
@@ -85,3 +85,43 @@ def ssl_context(profile: Profile) -> ssl.SSLContext:
         return context
     cafile = str(Path(profile.ca_bundle).expanduser()) if profile.ca_bundle else None
     return ssl.create_default_context(cafile=cafile)
+
+
+def dial_target(profile: Profile) -> tuple[str, int]:
+    """Where a direct connection to the relay goes: `connect_to` when set, else the URL's host:port.
+
+    `connect_to` is curl's --connect-to: the URL, Host header and TLS server name stay the relay's, only
+    the address dialled changes (split DNS, a hosts-file-free lab, a relay behind a local port forward).
+    Through a proxy it does not apply: the proxy resolves and dials the relay.
+    """
+    return _hostport(profile.connect_to) or (profile.host, profile.port)
+
+
+class _SyncDialer:
+    """Wraps an httpcore network backend so connections to the relay's host:port dial `target`."""
+
+    def __init__(self, inner: object, origin: tuple[str, int], target: tuple[str, int]) -> None:
+        self._inner, self._origin, self._target = inner, origin, target
+
+    def connect_tcp(self, host: str, port: int, **kwargs: object) -> object:
+        host, port = self._target if (host, port) == self._origin else (host, port)
+        return self._inner.connect_tcp(host, port, **kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+class _AsyncDialer(_SyncDialer):
+    async def connect_tcp(self, host: str, port: int, **kwargs: object) -> object:
+        host, port = self._target if (host, port) == self._origin else (host, port)
+        return await self._inner.connect_tcp(host, port, **kwargs)
+
+
+def apply_connect_to(transport: object, profile: Profile) -> object:
+    """Make `transport` (an httpx HTTPTransport/AsyncHTTPTransport) honour `connect_to`; returns it."""
+    if not profile.connect_to or proxy_url(profile):
+        return transport
+    pool = transport._pool  # httpx exposes no hook for this; the pool's backend is httpcore's documented seam
+    dialer = _AsyncDialer if hasattr(pool, "__aenter__") else _SyncDialer
+    pool._network_backend = dialer(pool._network_backend, (profile.host, profile.port), dial_target(profile))
+    return transport
