@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab import ca, config, net, server
+from lab import ca, config, hosts, net, server
 
 
 def _pidfile() -> Path:
@@ -97,6 +97,7 @@ def wait_ports(cfg: dict, timeout: float) -> list[str]:
 def cmd_up(_args: argparse.Namespace) -> int:
     cfg = config.load()
     net.up()
+    hosts.ensure(cfg)
     ca.ensure(config.state_dir() / "ca")
     _component_hook("prepare")
     if daemon_pid():
@@ -122,6 +123,7 @@ def cmd_down(_args: argparse.Namespace) -> int:
     stop_daemon()
     _component_hook("teardown")
     net.down()
+    hosts.remove()
     print("lab down")
     return 0
 
