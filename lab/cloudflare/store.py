@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -85,7 +86,14 @@ class CloudflareState:
     def _load(self) -> None:
         if self.path is None or not self.path.exists():
             return
-        data = json.loads(self.path.read_text())
+        try:
+            data = json.loads(self.path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            # Keep the evidence, start empty: a broken file must not keep the whole lab daemon down.
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            self.path.rename(aside)
+            log.error("cloudflare state %s is not valid JSON; moved to %s, starting empty", self.path, aside)
+            return
         self.tunnels = data.get("tunnels", {})
         for zone_id, records in data.get("records", {}).items():
             if zone_id in self.records:

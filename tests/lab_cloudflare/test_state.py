@@ -47,3 +47,12 @@ def test_listener_errors_do_not_break_the_api(sdk, emulator):
     emulator.call(emulator.state.add_listener, broken)
     tunnel = sdk.zero_trust.tunnels.cloudflared.create(account_id=ACCOUNT, name="l", config_src="cloudflare")
     assert sdk.zero_trust.tunnels.cloudflared.delete(tunnel.id, account_id=ACCOUNT).deleted_at
+
+
+def test_corrupt_state_file_is_set_aside(tmp_path, caplog):
+    path = tmp_path / "state.json"
+    path.write_text('{"tunnels": {')
+    state = state_of(create_app(CONFIG, path))
+    assert state.tunnels == {}
+    assert [p.name.split(".corrupt-")[0] for p in tmp_path.glob("state.json.corrupt-*")] == ["state.json"]
+    assert "not valid JSON" in caplog.text
