@@ -408,10 +408,15 @@ def metrics_text(state: State) -> str:
     return "\n".join(lines) + "\n"
 
 
+DEFAULT_METRICS_PORTS = range(20241, 20246)  # cloudflared >= 2024.12.1 without --metrics, then random
+
+
 def serve_metrics(address: str, state: State, log: Log) -> ThreadingHTTPServer:
-    host, _, port = address.rpartition(":")
+    """Serves on `address`, or without one on the first free port of 20241-20245 (else a random one)."""
+    host, _, port = address.rpartition(":") if address else ("127.0.0.1", "", "")
     host = host.strip("[]") or "127.0.0.1"
     host = "127.0.0.1" if host == "localhost" else host
+    candidates = [int(port)] if address else [*DEFAULT_METRICS_PORTS, 0]
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -439,7 +444,13 @@ def serve_metrics(address: str, state: State, log: Log) -> ThreadingHTTPServer:
         def log_message(self, *args):  # metrics scrapes are not worth a log line
             pass
 
-    server = ThreadingHTTPServer((host, int(port or 0)), Handler)
+    for candidate in candidates:
+        try:
+            server = ThreadingHTTPServer((host, candidate), Handler)
+            break
+        except OSError:
+            if candidate == candidates[-1]:
+                raise
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     bound = server.server_address
@@ -760,20 +771,28 @@ LAB-ONLY ENVIRONMENT (the real cloudflared has no such settings):
 
 
 async def run_tunnel(token: str, token_data: dict, opts: dict, log: Log) -> int:
+    # Signals first: a SIGTERM during start-up is still a graceful stop (exit 0), as under systemd.
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     state = State()
     log.info("Starting tunnel", tunnelID=token_data["t"])
     log.info(f"Version {VERSION} ({STANDIN})")
     log.info(f"GOOS: {sys.platform}, Python: {platform.python_version()}, Arch: {platform.machine()}")
+    settings = {k: v for k, v in sorted(opts.items()) if v and k not in ("token", "token-file")}
+    settings |= {"token": "*****"} if opts["token"] else {"token-file": opts["token-file"]}
+    log.info("Settings: map[" + " ".join(f"{k}:{v}" for k, v in settings.items()) + "]")
     log.info(f"Generated Connector ID: {state.connector_id}")
+    log.info("Will be fetching remotely managed configuration from the lab edge (stand-in for Cloudflare).")
     protocol = opts["protocol"]
     log.info(f"Initial protocol {'http2' if protocol == 'auto' else protocol}")
-    metrics = serve_metrics(opts["metrics"] or "127.0.0.1:0", state, log)
+    try:
+        metrics = serve_metrics(opts["metrics"], state, log)
+    except (OSError, ValueError) as exc:
+        log.error("Error opening metrics server listener", error=str(exc), address=opts["metrics"])
+        return EXIT_FAILURE
     tunnel = Tunnel(token, token_data, opts, state, log)
-    loop = asyncio.get_running_loop()
     runner = asyncio.create_task(tunnel.run())
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     stopper = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait([runner, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -792,6 +811,15 @@ async def run_tunnel(token: str, token_data: dict, opts: dict, log: Log) -> int:
     finally:
         stopper.cancel()
         metrics.shutdown()
+
+
+def check_numbers(opts: dict) -> None:
+    parse_duration(opts["grace-period"])
+    for name in ("retries", "ha-connections"):
+        if not str(opts[name]).isdigit():
+            raise UsageError(
+                f"invalid value {opts[name]!r} for flag -{name}: expected a non-negative integer"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -815,6 +843,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("the stand-in implements only 'cloudflared tunnel [flags] run'")
         rest = parse_flags(rest[1:], RUN_FLAGS, opts)
         with_env_defaults({**TUNNEL_FLAGS, **RUN_FLAGS}, opts)
+        check_numbers(opts)
         if opts["protocol"] not in ("auto", "http2", "quic"):
             raise UsageError(f"unknown protocol {opts['protocol']!r}: use auto, http2 or quic")
         log = Log(str(opts["loglevel"]).lower(), opts["logfile"] or None)

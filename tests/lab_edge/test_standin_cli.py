@@ -2,8 +2,11 @@
 
 import base64
 import json
+import re
+import socket
 import subprocess
 import sys
+import uuid
 
 from .support import STANDIN
 
@@ -72,3 +75,42 @@ def test_unknown_flag_and_protocol_are_usage_errors():
     assert out.returncode == 1 and "flag provided but not defined: -bogus" in out.stderr
     out = run("tunnel", "--protocol", "carrier-pigeon", "run", env={"TUNNEL_TOKEN": "x"})
     assert out.returncode == 1 and "unknown protocol" in out.stderr
+
+
+def test_without_metrics_flag_it_binds_cloudflareds_default_range_and_masks_the_token():
+    secret = base64.b64encode(b"s" * 32).decode()
+    token = base64.b64encode(json.dumps({"a": "acc", "t": str(uuid.uuid4()), "s": secret}).encode()).decode()
+    env = {"PATH": "/usr/bin:/bin", "TUNNEL_TOKEN": token, "LAB_EDGE_ADDR": "127.0.0.1:1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(STANDIN), "tunnel", "--no-autoupdate", "run"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines = []
+    try:
+        while not any("Starting metrics server" in line for line in lines):
+            lines.append(proc.stderr.readline())
+            assert lines[-1], "stand-in exited early:\n" + "".join(lines)
+    finally:
+        proc.terminate()
+        lines += proc.communicate(timeout=20)[1].splitlines(keepends=True)
+    port = int(re.search(r"on 127\.0\.0\.1:(\d+)/metrics", "".join(lines)).group(1))
+    assert 20241 <= port <= 20245 or port > 1024  # the range, or a random port when it is all taken
+    assert "Settings: map[" in "".join(lines) and "token:*****" in "".join(lines)
+    assert token not in "".join(lines) and secret not in "".join(lines)
+    assert proc.returncode == 0  # SIGTERM is a clean stop
+
+
+def test_metrics_address_in_use_is_a_clear_error():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        secret = base64.b64encode(b"s" * 32).decode()
+        token = base64.b64encode(
+            json.dumps({"a": "a", "t": str(uuid.uuid4()), "s": secret}).encode()
+        ).decode()
+        out = run("tunnel", "--metrics", f"127.0.0.1:{port}", "run", env={"TUNNEL_TOKEN": token})
+    assert out.returncode == 1
+    assert "ERR Error opening metrics server listener" in out.stderr
