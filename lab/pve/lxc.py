@@ -200,6 +200,25 @@ class Backend:
         else:
             await run("lxc-stop", *self._args(vmid), "-t", str(grace), limit=grace + 30)
 
+    async def apply_limits(self, vmid: int, conf: dict[str, Any]) -> None:
+        """Hot-plug memory/swap/cpu limits into a running container's cgroups (like PVE)."""
+        settings = [line.split(" = ", 1) for line in _cgroup_lines(conf)]
+        values = {key.removeprefix("lxc.cgroup."): value for key, value in settings}
+        memsw = values.pop("memory.memsw.limit_in_bytes", None)
+        memory = values.pop("memory.limit_in_bytes")
+        # memsw must stay >= memory: raise it first when growing, lower it last when shrinking.
+        order = [("memory.memsw.limit_in_bytes", memsw), ("memory.limit_in_bytes", memory)]
+        try:
+            for key, value in order:
+                if value is not None:
+                    await run("lxc-cgroup", *self._args(vmid), key, value)
+        except TaskFailed:
+            for key, value in reversed(order):
+                if value is not None:
+                    await run("lxc-cgroup", *self._args(vmid), key, value)
+        for key, value in values.items():
+            await run("lxc-cgroup", *self._args(vmid), key, value)
+
     async def reboot(self, vmid: int) -> None:
         await run("lxc-stop", *self._args(vmid), "-r", "-t", "60", limit=90)
 

@@ -24,6 +24,9 @@ log = logging.getLogger("lab.pve")
 CREATE = ("/nodes/{node}/lxc", "POST")
 PUT_CONFIG = ("/nodes/{node}/lxc/{vmid}/config", "PUT")
 DEFAULT_ROOTFS_GIB = 4
+# Options PVE changes on a running container at once (the rest wait in [pending] until the next start).
+FASTPLUG = {"description", "onboot", "startup", "protection", "tags", "hookscript", "lock", "timezone"}
+HOTPLUG = {"memory", "swap", "cores", "cpulimit", "cpuunits"}
 # Keys accepted at create but never stored in the config (PVE consumes them).
 CREATE_ONLY = {
     "ostemplate",
@@ -218,6 +221,7 @@ class Pve:
                 raise TaskFailed(f"missing 'bridge' option for {key}")
             if not await asyncio.to_thread(Path(f"/sys/class/net/{bridge}/bridge").exists):
                 raise TaskFailed(f"bridge '{bridge}' does not exist")
+        self.apply_pending(ct)
         await asyncio.to_thread(self._write, ct)
         await self.backend.start(ct.vmid)
 
@@ -274,7 +278,7 @@ class Pve:
         return self.tasks.start(ct.node, "vzdestroy", str(ct.vmid), user, work)
 
     # --- config --------------------------------------------------------------------------------
-    def update_config(self, ct: Container, p: dict[str, Any]) -> None:
+    async def update_config(self, ct: Container, p: dict[str, Any]) -> None:
         if p.get("digest") and p["digest"] != ct.digest():
             raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
         deletes = schema.formats.split_list(p.get("delete", "")) if p.get("delete") else []
@@ -285,25 +289,61 @@ class Pve:
         for key in deletes:
             if key in ("rootfs", "arch", "ostype"):
                 raise ApiError(500, f"unable to delete required option '{key}'")
-            ct.conf.pop(key, None)
-        for key, value in changes.items():
+        if "rootfs" in changes:
+            raise ApiError(500, "unable to modify read-only option: 'rootfs'")
+        view = self.state.with_pending(ct)
+        for key, value in list(changes.items()):
             if key.startswith("net"):
-                value = self.normalize_net(key, value, ct.conf.get(key))
-            if key == "rootfs":
-                raise ApiError(500, "unable to modify read-only option: 'rootfs'")
-            ct.conf[key] = value
+                changes[key] = self.normalize_net(key, value, view.get(key))
+        running = (await self.ct_state(ct.vmid))[0] == "running"
+        live: dict[str, Any] = {}
+        for key, value in [*((k, None) for k in deletes), *changes.items()]:
+            if not running or key in FASTPLUG:
+                target = ct.conf
+            elif key in HOTPLUG:
+                target, live[key] = ct.conf, value
+            else:
+                ct.pending[key] = value
+                continue
+            ct.pending.pop(key, None)
+            if value is None:
+                target.pop(key, None)
+            else:
+                target[key] = value
         self.state.save()
+        if live:
+            try:
+                await self.backend.apply_limits(ct.vmid, ct.conf)
+            except TaskFailed as exc:
+                raise ApiError(500, f"unable to hot-plug {', '.join(sorted(live))}: {exc}") from None
         if self.backend.exists(ct.vmid):
             volume = self.storages[ct.node].volume_dir(ct.vmid)
-            nets = self.nets(ct.conf)
-            self.backend.write_config(
-                ct.vmid, dict(ct.conf, vmid=ct.vmid, _features=self.features(ct.conf)), nets, volume
-            )
+            conf = dict(ct.conf, vmid=ct.vmid, _features=self.features(ct.conf))
+            await asyncio.to_thread(self.backend.write_config, ct.vmid, conf, self.nets(ct.conf), volume)
 
-    def config_view(self, ct: Container) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in ct.conf.items():
-            out[key] = int(value) if isinstance(value, bool) else value
+    def apply_pending(self, ct: Container) -> None:
+        if ct.pending:
+            ct.conf = self.state.with_pending(ct)
+            ct.pending = {}
+            self.state.save()
+
+    def pending_view(self, ct: Container) -> list[dict[str, Any]]:
+        out = []
+        for key in sorted(set(ct.conf) | set(ct.pending)):
+            item: dict[str, Any] = {"key": key}
+            if key in ct.conf:
+                item["value"] = _wire(ct.conf[key])
+            if key in ct.pending:
+                if ct.pending[key] is None:
+                    item["delete"] = 1
+                else:
+                    item["pending"] = _wire(ct.pending[key])
+            out.append(item)
+        return out
+
+    def config_view(self, ct: Container, current: bool = False) -> dict[str, Any]:
+        conf = ct.conf if current else self.state.with_pending(ct)
+        out: dict[str, Any] = {key: _wire(value) for key, value in conf.items()}
         if ct.lock:
             out["lock"] = ct.lock
         out["digest"] = ct.digest()
@@ -337,6 +377,10 @@ class Pve:
         if ct.lock:
             out["lock"] = ct.lock
         return out
+
+
+def _wire(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
 
 
 def _size_bytes(rootfs: str) -> int:

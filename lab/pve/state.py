@@ -19,10 +19,14 @@ class Container:
     node: str
     conf: dict[str, Any] = field(default_factory=dict)
     lock: str | None = None
+    # Changes PVE cannot apply to a running container: key -> new value (None = pending delete).
+    pending: dict[str, Any] = field(default_factory=dict)
 
     def digest(self) -> str:
-        """SHA1 over the config as PVE writes it (`key: value` lines), like PVE's `digest`."""
+        """SHA1 over the config as PVE writes it (`key: value` lines + [pending]), like PVE's `digest`."""
         text = "".join(f"{k}: {v}\n" for k, v in sorted(self.conf.items()))
+        if self.pending:
+            text += "[pending]\n" + "".join(f"{k}: {v}\n" for k, v in sorted(self.pending.items()))
         return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
@@ -45,6 +49,16 @@ class ClusterState:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.path)
+
+    def with_pending(self, ct: Container) -> dict[str, Any]:
+        """The config as `GET config` shows it by default: pending values applied."""
+        merged = dict(ct.conf)
+        for key, value in ct.pending.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return merged
 
     def on_node(self, node: str) -> list[Container]:
         return [c for c in self.containers.values() if c.node == node]

@@ -3,6 +3,8 @@ status, interfaces, shutdown/reboot, and how it shows in storage and cluster res
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from proxmoxer.core import ResourceException
 from pve_support import container_ipv4, schema_keys, wait_task
@@ -171,6 +173,29 @@ def test_nextid_refuses_a_taken_vmid(ct, px):
         px.cluster.nextid.get(vmid=vmid)
     assert err.value.status_code == 400
     assert err.value.errors == {"vmid": f"VM {vmid} already exists"}
+
+
+def lxc_cgroup(vmid: int, key: str) -> str:
+    argv = ["lxc-cgroup", "-P", str(config.lxc_path()), "-n", str(vmid), key]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_running_container_hotplugs_limits_and_keeps_the_rest_pending(ct):
+    node, vmid = ct
+    node.lxc(vmid).config.put(hostname="renamed-ct", memory=224, description="fast")
+    assert lxc_cgroup(vmid, "memory.limit_in_bytes") == str(224 * 1024**2)  # applied live
+    pending = {item["key"]: item for item in node.lxc(vmid).pending.get()}
+    for item in pending.values():
+        assert set(item) <= {"key", "value", "pending", "delete"}
+    assert pending["hostname"] == {"key": "hostname", "value": "shared-ct", "pending": "renamed-ct"}
+    assert "pending" not in pending["memory"] and pending["memory"]["value"] == 224
+    assert node.lxc(vmid).config.get()["hostname"] == "renamed-ct"  # default view: pending applied
+    assert node.lxc(vmid).config.get(current=1)["hostname"] == "shared-ct"
+    assert wait_task(node, node.lxc(vmid).status.reboot.post())["exitstatus"] == "OK"
+    assert not [i for i in node.lxc(vmid).pending.get() if "pending" in i or "delete" in i]
+    assert node.lxc(vmid).config.get(current=1)["hostname"] == "renamed-ct"
+    attach = ["lxc-attach", "-P", str(config.lxc_path()), "-n", str(vmid), "--", "hostname"]
+    assert subprocess.run(attach, capture_output=True, text=True, check=True).stdout.strip() == "renamed-ct"
 
 
 def test_reboot_then_shutdown(ct):

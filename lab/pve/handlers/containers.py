@@ -67,15 +67,20 @@ async def destroy(call: Call) -> str:
 async def get_config(call: Call) -> dict[str, Any]:
     if call.params.get("snapshot"):
         raise ApiError(500, f"snapshot '{call.params['snapshot']}' does not exist")
-    return call.pve.config_view(_ct(call))
+    return call.pve.config_view(_ct(call), current=bool(call.params.get("current")))
 
 
 @route("PUT", BASE + "/config")
 async def put_config(call: Call) -> None:
     pve, ct = call.pve, _ct(call)
     pve.check_unlocked(ct)
-    pve.update_config(ct, call.params)
+    await pve.update_config(ct, call.params)
     return None
+
+
+@route("GET", BASE + "/pending")
+async def pending(call: Call) -> list[dict[str, Any]]:
+    return call.pve.pending_view(_ct(call))
 
 
 @route("GET", BASE + "/status")
