@@ -277,6 +277,7 @@ HOP_BY_HOP = {
     "upgrade",
     "proxy-authorization",
     "proxy-authenticate",
+    "expect",  # the edge already answered 100-continue to its client; the origin gets the body at once
 }
 
 
@@ -304,18 +305,22 @@ async def open_origin(service: str, origin: dict):
 
 
 async def read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[str, str]]]:
-    status_line = await reader.readline()
-    match = re.match(rb"HTTP/1\.[01] (\d{3})", status_line)
-    if not match:
-        raise OriginError(f"malformed HTTP response {status_line[:60]!r}")
-    headers = []
+    """The final response head; interim 1xx answers (100 Continue, 103 Early Hints) are skipped."""
     while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b"\n", b""):
-            break
-        name, _, value = line.decode("latin-1").partition(":")
-        headers.append((name.strip(), value.strip()))
-    return int(match.group(1)), headers
+        status_line = await reader.readline()
+        match = re.match(rb"HTTP/1\.[01] (\d{3})", status_line)
+        if not match:
+            raise OriginError(f"malformed HTTP response {status_line[:60]!r}")
+        headers = []
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers.append((name.strip(), value.strip()))
+        status = int(match.group(1))
+        if not 100 <= status < 200:
+            return status, headers
 
 
 async def read_exactly(reader: asyncio.StreamReader, size: int):

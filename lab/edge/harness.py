@@ -186,7 +186,7 @@ class StandIn:
 
 
 class Origin:
-    """A small HTTP origin: /hello, /echo, /sse?n=&delay= (records when each event was emitted)."""
+    """A small HTTP origin: /hello, /echo, /status/N, /sse?n=&delay= (records when events were emitted)."""
 
     def __init__(self):
         self.emitted: list[float] = []
@@ -195,6 +195,7 @@ class Origin:
         app = web.Application()
         app.router.add_post("/echo", self.echo)
         app.router.add_get("/sse", self.sse)
+        app.router.add_get("/status/{code}", self.status)
         app.router.add_get("/{tail:.*}", self.hello)
         self.runner = web.AppRunner(app, access_log=None)
         self.port = 0
@@ -209,6 +210,9 @@ class Origin:
     async def hello(self, request: web.Request) -> web.Response:
         self.seen_headers.append(dict(request.headers))
         return web.Response(text=f"hello from origin path={request.path_qs} host={request.host}")
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.Response(status=int(request.match_info["code"]))
 
     async def echo(self, request: web.Request) -> web.Response:
         body = await request.read()

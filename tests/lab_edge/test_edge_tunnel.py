@@ -90,6 +90,23 @@ async def test_chunked_request_bodies_stream_to_the_origin(edge, origin):
         await standin.stop()
 
 
+async def test_head_no_content_and_expect_continue_pass_through(edge, origin):
+    _, _, standin = await connected_standin(edge, origin, ha=1)
+    try:
+        async with client_session(edge.ca_path) as http:
+            async with http.head(edge.client_url + "/hello", headers={"Host": HOST}) as resp:
+                assert resp.status == 200 and await resp.read() == b""
+                assert int(resp.headers["Content-Length"]) > 0
+            async with http.get(edge.client_url + "/status/204", headers={"Host": HOST}) as resp:
+                assert resp.status == 204 and await resp.read() == b""
+            async with http.post(
+                edge.client_url + "/echo", data=b"y" * 5000, headers={"Host": HOST}, expect100=True
+            ) as resp:
+                assert resp.status == 200 and await resp.read() == b"y" * 5000
+    finally:
+        await standin.stop()
+
+
 async def test_unrouted_hostname_and_tunnel_without_connector_get_cloudflare_errors(edge):
     status, page, _ = await get(edge, "/", "nowhere.lab.test")
     assert status == 530 and "Error 1016" in page
