@@ -71,6 +71,7 @@ class CloudflareState:
         self.account_id: str = config["account_id"]
         self.account_name: str = config.get("account_name", "Lab account")
         self.colo: str = config.get("colo", "LAB")
+        self.deleted_retention_days: float = float(config.get("deleted_retention_days", 7))
         self.zones: list[dict[str, Any]] = []
         for zone in config.get("zones", []):
             self.zones.append({"id": zone.get("id") or zone_id_for(zone["name"]), "name": zone["name"]})
@@ -94,7 +95,7 @@ class CloudflareState:
             self.path.rename(aside)
             log.error("cloudflare state %s is not valid JSON; moved to %s, starting empty", self.path, aside)
             return
-        self.tunnels = data.get("tunnels", {})
+        self.tunnels = {k: t for k, t in data.get("tunnels", {}).items() if not self._expired(t)}
         for zone_id, records in data.get("records", {}).items():
             if zone_id in self.records:
                 self.records[zone_id] = records
@@ -102,6 +103,14 @@ class CloudflareState:
             # Connections died with the previous daemon: the tunnel is down until connectors come back.
             if tunnel.get("conns_active_at") and not tunnel.get("conns_inactive_at"):
                 tunnel["conns_inactive_at"] = now()
+
+    def _expired(self, tunnel: dict[str, Any]) -> bool:
+        """Deleted tunnels are purged after a while (as live), so the file does not grow run after run."""
+        deleted = tunnel.get("deleted_at")
+        if not deleted:
+            return False
+        age = datetime.now(UTC) - datetime.strptime(deleted, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return age.total_seconds() > self.deleted_retention_days * 86400
 
     def save(self) -> None:
         if self.path is None:

@@ -56,3 +56,19 @@ def test_corrupt_state_file_is_set_aside(tmp_path, caplog):
     assert state.tunnels == {}
     assert [p.name.split(".corrupt-")[0] for p in tmp_path.glob("state.json.corrupt-*")] == ["state.json"]
     assert "not valid JSON" in caplog.text
+
+
+def test_long_deleted_tunnels_are_purged_on_load(sdk, emulator, tmp_path):
+    tunnels = sdk.zero_trust.tunnels.cloudflared
+    old = tunnels.create(account_id=ACCOUNT, name="old", config_src="cloudflare")
+    recent = tunnels.create(account_id=ACCOUNT, name="recent", config_src="cloudflare")
+    for tunnel in (old, recent):
+        tunnels.delete(tunnel.id, account_id=ACCOUNT)
+
+    def backdate():
+        emulator.state.tunnels[old.id]["deleted_at"] = "2020-01-01T00:00:00.000000Z"
+        emulator.state.save()
+
+    emulator.call(backdate)
+    restarted = state_of(create_app(CONFIG, tmp_path / "state.json"))
+    assert set(restarted.tunnels) == {recent.id}
