@@ -50,7 +50,7 @@ def _filters(query: Any) -> list[Any]:
             base, _, op = key.partition(".")
             if base != field or (op and op not in FILTER_OPS):
                 continue
-            want = value.lower() if field != "comment" else value
+            want = value.lower()  # the live API matches names, contents and comments case-insensitively
             if field == "name" and op in ("", "exact"):
                 want = want.rstrip(".")
             test = FILTER_OPS[op or "exact"]

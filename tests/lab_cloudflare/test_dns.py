@@ -184,3 +184,17 @@ def test_read_only_token_cannot_write_records(emulator):
     # The reader's token does not cover the other zone at all.
     with pytest.raises(cloudflare.PermissionDeniedError):
         list(reader.dns.records.list(zone_id=zone_id_for("other.test")))
+
+
+def test_comment_and_contains_filters(http):
+    post(http, {"type": "TXT", "name": "note", "content": "x", "comment": "Managed by Ansible"})
+    post(http, {"type": "TXT", "name": "other", "content": "y", "comment": "hand made"})
+    url = f"{http.api}/zones/{ZONE_ID}/dns_records"
+    found = http.get(url, params={"comment.contains": "ansible"}, timeout=10).json()["result"]
+    assert [r["name"] for r in found] == ["note.lab.test"]
+    either = http.get(
+        url, params={"name": "note.lab.test", "content": "y", "match": "any"}, timeout=10
+    ).json()
+    assert sorted(r["name"] for r in either["result"]) == ["note.lab.test", "other.lab.test"]
+    suffix = http.get(url, params={"name.endswith": "ther.lab.test"}, timeout=10).json()["result"]
+    assert [r["name"] for r in suffix] == ["other.lab.test"]
