@@ -72,7 +72,7 @@ class Lab:
             backend="https",
             verify_ssl=str(self.ca_path),
             **creds,
-            **kwargs,
+            **{"timeout": 30, **kwargs},  # proxmoxer's 5 s is short on a loaded CI machine
         )
 
 

@@ -3,17 +3,13 @@ an SSH key pair, and vmids from this suite's range (9000-9099) that are always c
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from pve_support import wait_task
-
-VMIDS = itertools.count(9000)
-VMID_MAX = 9099
+from pve_support import destroy, free_vmid
 
 
 @pytest.fixture(scope="session")
@@ -57,19 +53,6 @@ def api(lab) -> requests.Session:
 @pytest.fixture
 def vmid(px, lab) -> Iterator[int]:
     """A free vmid from 9000-9099; whatever the test leaves with it is destroyed afterwards."""
-    taken = {r["vmid"] for r in px.cluster.resources.get(type="vm")}
-    for candidate in VMIDS:
-        assert candidate <= VMID_MAX, "lab_pve tests ran out of vmids"
-        if candidate not in taken:
-            break
+    candidate = free_vmid(px)
     yield candidate
-    destroy(px, lab, candidate)
-
-
-def destroy(px, lab, vmid: int) -> None:
-    for res in px.cluster.resources.get(type="vm"):
-        if res["vmid"] == vmid:
-            node = px.nodes(res["node"])
-            for task in node.tasks.get(vmid=vmid, source="active"):
-                wait_task(node, task["upid"])
-            wait_task(node, node.lxc(vmid).delete(force=1, purge=1))
+    destroy(px, candidate)

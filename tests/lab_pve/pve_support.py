@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
 
 from lab.pve import schema
+
+VMIDS = itertools.count(9000)
+VMID_MAX = 9099
 
 
 def wait_task(node, upid: str, timeout: float = 120) -> dict:
@@ -34,3 +39,38 @@ def container_ipv4(node, vmid: int, timeout: float = 60) -> str:
                 return iface["inet"].split("/")[0]
         time.sleep(0.5)
     raise AssertionError(f"CT {vmid} got no IPv4 address in {timeout}s")
+
+
+def free_vmid(px) -> int:
+    """The next vmid of this suite's range (9000-9099) that the cluster does not know."""
+    taken = {r["vmid"] for r in px.cluster.resources.get(type="vm")}
+    for candidate in VMIDS:
+        assert candidate <= VMID_MAX, "lab_pve tests ran out of vmids"
+        if candidate not in taken:
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def destroy(px, vmid: int) -> None:
+    """Remove a test container wherever it is, after any task still running on it."""
+    for res in px.cluster.resources.get(type="vm"):
+        if res["vmid"] == vmid:
+            node = px.nodes(res["node"])
+            for task in node.tasks.get(vmid=vmid, source="active"):
+                wait_task(node, task["upid"])
+            wait_task(node, node.lxc(vmid).delete(force=1, purge=1))
+
+
+# Keys the real PVE returns that its schema does not declare.
+REAL_EXTRAS = {
+    "/nodes/{node}/status": {"uptime", "time", "kversion"},
+    "/nodes/{node}/storage/{storage}/content": {"content"},
+}
+
+
+def check_keys(template: str, data: dict, method: str = "GET") -> None:
+    required, known = schema_keys(template, method)
+    keys = {re.sub(r"^(net|mp|unused|dev)\d+$", r"\1[n]", k) for k in data}
+    assert required <= keys, f"{template}: missing {required - keys}"
+    extra = keys - known - REAL_EXTRAS.get(template, set())
+    assert not extra, f"{template}: keys not in the schema: {extra}"

@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 from proxmoxer.core import ResourceException
-from pve_support import container_ipv4, schema_keys, wait_task
-from test_pve_contract import check_keys
+from pve_support import check_keys, container_ipv4, destroy, free_vmid, schema_keys, wait_task
 
 from lab import config
 
@@ -19,28 +18,27 @@ BASE = "/nodes/{node}/lxc/{vmid}"
 @pytest.fixture(scope="module")
 def ct(px, lab, template_volid):
     """A running container on the second node (multi-node placement), destroyed at the end."""
-    from conftest import VMIDS, destroy
-
-    taken = {r["vmid"] for r in px.cluster.resources.get(type="vm")}
-    vmid = next(v for v in VMIDS if v not in taken)
+    vmid = free_vmid(px)
     node = px.nodes(lab.nodes[1])
-    upid = node.lxc.post(
-        vmid=vmid,
-        ostemplate=template_volid,
-        hostname="shared-ct",
-        net0="name=eth0,bridge=vmbr0,ip=10.87.0.250/24,gw=10.87.0.1",
-        rootfs="local:2",
-        memory=192,
-        cores=1,
-        onboot=1,
-        tags="alpha;beta",
-        password="lab-ct-pass",
-        start=1,
-    )
-    status = wait_task(node, upid)
-    assert status["exitstatus"] == "OK", node.tasks(upid).log.get()
-    yield node, vmid
-    destroy(px, lab, vmid)
+    try:  # cleanup even when setup fails half-way (the create may have gone through)
+        upid = node.lxc.post(
+            vmid=vmid,
+            ostemplate=template_volid,
+            hostname="shared-ct",
+            net0="name=eth0,bridge=vmbr0,ip=10.87.0.250/24,gw=10.87.0.1",
+            rootfs="local:2",
+            memory=192,
+            cores=1,
+            onboot=1,
+            tags="alpha;beta",
+            password="lab-ct-pass",
+            start=1,
+        )
+        status = wait_task(node, upid)
+        assert status["exitstatus"] == "OK", node.tasks(upid).log.get()
+        yield node, vmid
+    finally:
+        destroy(px, vmid)
 
 
 def test_create_with_start_runs_it_on_the_requested_node(ct, px, lab):
