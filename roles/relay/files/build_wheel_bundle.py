@@ -6,13 +6,15 @@ resolved) plus `requirements.txt` listing them as `name==version`. It is named b
 content, so the role reinstalls on the target only when that name changes: a new relay version, changed
 code, or changed requirements. Everything is cached under --cache:
 
+    <cache>/relay/<src>/      the relay wheel built from one state of the source (src = hash of its files)
     <cache>/deps/<key>/       dependency wheels for one (requirements, Python, platform) key; downloaded
                               from the index once, then reused (key = hash of the relay wheel's
                               Requires-Dist + constraints + target tags)
     <cache>/bundles/<sha>/    relay wheel + dependency wheels + requirements.txt
+    <cache>/bundles/<sha>.tar the same as one file, so the target receives a single transfer
 
-The relay wheel is rebuilt on every run from a clean copy of the source with SOURCE_DATE_EPOCH fixed, so
-the same source gives a byte-identical wheel and therefore the same bundle.
+The relay wheel is built from a clean copy of the source with SOURCE_DATE_EPOCH fixed, so the same source
+gives a byte-identical wheel and therefore the same bundle; it is rebuilt only when the source changes.
 
 Prints one JSON object: {"bundle", "sha256", "name", "version", "wheels", "changed"}.
 """
@@ -26,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -43,17 +46,36 @@ def pip(*args: str, env: dict | None = None) -> None:
         raise SystemExit(f"pip {args[0]} failed (exit {proc.returncode})")
 
 
-def build_relay_wheel(source: Path, out: Path) -> Path:
-    """Build the relay package's wheel reproducibly from a copy of its source tree."""
+def source_digest(source: Path) -> str:
+    """SHA-256 over the names and contents of the files a build would copy."""
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="llm-relay-src-") as tmp:
+        # copytree with the build's ignore rules lists exactly the files a build sees.
+        copy = Path(tmp) / "src"
+        shutil.copytree(source, copy, ignore=SOURCE_IGNORE)
+        for path in sorted(p for p in copy.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(copy)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def build_relay_wheel(source: Path, cache: Path) -> Path:
+    """The relay wheel, built reproducibly from a copy of its source; reused while the source is unchanged."""
+    out = cache / "relay" / source_digest(source)
+    wheels = sorted(out.glob("*.whl"))
+    if len(wheels) == 1:
+        return wheels[0]
     env = dict(os.environ, SOURCE_DATE_EPOCH=FIXED_EPOCH, PYTHONDONTWRITEBYTECODE="1")
     with tempfile.TemporaryDirectory(prefix="llm-relay-src-") as tmp:
         src = Path(tmp) / "src"
         shutil.copytree(source, src, ignore=SOURCE_IGNORE)
-        pip("wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(src), env=env)
-    wheels = sorted(out.glob("*.whl"))
-    if len(wheels) != 1:
-        raise SystemExit(f"expected one wheel from {source}, got {[w.name for w in wheels]}")
-    return wheels[0]
+        pip("wheel", "--no-deps", "--quiet", "--wheel-dir", str(Path(tmp) / "out"), str(src), env=env)
+        built = sorted((Path(tmp) / "out").glob("*.whl"))
+        if len(built) != 1:
+            raise SystemExit(f"expected one wheel from {source}, got {[w.name for w in built]}")
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        shutil.copy2(built[0], out / built[0].name)
+    return out / built[0].name
 
 
 def wheel_metadata(wheel: Path) -> email.message.Message:
@@ -82,9 +104,8 @@ def platform_tags(arch: str, glibc: str) -> list[str]:
 def download_deps(args: argparse.Namespace, relay_wheel: Path, requires: list[str]) -> Path:
     """Dependency wheels for the target's tags, downloaded once per key."""
     constraints = Path(args.constraints).read_text() if args.constraints else ""
-    key_src = json.dumps(
-        [sorted(requires), constraints, args.python_version, args.arch, args.glibc, args.extra_pip_args]
-    )
+    target_id = [args.python_version, args.arch, args.glibc, args.extra_pip_args]
+    key_src = json.dumps([sorted(requires), sorted(args.extra_requirements), constraints, *target_id])
     deps = Path(args.cache) / "deps" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
     if (deps / ".complete").exists():
         return deps
@@ -106,6 +127,7 @@ def download_deps(args: argparse.Namespace, relay_wheel: Path, requires: list[st
         "--find-links",
         str(relay_wheel.parent),
         str(relay_wheel),
+        *args.extra_requirements,
     )
     (tmp / relay_wheel.name).unlink(missing_ok=True)
     (tmp / ".complete").touch()
@@ -124,7 +146,7 @@ def assemble(cache: Path, relay_wheel: Path, deps: Path) -> tuple[Path, str, lis
     listing = "".join(f"{sha256_file(w)}  {w.name}\n" for w in wheels)
     sha = hashlib.sha256(listing.encode()).hexdigest()
     bundle = cache / "bundles" / sha[:16]
-    if (bundle / "requirements.txt").exists():
+    if (bundle / "requirements.txt").exists() and bundle.with_suffix(".tar").exists():
         return bundle, sha, [w.name for w in wheels], False
     tmp = bundle.with_name(bundle.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -133,9 +155,24 @@ def assemble(cache: Path, relay_wheel: Path, deps: Path) -> tuple[Path, str, lis
         shutil.copy2(wheel, tmp / wheel.name)
     (tmp / "SHA256SUMS").write_text(listing)
     (tmp / "requirements.txt").write_text("".join(requirement_line(w) + "\n" for w in wheels))
+    tar_tmp = bundle.with_name(bundle.name + ".tar.partial")
+    with tarfile.open(tar_tmp, "w") as tar:
+        for member in sorted(tmp.iterdir()):
+            tar.add(member, arcname=member.name)
     shutil.rmtree(bundle, ignore_errors=True)
+    tar_tmp.rename(bundle.with_suffix(".tar"))
     tmp.rename(bundle)
     return bundle, sha, [w.name for w in wheels], True
+
+
+def prune(cache: Path, keep: Path, count: int = 5) -> None:
+    """Drop all but the `count` newest bundles (the one just used always stays)."""
+    bundles = [p for p in (cache / "bundles").glob("*") if p.is_dir()]
+    bundles.sort(key=lambda p: p.stat().st_mtime)
+    for old in bundles[:-count]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+            old.with_suffix(".tar").unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -146,20 +183,29 @@ def main() -> None:
     parser.add_argument("--arch", required=True, help="target machine, e.g. x86_64 or aarch64")
     parser.add_argument("--glibc", required=True, help="target glibc version, e.g. 2.36 (Debian 12)")
     parser.add_argument("--constraints", default="", help="pip constraints file pinning dependencies")
+    parser.add_argument(
+        "--extra-requirement",
+        dest="extra_requirements",
+        action="append",
+        default=[],
+        help="extra requirement installed with the relay (e.g. uvloop)",
+    )
     parser.add_argument("--extra-pip-arg", dest="extra_pip_args", action="append", default=[])
     args = parser.parse_args()
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="llm-relay-wheel-", dir=cache) as tmp:
-        relay_wheel = build_relay_wheel(Path(args.source), Path(tmp))
-        meta = wheel_metadata(relay_wheel)
-        requires = [r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r]
-        deps = download_deps(args, relay_wheel, requires)
-        bundle, sha, wheels, changed = assemble(cache, relay_wheel, deps)
+    relay_wheel = build_relay_wheel(Path(args.source), cache)
+    meta = wheel_metadata(relay_wheel)
+    requires = [r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r]
+    deps = download_deps(args, relay_wheel, requires)
+    bundle, sha, wheels, changed = assemble(cache, relay_wheel, deps)
+    bundle.touch()
+    prune(cache, bundle)
     json.dump(
         {
             "bundle": str(bundle),
+            "archive": str(bundle.with_suffix(".tar")),
             "sha256": sha,
             "name": meta["Name"],
             "version": meta["Version"],
