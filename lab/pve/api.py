@@ -47,8 +47,11 @@ def route(method: str, template: str) -> Callable[[Handler], Handler]:
 
 
 def _reply(status: int, body: dict[str, Any], reason: str | None = None) -> web.Response:
-    # The status line cannot carry newlines; PVE's messages often end with one.
-    reason = reason.strip().replace("\n", " ") if reason else None
+    # The status line cannot carry newlines (PVE's messages often end with one) and must be
+    # latin-1 (user input can appear in it).
+    if reason:
+        reason = reason.strip().replace("\n", " ").replace("\r", " ")
+        reason = reason.encode("latin-1", "replace").decode("latin-1")
     return web.json_response(body, status=status, reason=reason)
 
 
@@ -98,14 +101,24 @@ async def dispatch(request: web.Request) -> web.Response:
             pve.check_node(path_params["node"])
         data = await HANDLERS[(method, template)](Call(pve, params, ident))
     except AuthError as exc:
-        return _reply(401, {"data": None}, str(exc))
+        return _error(request, 401, {"data": None}, str(exc))
     except schema.ParamError as exc:
+        log.info("%s %s -> 400 %s", method, request.path, exc.errors)
         return _reply(400, {"errors": exc.errors, "data": None}, "Parameter verification failed.")
     except ApiError as exc:
-        return _reply(exc.status, {"data": None, "message": exc.message.rstrip("\n") + "\n"}, exc.message)
+        body = {"data": None, "message": exc.message.rstrip("\n") + "\n"}
+        return _error(request, exc.status, body, exc.message)
     except json.JSONDecodeError:
-        return _reply(400, {"data": None, "message": "malformed JSON body\n"}, "malformed JSON body")
+        return _error(request, 400, {"data": None, "message": "malformed JSON body\n"}, "malformed JSON body")
+    except Exception as exc:  # a bug in the emulator: answer like PVE's generic 500, keep the traceback
+        log.exception("%s %s crashed", method, request.path)
+        return _error(request, 500, {"data": None, "message": f"{exc}\n"}, str(exc) or type(exc).__name__)
     return _reply(200, {"data": data})
+
+
+def _error(request: web.Request, status: int, body: dict[str, Any], reason: str) -> web.Response:
+    log.info("%s %s -> %d %s", request.method, request.path, status, reason.strip())
+    return _reply(status, body, reason)
 
 
 async def faults(request: web.Request) -> web.Response:

@@ -109,6 +109,19 @@ def test_unknown_template_and_storage(node, vmid):
     assert vmid not in [c["vmid"] for c in node.lxc.get()]
 
 
+def test_non_latin_input_in_an_error_message(lab, api, vmid):
+    header = {"Authorization": f"PVEAPIToken={lab.pve_user}!{lab.pve_token_id}={lab.pve_token_secret}"}
+    data = create_args(vmid, "local:vztmpl/日本-12.tar.zst")
+    r = api.post(f"{lab.pve_url}/nodes/{lab.nodes[0]}/lxc", headers=header, data=data)
+    assert r.status_code == 500
+    assert r.json() == {"data": None, "message": "volume 'local:vztmpl/日本-12.tar.zst' does not exist\n"}
+
+
+def test_unknown_query_parameter_on_a_read(px):
+    err = refused(px.nodes.get, full=1)
+    assert err.status_code == 400 and err.errors == {"full": UNKNOWN}
+
+
 def test_missing_container_is_500(node):
     err = refused(node.lxc(9097).status.current.get)
     assert err.status_code == 500

@@ -103,3 +103,10 @@ def test_task_log_paging(node, lab):
     full = node.tasks(upid).log.get()
     page = node.tasks(upid).log.get(start=1, limit=2)
     assert page == full[1:3]
+
+
+def test_directory_indexes(node, lab):
+    assert {"subdir": "content"} in node.storage(lab.pve_storage).get()
+    upid = node.aplinfo.post(storage=lab.pve_storage, template=node.aplinfo.get()[0]["template"])
+    wait_task(node, upid)
+    assert node.tasks(upid).get() == [{"name": "log"}, {"name": "status"}]

@@ -41,6 +41,25 @@ async def list_storage(call: Call) -> list[dict[str, Any]]:
     ]
 
 
+@route("GET", "/nodes/{node}/storage/{storage}")
+async def storage_index(call: Call) -> list[dict[str, str]]:
+    _store(call)
+    return [
+        {"subdir": s}
+        for s in (
+            "content",
+            "download-url",
+            "file-restore",
+            "import-metadata",
+            "prunebackups",
+            "rrd",
+            "rrddata",
+            "status",
+            "upload",
+        )
+    ]
+
+
 @route("GET", "/nodes/{node}/storage/{storage}/content")
 async def content(call: Call) -> list[dict[str, Any]]:
     return _store(call).content(call.params.get("content"), call.params.get("vmid"))
