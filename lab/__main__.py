@@ -9,6 +9,8 @@ destroys its containers) and removes bridge, NAT and dnsmasq.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import importlib
 import os
 import signal
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from lab import ca, config, hosts, net, server
@@ -94,18 +97,34 @@ def wait_ports(cfg: dict, timeout: float) -> list[str]:
         time.sleep(0.2)
 
 
+def _daemon_outdated() -> bool:
+    here = Path(__file__).resolve().parent
+    newest = max((here / name).stat().st_mtime for name in ("lab.toml", "server.py"))
+    return _pidfile().stat().st_mtime < newest
+
+
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """One `up`/`down`/`restart` at a time (test sessions run `lab up` concurrently)."""
+    config.state_dir().mkdir(parents=True, exist_ok=True)
+    with (config.state_dir() / "lab.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def cmd_up(_args: argparse.Namespace) -> int:
     cfg = config.load()
     net.up()
     hosts.ensure(cfg)
     ca.ensure(config.state_dir() / "ca")
     _component_hook("prepare")
-    if daemon_pid():
-        # A daemon started before a component was added (or that lost one) is restarted once;
-        # component state lives on disk/LXC, so a restart loses nothing.
+    if daemon_pid() and _daemon_outdated():
+        # Started before a component was added to lab.toml/server.py: restart it (component state
+        # lives on disk and in LXC). A daemon whose component is merely broken is left alone, so
+        # concurrent test sessions do not restart it under each other.
         silent = [n for n, ports in config.ports(cfg).items() if not all(_port_answers(p) for p in ports)]
         if silent:
-            print(f"lab: restarting the daemon ({', '.join(silent)} not answering)")
+            print(f"lab: restarting the daemon ({', '.join(silent)} not answering, config changed since)")
             stop_daemon()
     pid = start_daemon()
     silent = wait_ports(cfg, float(cfg.get("lab", {}).get("up_timeout", 90)))
@@ -182,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(func=cmd_demo)
     args = parser.parse_args(argv)
+    if args.cmd in ("up", "down", "restart"):
+        with _exclusive():
+            return args.func(args)
     return args.func(args)
 
 
