@@ -33,3 +33,15 @@ def status_of(raw: bytes) -> int:
     """Status code of the first HTTP response in `raw` (0 if there is none)."""
     parts = raw.split(b" ", 2)
     return int(parts[1]) if len(parts) > 2 and parts[0].startswith(b"HTTP/1.") and parts[1].isdigit() else 0
+
+
+def provider_toml(name: str, base_url: str, **options: object) -> str:
+    """A `[providers.NAME]` table using the test keys file, plus `options` (strings quoted, lists as TOML)."""
+    lines = [f"[providers.{name}]", f'base_url = "{base_url}"', 'keys_file = "openrouter-keys"']
+    for key, value in options.items():
+        if isinstance(value, str):
+            value = f'"{value}"'
+        elif isinstance(value, list):
+            value = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+        lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ import socket
 
 import aiohttp
 import pytest
-from relay_support import CHAT, bearer, raw_exchange, status_of
+from relay_support import CHAT, bearer, provider_toml, raw_exchange, status_of
 
 
 def free_port() -> int:
@@ -89,10 +89,7 @@ async def test_429_per_token_rate_limit_with_retry_after(relay_factory, http):
 
 
 async def test_502_unreachable_and_reset(relay_factory, upstream, http):
-    dead = (
-        f'[providers.dead]\nbase_url = "http://127.0.0.1:{free_port()}/v1"\nkeys_file = "openrouter-keys"\n'
-    )
-    relay = await relay_factory(extra=dead)
+    relay = await relay_factory(extra=provider_toml("dead", f"http://127.0.0.1:{free_port()}/v1"))
     async with http.get(relay.url + "/dead/v1/models", headers=bearer(relay.token)) as r:
         await expect_error(r, 502, "connect")
     upstream.state.add_fault({"path": "chat", "disconnect_after_tokens": 0})
@@ -105,11 +102,7 @@ async def test_502_unreachable_and_reset(relay_factory, upstream, http):
 
 
 async def test_504_upstream_timeout(relay_factory, upstream, http):
-    slow = (
-        f'[providers.slow]\nbase_url = "{upstream.base}"\nkeys_file = "openrouter-keys"\n'
-        "response_timeout = 0.3\n"
-    )
-    relay = await relay_factory(extra=slow)
+    relay = await relay_factory(extra=provider_toml("slow", upstream.base, response_timeout=0.3))
     upstream.state.add_fault({"path": "models", "latency_ms": 1500, "times": 1})
     async with http.get(relay.url + "/slow/v1/models", headers=bearer(relay.token)) as r:
         await expect_error(r, 504, "timeout")

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from relay_support import CHAT, bearer
+from relay_support import CHAT, bearer, provider_toml
 
 from lab.upstream import answers
 
@@ -61,10 +61,7 @@ async def test_client_disconnect_cancels_the_upstream_request(relay, upstream, h
 
 
 async def test_upstream_idle_timeout_ends_a_silent_stream(relay_factory, upstream, http):
-    idle = (
-        f'[providers.idle]\nbase_url = "{upstream.base}"\nkeys_file = "openrouter-keys"\nidle_timeout = 0.3\n'
-    )
-    relay = await relay_factory(extra=idle)
+    relay = await relay_factory(extra=provider_toml("idle", upstream.base, idle_timeout=0.3))
     upstream.state.add_fault({"path": "chat", "token_delay_ms": 1000})
     body = long_chat(5)
     started = time.monotonic()

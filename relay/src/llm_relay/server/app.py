@@ -278,6 +278,13 @@ class RelayApp:
         if declared is not None and declared > limit:
             raise RelayError(413, "body_too_large", f"request body over the {limit}-byte limit")
         content = request.content
+        if content.is_eof():
+            # The whole body arrived with the head (the usual case): no timer, no waiting.
+            body = content.read_nowait(-1)
+            if len(body) > limit:
+                raise RelayError(413, "body_too_large", f"request body over the {limit}-byte limit")
+            info.bytes_in = len(body)
+            return body
         chunks: list[bytes] = []
         size = 0
         try:
