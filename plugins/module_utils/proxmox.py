@@ -68,11 +68,12 @@ class ApiError(ProxmoxError):
 class TaskFailed(ProxmoxError):
     """A Proxmox task stopped with an exit status other than OK (or ran out of time)."""
 
-    def __init__(self, msg, upid, exitstatus, log_lines):
+    def __init__(self, msg, upid, exitstatus, log_lines, waited=None):
         super().__init__(msg)
         self.upid = upid
         self.exitstatus = exitstatus
         self.log_lines = log_lines
+        self.waited = waited  # seconds from the first poll until the failure was noticed
 
 
 def _api_error(exc, what):
@@ -229,6 +230,7 @@ class ProxmoxClient:
                         upid,
                         exitstatus,
                         tail,
+                        waited=round(time.monotonic() - started, 3),
                     )
                 if time.monotonic() - started > timeout:
                     tail = self.task_log_tail(node, upid)
@@ -238,6 +240,7 @@ class ProxmoxClient:
                         upid,
                         "timeout",
                         tail,
+                        waited=round(time.monotonic() - started, 3),
                     )
                 time.sleep(delay)
                 delay = min(delay * 1.5, self.POLL_MAX)

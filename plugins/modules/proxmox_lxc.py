@@ -363,10 +363,46 @@ diff:
   type: dict
   sample: {before: {memory_mb: 1024, tags: [relay]}, after: {memory_mb: 2048, tags: [llm, relay]}}
 msg:
-  description: What was done, in a sentence.
+  description:
+    - What was done, in a sentence; on failure it starts with the option at fault, such as C(netif[0].ip).
   returned: always
   type: str
   sample: "updated 120 (memory_mb, tags)"
+api_status:
+  description: HTTP status of the API's refusal.
+  returned: when the API refused a call
+  type: int
+  sample: 400
+api_errors:
+  description: PVE's per-parameter error messages, keyed by PVE parameter name.
+  returned: when the API refused a call
+  type: dict
+  sample: {net0: "invalid format - format error"}
+upid:
+  description: Id of the Proxmox task that failed.
+  returned: when a Proxmox task failed
+  type: str
+  sample: "UPID:pve1:00001234:00005678:6B000000:vzcreate:120:root@pam!ansible:"
+exitstatus:
+  description: The failed task's exit status (V(timeout) when it outlived O(timeout)).
+  returned: when a Proxmox task failed
+  type: str
+  sample: "unable to create CT 120 - no space left on device"
+task_log:
+  description: The last lines of the failed task's log.
+  returned: when a Proxmox task failed
+  type: list
+  elements: str
+task_wait_s:
+  description: Seconds the module spent waiting on the failed task before it noticed the failure.
+  returned: when a Proxmox task failed
+  type: float
+  sample: 0.25
+cleanup:
+  description: What was done about the container a failed create left behind.
+  returned: when a create task failed
+  type: str
+  sample: removed the half-made container
 """
 
 import ipaddress
@@ -1056,7 +1092,12 @@ def _public_diff(values):
 
 def task_details(exc):
     """What a failed task adds to the failure result: its id, exit status and last log lines."""
-    return {"upid": exc.upid, "exitstatus": exc.exitstatus, "task_log": exc.log_lines}
+    return {
+        "upid": exc.upid,
+        "exitstatus": exc.exitstatus,
+        "task_log": exc.log_lines,
+        "task_wait_s": exc.waited,
+    }
 
 
 def interface_addresses(interfaces):

@@ -2,7 +2,7 @@
 
 The playbooks under playbooks/ hold the assertions (the way users would write them); these tests run them,
 check the recap, and verify independently through proxmoxer that nothing is left behind.
-vmids used: 9101 (lifecycle), 9110-9114 (faults).
+vmids used: 9101 (lifecycle), 9110-9115 (faults).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
-OUR_VMIDS = {9101, 9110, 9111, 9112, 9113, 9114}
+OUR_VMIDS = {9101, 9110, 9111, 9112, 9113, 9114, 9115}
 
 
 @pytest.fixture(scope="module")
