@@ -8,19 +8,26 @@ client.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "u
 
 from __future__ import annotations
 
-from .config import ConfigError, Profile, default_config_path, load_profile
-from .factory import async_http_client, async_openai_client, http_client, openai_client
-from .transport import AsyncRelayTransport, RelayTransport
+import importlib
+from typing import Any
 
-__all__ = [
-    "AsyncRelayTransport",
-    "ConfigError",
-    "Profile",
-    "RelayTransport",
-    "async_http_client",
-    "async_openai_client",
-    "default_config_path",
-    "http_client",
-    "load_profile",
-    "openai_client",
-]
+# Where each public name lives; imported on first use so `llm-relay keygen` does not load the HTTP stack.
+_EXPORTS = {
+    "ConfigError": "config",
+    "Profile": "config",
+    "default_config_path": "config",
+    "load_profile": "config",
+    "async_http_client": "factory",
+    "async_openai_client": "factory",
+    "http_client": "factory",
+    "openai_client": "factory",
+    "AsyncRelayTransport": "transport",
+    "RelayTransport": "transport",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
