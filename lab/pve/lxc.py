@@ -110,8 +110,15 @@ class Backend:
                 text = f"search {conf['searchdomain']}\n" + text
             guest.write("etc/resolv.conf", text, replace_link=True)
 
+    @staticmethod
+    async def generate_host_keys(workdir: Path) -> Path:
+        """SSH host keys for a new container, made in `workdir` (in parallel with the extraction)."""
+        await asyncio.to_thread((workdir / "etc" / "ssh").mkdir, parents=True, exist_ok=True)
+        await run("ssh-keygen", "-A", "-f", str(workdir))
+        return workdir / "etc" / "ssh"
+
     async def first_boot_setup(
-        self, rootfs: Path, ssh_keys: str | None, password: str | None, shift: int
+        self, rootfs: Path, ssh_keys: str | None, password: str | None, shift: int, host_keys: Path
     ) -> None:
         """Create-time only: root's authorized_keys, root password, fresh SSH host keys, machine-id."""
         guest = GuestFS(rootfs, shift)
@@ -126,9 +133,7 @@ class Backend:
             ]
             guest.write("etc/shadow", "\n".join(shadow) + "\n", mode=0o640, gid=42)
         guest.write("etc/machine-id", "", mode=0o444)
-        await run("ssh-keygen", "-A", "-f", str(rootfs))
-        for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
-            os.chown(key, shift, shift)
+        await asyncio.to_thread(_install_host_keys, guest, host_keys)
 
     # --- config --------------------------------------------------------------------------------
     def write_config(
@@ -295,6 +300,12 @@ def _cgroup_lines(conf: dict[str, Any]) -> list[str]:
         ]
     lines.append(f"lxc.cgroup.cpu.shares = {int(conf.get('cpuunits', 1024))}")
     return lines
+
+
+def _install_host_keys(guest: GuestFS, host_keys: Path) -> None:
+    for key in sorted(host_keys.glob("ssh_host_*")):
+        mode = 0o600 if key.suffix != ".pub" else 0o644
+        guest.write(f"etc/ssh/{key.name}", key.read_text(), mode=mode)
 
 
 class GuestFS:

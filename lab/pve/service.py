@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import secrets
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -182,16 +183,23 @@ class Pve:
         unpriv = bool(ct.conf.get("unprivileged"))
         shift = ID_SHIFT if unpriv else 0
         started = time.monotonic()
-        try:
-            await self.backend.extract(template, volume, unpriv)
-        except TaskFailed as exc:
-            raise TaskFailed(f"unable to create CT {vmid} - {exc}") from None
-        size = (await asyncio.to_thread(template.stat)).st_size
-        task.log(f"Total bytes read: {size} ({time.monotonic() - started:.1f}s)")
-        task.log("Detected container architecture: amd64")
-        await self.backend.first_boot_setup(volume, p.get("ssh-public-keys"), p.get("password"), shift)
-        for kind in ("rsa", "ecdsa", "ed25519"):
-            task.log(f"Creating SSH host key 'ssh_host_{kind}_key' - this may take some time ...")
+        with tempfile.TemporaryDirectory(dir=self.dir, prefix=f".keys-{vmid}-") as workdir:
+            # Key generation (seconds for RSA on a busy host) overlaps the extraction.
+            keygen = asyncio.create_task(self.backend.generate_host_keys(Path(workdir)))
+            try:
+                await self.backend.extract(template, volume, unpriv)
+            except TaskFailed as exc:
+                keygen.cancel()
+                raise TaskFailed(f"unable to create CT {vmid} - {exc}") from None
+            size = (await asyncio.to_thread(template.stat)).st_size
+            task.log(f"Total bytes read: {size} ({time.monotonic() - started:.1f}s)")
+            task.log("Detected container architecture: amd64")
+            host_keys = await keygen
+            for kind in ("rsa", "ecdsa", "ed25519"):
+                task.log(f"Creating SSH host key 'ssh_host_{kind}_key' - this may take some time ...")
+            await self.backend.first_boot_setup(
+                volume, p.get("ssh-public-keys"), p.get("password"), shift, host_keys
+            )
         await asyncio.to_thread(self._write, ct)
         ct.lock = None
         self.state.save()
