@@ -8,6 +8,18 @@ import pytest
 from pve_support import check_keys, wait_task
 
 pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(params=["token", "password"], scope="module")
+def px(request, lab):
+    """Every contract test runs through proxmoxer with API-token and with ticket (password) auth."""
+    return lab.proxmox(request.param)
+
+
+@pytest.fixture(scope="module")
+def node(px, lab):
+    return px.nodes(lab.nodes[0])
+
 UPID = re.compile(r"^UPID:[a-z0-9-]+:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:[a-z]+:[^:]*:[^:]+:$")
 
 
