@@ -196,15 +196,21 @@ class Squid:
             raise RuntimeError(f"squid did not start: {errors}") from None
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def access_log(self) -> str:
-        # squid writes log lines when a transaction ends; give it a moment to flush.
+    def _log_size(self) -> int:
         path = self.dir / "access.log"
-        for _ in range(50):
-            if path.exists() and path.stat().st_size:
-                break
-            time.sleep(0.1)
-        time.sleep(0.3)
-        return path.read_text() if path.exists() else ""
+        return path.stat().st_size if path.exists() else 0
+
+    def new_capture(self) -> None:
+        """Start a fresh capture: access_log() returns only what is logged from now on."""
+        self.log_offset = self._log_size()
+
+    def access_log(self) -> str:
+        """Lines logged since the last new_capture() (squid logs a transaction when it ends)."""
+        until(lambda: self._log_size() > getattr(self, "log_offset", 0))
+        time.sleep(0.3)  # let the rest of a burst land
+        with (self.dir / "access.log").open("rb") as handle:
+            handle.seek(getattr(self, "log_offset", 0))
+            return handle.read().decode("utf-8", "replace")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
