@@ -141,3 +141,13 @@ def test_upstream_refuses_the_completion(cli, relay, keys, upstream, bg):
     failure = only_failure(checks)
     assert (failure["name"], failure["code"]) == ("completion", "upstream_key_rejected")
     assert checks["models"]["status"] == "ok"
+
+
+def test_world_readable_config_is_flagged_but_not_fatal(cli, relay, keys):
+    cli.write_config(client_toml(relay.url, keys, proxy=""))
+    cli.config_path.chmod(0o644)
+    result = cli.run("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 0
+    assert (checks["config"]["status"], checks["config"]["code"]) == ("warn", "config_permissions")
+    assert "chmod 600" in checks["config"]["hint"]
