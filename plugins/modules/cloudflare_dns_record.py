@@ -41,7 +41,8 @@ options:
   content:
     description:
       - Record content (address, target hostname or text). Required with O(state=present) unless
-        O(tunnel_id) is given.
+        O(tunnel_id) is given (in check mode both may be empty, when an earlier task would create the
+        tunnel; the record is then reported as to be created).
       - With O(state=absent), only a record with this content is removed.
     type: str
   tunnel_id:
@@ -225,6 +226,10 @@ def differences(current, want):
 def present(module, client, zone_id, name, records):
     params = module.params
     want = desired_record(params, name)
+    if not want["content"] and module.check_mode and params["type"] in (None, "CNAME"):
+        # Check mode of a first run: the tunnel this record points to is only created for real.
+        module.warn("no content or tunnel_id yet (check mode): reporting that a record would be created")
+        return {"changed": True, "zone_id": zone_id, "record": dict(want, id=None)}
     if not want["type"] or not want["content"]:
         module.fail_json(msg="state=present needs type and content, or tunnel_id")
     same_type = [r for r in records if r.get("type") == want["type"]]

@@ -295,10 +295,15 @@ def assert_edge_refuses_old_token(cf, api, tunnel_id, old_token, new_token):
 
 
 # -- faults ---------------------------------------------------------------------------------------------
-def test_429_and_503_are_retried_and_the_play_succeeds(cf, api, names):
+def relay_in_place(cf, api, names):
+    """(tunnel id, fault glob of its configuration endpoint) after one successful play."""
     run_play(cf, "relay_tunnel.yml", relay_vars(names))
     tunnel_id = only_tunnel(api, names.tunnel)["id"]
-    path = f"/accounts/*/cfd_tunnel/{tunnel_id}/configurations"
+    return tunnel_id, f"/accounts/*/cfd_tunnel/{tunnel_id}/configurations"
+
+
+def test_429_and_503_are_retried_and_the_play_succeeds(cf, api, names):
+    tunnel_id, path = relay_in_place(cf, api, names)
     control(
         cf, "POST", "/faults", {"path": path, "method": "GET", "mode": "429", "count": 1, "retry_after": 2}
     )
@@ -322,9 +327,7 @@ def test_429_and_503_are_retried_and_the_play_succeeds(cf, api, names):
 
 
 def test_timeout_beyond_retry_budget_fails_clearly(cf, api, names):
-    run_play(cf, "relay_tunnel.yml", relay_vars(names))
-    tunnel_id = only_tunnel(api, names.tunnel)["id"]
-    path = f"/accounts/*/cfd_tunnel/{tunnel_id}/configurations"
+    tunnel_id, path = relay_in_place(cf, api, names)
     control(
         cf, "POST", "/faults", {"path": path, "method": "GET", "mode": "hang", "count": 2, "hang_seconds": 6}
     )
@@ -462,3 +465,58 @@ def test_killed_between_tunnel_and_dns_then_rerun_leaves_one_of_each(cf, api, na
     tunnel = only_tunnel(api, names.tunnel)
     (record,) = records_named(api, cf, names.hostname)
     assert record["content"] == f"{tunnel['id']}.cfargotunnel.com"
+
+
+# -- check mode of a first run, DNS updates, ingress by tunnel name ---------------------------------------
+def test_check_mode_first_run_reports_everything_and_creates_nothing(cf, api, names):
+    checked = run_play(cf, "relay_tunnel.yml", relay_vars(names), "--check", "--diff")
+    assert {k: v for k, v in checked.tasks.items() if v != "skipping"} == {
+        "Relay tunnel": "changed",
+        "Relay ingress": "changed",
+        "Relay DNS record": "changed",
+    }
+    assert api.find_tunnels(names.tunnel) == []
+    assert records_named(api, cf, names.hostname) == []
+
+
+def test_dns_record_overwrite_and_settings(cf, api, names):
+    base = {"zone": cf.zone, "name": names.hostname, "type": "A", "ttl": 300}
+    auth = {"api_base_url": cf.base_url, "account_id": cf.account, "ca_path": cf.ca}
+
+    def dns(expect_rc=0, *flags, **args):
+        variables = {"cf_module": "cloudflare_dns_record", "cf_args": {**auth, **base, **args}}
+        return run_play(cf, "single_task.yml", variables, *flags, expect_rc=expect_rc).tasks[
+            "DNS record call"
+        ]
+
+    assert dns(content="192.0.2.10") == "changed"
+    assert dns(content="192.0.2.10") == "ok"
+    assert dns(0, "--check", content="192.0.2.10", ttl=600) == "changed"
+    assert records_named(api, cf, names.hostname)[0]["ttl"] == 300
+    assert dns(content="192.0.2.10", ttl=600, comment="bench") == "changed"
+    assert dns(2, content="192.0.2.11") == "failed"  # other content without overwrite
+    assert dns(content="192.0.2.11", overwrite=True) == "changed"
+    (record,) = records_named(api, cf, names.hostname)
+    assert (record["content"], record["ttl"], record["comment"]) == ("192.0.2.11", 300, "bench")
+    assert dns(state="absent", content="192.0.2.11") == "changed"
+    assert records_named(api, cf, names.hostname) == []
+
+
+def test_ingress_by_tunnel_name(cf, api, names):
+    tunnel_id, _ = relay_in_place(cf, api, names)
+    args = {
+        "api_base_url": cf.base_url,
+        "account_id": cf.account,
+        "ca_path": cf.ca,
+        "tunnel_name": names.tunnel,
+        "rules": [{"hostname": names.hostname, "path": "^/v1/", "service": "http://10.87.0.60:8080"}],
+        "catch_all": "http_status:503",
+    }
+    variables = {"cf_module": "cloudflare_tunnel_ingress", "cf_args": args}
+    assert run_play(cf, "single_task.yml", variables).tasks["Ingress call"] == "changed"
+    assert run_play(cf, "single_task.yml", variables).tasks["Ingress call"] == "ok"
+    ingress = config_of(api, tunnel_id)["config"]["ingress"]
+    assert [(r.get("path") or None, r["service"]) for r in ingress] == [
+        ("^/v1/", "http://10.87.0.60:8080"),
+        (None, "http_status:503"),
+    ]
