@@ -73,12 +73,19 @@ def test_embed(cli, relay, keys, encrypt):
     assert vectors == [answers.embedding("first text"), answers.embedding("second text")]
 
 
-def test_errors_are_explained_not_dumped(cli, relay, keys):
+def test_errors_are_explained_not_dumped(cli, relay, keys, upstream, bg):
     cli.write_config(client_toml(relay.url, keys, encrypt=False, model="no/such-model"))
     result = cli.run("ask", PROMPT)
     assert result.returncode == 1
     assert "the relay answered 400" in result.stderr and "not a valid model" in result.stderr
     assert "Traceback" not in result.stderr
+    async def arm() -> None:  # the upstream's state belongs to its event loop
+        upstream.state.add_fault({"path": "/chat/completions", "status": 401, "times": 1})
+
+    bg.run(arm())
+    cli.write_config(client_toml(relay.url, keys, encrypt=True))
+    result = cli.run("ask", PROMPT)
+    assert result.returncode == 1 and "upstream provider rejected the relay's API key" in result.stderr
     cli.write_config('url = "http://127.0.0.1:1"\ntoken = "not-a-token"\n')
     result = cli.run("ask", PROMPT)
     assert result.returncode == 2 and "configuration error" in result.stderr

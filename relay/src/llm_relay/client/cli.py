@@ -167,6 +167,13 @@ def _api_error_message(exc: Exception) -> str | None:
         return None
     if isinstance(exc, openai.APIStatusError) and exc.status_code == 407:
         return "the proxy requires authentication (407): use proxy = http://user:password@host:port"
+    if isinstance(exc, openai.APIStatusError) and exc.status_code == 401:
+        from .doctor_relay import RELAY_TOKEN_CODES, error_of
+
+        code, message = error_of(exc.response)
+        if code in RELAY_TOKEN_CODES:
+            return f"the relay rejected the client token ({code}: {message})"
+        return f"the upstream provider rejected the relay's API key (401: {message})"
     if isinstance(exc, openai.APIStatusError):
         return f"the relay answered {exc.status_code}: {exc.message}"
     if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, envelope.EnvelopeError):

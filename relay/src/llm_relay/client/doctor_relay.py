@@ -25,7 +25,7 @@ RELAY_TOKEN_CODES = ("missing_token", "invalid_token")
 MAX_CLOCK_SKEW = 30
 
 
-def _error_of(response: Any) -> tuple[str, str]:
+def error_of(response: Any) -> tuple[str, str]:
     """(code, message) of an OpenAI/OpenRouter-shaped error body; codes may be strings or numbers."""
     try:
         error = response.json().get("error", {})
@@ -99,7 +99,7 @@ def check_envelope(profile: Profile) -> Check:
             f"relay opened the sealed request and sealed its answer (inner status {inner_response.status})"
         )
         return Check("envelope", "ok", detail, ms=timer.ms)
-    code, message = _error_of(response)
+    code, message = error_of(response)
     if response.status_code == 403 and "replay" not in code:
         return Check(
             "envelope",
@@ -130,7 +130,7 @@ def check_auth(profile: Profile) -> Check:
             return _transport_failure("auth", exc)
     channel = "envelope" if profile.encrypting else f"token via {profile.token_channel}"
     if response.status_code in (401, 403):
-        code, message = _error_of(response)
+        code, message = error_of(response)
         hint = "the token is not in the relay's client-tokens (or was rotated): run keygen, update both sides"
         if profile.token_channel == "bearer" and not profile.encrypting:  # noqa: S105
             hint += '; a proxy that strips Authorization causes this too: use token_channel = "path"'
@@ -142,7 +142,7 @@ def check_auth(profile: Profile) -> Check:
             hint,
         )
     if response.status_code >= 400:
-        code, message = _error_of(response)
+        code, message = error_of(response)
         return Check("auth", "fail", f"{response.status_code} {code}: {message}", "auth_failed")
     return Check("auth", "ok", f"token accepted ({channel})", ms=timer.ms)
 
@@ -151,7 +151,7 @@ def _api_failure(name: str, exc: Exception) -> Check:
     import openai
 
     if isinstance(exc, openai.APIStatusError):
-        code, message = _error_of(exc.response)
+        code, message = error_of(exc.response)
         if code in RELAY_TOKEN_CODES:
             return Check(name, "fail", f"relay rejected the token ({code}: {message})", "token_rejected")
         if exc.status_code == 401:
