@@ -79,6 +79,7 @@ def test_errors_are_explained_not_dumped(cli, relay, keys, upstream, bg):
     assert result.returncode == 1
     assert "the relay answered 400" in result.stderr and "not a valid model" in result.stderr
     assert "Traceback" not in result.stderr
+
     async def arm() -> None:  # the upstream's state belongs to its event loop
         upstream.state.add_fault({"path": "/chat/completions", "status": 401, "times": 1})
 
