@@ -57,11 +57,16 @@ EXIT_FAILURE = 1
 #   stream n>0, opened by the edge for one client request: HEADERS (JSON), DATA* (raw bytes), END.
 #             The connector answers on the same stream: HEADERS (status, headers), DATA*, END; or RESET
 #             (JSON {"error"}) when it cannot. The edge sends RESET when its client went away.
+#   Flow control: each side may have at most STREAM_WINDOW body bytes of a stream in flight (plus one
+#             chunk); the receiver returns credit with WINDOW (4-byte increment) once it has passed the
+#             bytes on (to the client, or to the origin), so a slow reader never makes the peer buffer.
 # ----------------------------------------------------------------------------------------------------
 FRAME_HEADER = struct.Struct("!IIB")
 MAX_PAYLOAD = 1 << 20
 REGISTER, REGISTERED, REGISTER_ERROR, CONFIG, GOAWAY = 1, 2, 3, 4, 5
-HEADERS, DATA, END, RESET = 10, 11, 12, 13
+HEADERS, DATA, END, RESET, WINDOW = 10, 11, 12, 13, 14
+STREAM_WINDOW = 256 * 1024
+WINDOW_INCREMENT = struct.Struct("!I")
 
 
 def frame(stream_id: int, kind: int, payload: bytes = b"") -> bytes:
@@ -70,6 +75,29 @@ def frame(stream_id: int, kind: int, payload: bytes = b"") -> bytes:
 
 def json_frame(stream_id: int, kind: int, obj) -> bytes:
     return frame(stream_id, kind, json.dumps(obj, separators=(",", ":")).encode())
+
+
+def window_frame(stream_id: int, consumed: int) -> bytes:
+    return frame(stream_id, WINDOW, WINDOW_INCREMENT.pack(consumed))
+
+
+class Credit:
+    """Send credit of one stream: how many more body bytes the peer agreed to buffer."""
+
+    def __init__(self, window: int = STREAM_WINDOW):
+        self.available = window
+        self._more = asyncio.Event()
+
+    async def take(self, size: int) -> None:
+        """Waits until some credit is left, then spends `size` (one chunk may overshoot the window)."""
+        while self.available <= 0:
+            self._more.clear()
+            await self._more.wait()
+        self.available -= size
+
+    def give(self, payload: bytes) -> None:
+        self.available += WINDOW_INCREMENT.unpack(payload)[0]
+        self._more.set()
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
@@ -482,6 +510,40 @@ class Fatal(Exception):
     """A failure that ends the process with exit code 1 (bad token after the retries, …)."""
 
 
+class Channel:
+    """One request stream as the connector sees it: its request body, its send credit, its answer."""
+
+    def __init__(self, sid: int, writer: asyncio.StreamWriter, body: asyncio.Queue, credit: Credit):
+        self.sid, self.writer, self.body, self.credit = sid, writer, body, credit
+
+    async def head(self, status: int, headers: list) -> None:
+        self.writer.write(json_frame(self.sid, HEADERS, {"status": status, "headers": headers}))
+        await self.writer.drain()
+
+    async def data(self, chunk: bytes) -> None:
+        await self.credit.take(len(chunk))  # waits while the edge still holds a window's worth
+        self.writer.write(frame(self.sid, DATA, chunk))
+        await self.writer.drain()
+
+    async def end(self) -> None:
+        self.writer.write(frame(self.sid, END))
+        await self.writer.drain()
+
+    def reset(self, error: str) -> None:
+        with contextlib.suppress(OSError):
+            self.writer.write(json_frame(self.sid, RESET, {"error": error}))
+
+    async def pump_request_body(self, writer_o: asyncio.StreamWriter, chunked: bool) -> None:
+        """Request body to the origin; credit goes back to the edge once the origin took the bytes."""
+        while (chunk := await self.body.get()) is not None:
+            writer_o.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await writer_o.drain()
+            self.writer.write(window_frame(self.sid, len(chunk)))
+        if chunked:
+            writer_o.write(b"0\r\n\r\n")
+            await writer_o.drain()
+
+
 class Tunnel:
     def __init__(self, token: str, token_data: dict, opts: dict, state: State, log: Log):
         self.token = token
@@ -599,6 +661,7 @@ class Tunnel:
     async def serve(self, index: int, reader, writer) -> str:
         self.writers[index] = writer
         streams: dict[int, asyncio.Queue] = {}
+        credits: dict[int, Credit] = {}
         tasks: dict[int, asyncio.Task] = {}
         try:
             while True:
@@ -610,16 +673,19 @@ class Tunnel:
                         return json.loads(payload or b"{}").get("reason", "edge closed the connection")
                     continue
                 if kind == HEADERS:
-                    streams[sid] = asyncio.Queue()
-                    task = asyncio.create_task(
-                        self.handle_stream(index, sid, json.loads(payload), streams[sid], writer)
-                    )
+                    streams[sid], credits[sid] = asyncio.Queue(), Credit()
+                    channel = Channel(sid, writer, streams[sid], credits[sid])
+                    task = asyncio.create_task(self.handle_stream(index, json.loads(payload), channel))
                     tasks[sid] = task
                     self.inflight.add(task)
-                    task.add_done_callback(lambda t, s=sid: (streams.pop(s, None), tasks.pop(s, None)))
+                    task.add_done_callback(
+                        lambda t, s=sid: (streams.pop(s, None), credits.pop(s, None), tasks.pop(s, None))
+                    )
                     task.add_done_callback(self.inflight.discard)
                 elif kind in (DATA, END) and sid in streams:
                     streams[sid].put_nowait(payload if kind == DATA else None)
+                elif kind == WINDOW and sid in credits:
+                    credits[sid].give(payload)
                 elif kind == RESET and sid in tasks:
                     tasks[sid].cancel()
         except asyncio.IncompleteReadError:
@@ -645,7 +711,7 @@ class Tunnel:
         )
 
     # -- requests -----------------------------------------------------------------------------------
-    async def handle_stream(self, index: int, sid: int, request: dict, body: asyncio.Queue, writer) -> None:
+    async def handle_stream(self, index: int, request: dict, channel: "Channel") -> None:
         state = self.state
         state.total_requests += 1
         state.concurrent += 1
@@ -656,9 +722,9 @@ class Tunnel:
         )
         try:
             if rule.status or rule.service == "hello_world":
-                await self.answer_locally(sid, rule, writer)
+                await self.answer_locally(rule, channel)
             else:
-                await self.proxy(sid, request, rule, body, writer)
+                await self.proxy(request, rule, channel)
         except OriginError as exc:
             state.request_errors += 1
             state.by_code[502] = state.by_code.get(502, 0) + 1
@@ -669,29 +735,26 @@ class Tunnel:
                 ingressRule=rule_no,
                 originService=rule.service,
             )
-            with contextlib.suppress(OSError):
-                writer.write(json_frame(sid, RESET, {"error": str(exc)}))
+            channel.reset(str(exc))
         except asyncio.CancelledError:
             state.request_errors += 1
             raise
         finally:
             state.concurrent -= 1
 
-    async def answer_locally(self, sid: int, rule: Rule, writer) -> None:
+    async def answer_locally(self, rule: Rule, channel: "Channel") -> None:
         if rule.status:
             status, ctype, data = rule.status, "text/plain; charset=utf-8", b""
         else:
             status, ctype = 200, "text/html; charset=utf-8"
             data = b"<!doctype html><title>Hello</title><p>Hello from the lab cloudflared stand-in.</p>"
         self.state.by_code[status] = self.state.by_code.get(status, 0) + 1
-        headers = [["Content-Type", ctype], ["Content-Length", str(len(data))]]
-        writer.write(json_frame(sid, HEADERS, {"status": status, "headers": headers}))
+        await channel.head(status, [["Content-Type", ctype], ["Content-Length", str(len(data))]])
         if data:
-            writer.write(frame(sid, DATA, data))
-        writer.write(frame(sid, END))
-        await writer.drain()
+            await channel.data(data)
+        await channel.end()
 
-    async def proxy(self, sid: int, request: dict, rule: Rule, body: asyncio.Queue, writer) -> None:
+    async def proxy(self, request: dict, rule: Rule, channel: "Channel") -> None:
         origin = rule.origin
         reader_o, writer_o = await open_origin(rule.service, origin)
         pump = None
@@ -706,33 +769,20 @@ class Tunnel:
             lines += [f"{k}: {v}" for k, v in headers]
             lines += ["Connection: close"] + (["Transfer-Encoding: chunked"] if chunked else [])
             writer_o.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            pump = asyncio.create_task(self.pump_request_body(body, writer_o, chunked))
+            pump = asyncio.create_task(channel.pump_request_body(writer_o, chunked))
             status, resp_headers = await read_head(reader_o)
             self.state.by_code[status] = self.state.by_code.get(status, 0) + 1
-            forwarded = [[k, v] for k, v in resp_headers if k.lower() not in HOP_BY_HOP]
-            writer.write(json_frame(sid, HEADERS, {"status": status, "headers": forwarded}))
-            await writer.drain()
+            await channel.head(status, [[k, v] for k, v in resp_headers if k.lower() not in HOP_BY_HOP])
             has_body = request.get("method") != "HEAD" and status not in (204, 304) and status >= 200
             async for chunk in iter_body(reader_o, resp_headers, has_body):
-                writer.write(frame(sid, DATA, chunk))
-                await writer.drain()
-            writer.write(frame(sid, END))
-            await writer.drain()
+                await channel.data(chunk)
+            await channel.end()
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             raise OriginError(str(exc) or type(exc).__name__) from exc
         finally:
             if pump:
                 pump.cancel()
             writer_o.close()
-
-    @staticmethod
-    async def pump_request_body(body: asyncio.Queue, writer_o: asyncio.StreamWriter, chunked: bool) -> None:
-        while (chunk := await body.get()) is not None:
-            writer_o.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-            await writer_o.drain()
-        if chunked:
-            writer_o.write(b"0\r\n\r\n")
-            await writer_o.drain()
 
     async def shutdown(self, grace: float) -> None:
         self.stopping = True

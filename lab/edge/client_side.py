@@ -12,7 +12,16 @@ import logging
 
 from aiohttp import web
 
-from lab.cloudflared_standin.cloudflared import DATA, END, HEADERS, HOP_BY_HOP, RESET, frame, json_frame
+from lab.cloudflared_standin.cloudflared import (
+    DATA,
+    END,
+    HEADERS,
+    HOP_BY_HOP,
+    RESET,
+    frame,
+    json_frame,
+    window_frame,
+)
 from lab.edge.connectors import ConnectorSide
 from lab.edge.errors import BAD_GATEWAY, NO_ROUTE, TUNNEL_DOWN, error_response, ray_id
 
@@ -59,7 +68,7 @@ def make_app(connectors: ConnectorSide) -> web.Application:
 
 
 async def forward(request: web.Request, conn, host: str, ray: str) -> web.StreamResponse:
-    sid, queue = conn.open_stream()
+    sid, queue, credit = conn.open_stream()
     chunked = request.body_exists and request.content_length is None
     conn.send(
         json_frame(
@@ -74,7 +83,7 @@ async def forward(request: web.Request, conn, host: str, ray: str) -> web.Stream
             },
         )
     )
-    pump = asyncio.create_task(pump_body(request, conn, sid))
+    pump = asyncio.create_task(pump_body(request, conn, sid, credit))
     response = None
     try:
         kind, payload = await queue.get()
@@ -93,6 +102,7 @@ async def forward(request: web.Request, conn, host: str, ray: str) -> web.Stream
             kind, payload = await queue.get()
             if kind == DATA:
                 await response.write(payload)
+                conn.send(window_frame(sid, len(payload)))  # the client took it: more may come
             elif kind == END:
                 await response.write_eof()
                 return response
@@ -109,10 +119,11 @@ async def forward(request: web.Request, conn, host: str, ray: str) -> web.Stream
         conn.close_stream(sid)
 
 
-async def pump_body(request: web.Request, conn, sid: int) -> None:
+async def pump_body(request: web.Request, conn, sid: int, credit) -> None:
     with contextlib.suppress(ConnectionError):
         if request.body_exists:
             async for chunk in request.content.iter_chunked(CHUNK):
+                await credit.take(len(chunk))  # the connector has not passed a window's worth on yet
                 conn.send(frame(sid, DATA, chunk))
                 await conn.drain()
         conn.send(frame(sid, END))

@@ -26,6 +26,8 @@ from lab.cloudflared_standin.cloudflared import (
     REGISTER_ERROR,
     REGISTERED,
     RESET,
+    WINDOW,
+    Credit,
     json_frame,
     read_frame,
 )
@@ -49,15 +51,18 @@ class ConnectorConnection:
         self.remote_config = remote_config
         self.reader, self.writer = reader, writer
         self.streams: dict[int, asyncio.Queue] = {}
+        self.credits: dict[int, Credit] = {}
         self._ids = itertools.count(1)
 
-    def open_stream(self) -> tuple[int, asyncio.Queue]:
+    def open_stream(self) -> tuple[int, asyncio.Queue, Credit]:
+        """A new stream: its queue of frames from the connector and its request-body send credit."""
         sid = next(self._ids)
-        self.streams[sid] = asyncio.Queue()
-        return sid, self.streams[sid]
+        self.streams[sid], self.credits[sid] = asyncio.Queue(), Credit()
+        return sid, self.streams[sid], self.credits[sid]
 
     def close_stream(self, sid: int) -> None:
         self.streams.pop(sid, None)
+        self.credits.pop(sid, None)
 
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -75,6 +80,9 @@ class ConnectorConnection:
                 if sid == 0:
                     if kind == GOAWAY:
                         reason = json.loads(payload or b"{}").get("reason", reason)
+                    continue
+                if kind == WINDOW and sid in self.credits:
+                    self.credits[sid].give(payload)
                     continue
                 queue = self.streams.get(sid)
                 if queue is not None and kind in (HEADERS, DATA, END, RESET):

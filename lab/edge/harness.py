@@ -186,16 +186,18 @@ class StandIn:
 
 
 class Origin:
-    """A small HTTP origin: /hello, /echo, /status/N, /sse?n=&delay= (records when events were emitted)."""
+    """A small HTTP origin: /hello, /echo, /status/N, /big?mib=N (as fast as it can),
+    /sse?n=&delay= (records when each event was emitted)."""
 
     def __init__(self):
         self.emitted: list[float] = []
         self.disconnected = asyncio.Event()
         self.seen_headers: list[dict] = []
-        app = web.Application()
+        app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/echo", self.echo)
         app.router.add_get("/sse", self.sse)
         app.router.add_get("/status/{code}", self.status)
+        app.router.add_get("/big", self.big)
         app.router.add_get("/{tail:.*}", self.hello)
         self.runner = web.AppRunner(app, access_log=None)
         self.port = 0
@@ -213,6 +215,14 @@ class Origin:
 
     async def status(self, request: web.Request) -> web.Response:
         return web.Response(status=int(request.match_info["code"]))
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        piece = bytes(range(256)) * 256  # 64 KiB
+        for _ in range(int(request.query.get("mib", 1)) * 16):
+            await response.write(piece)
+        return response
 
     async def echo(self, request: web.Request) -> web.Response:
         body = await request.read()

@@ -3,6 +3,8 @@
 import asyncio
 import time
 
+from lab.cloudflared_standin import cloudflared
+
 from .support import StandIn, client_session, get, ingress
 
 HOST = "stream.lab.test"
@@ -50,6 +52,43 @@ async def test_sse_chunks_arrive_in_order_as_the_origin_emits_them(edge, origin)
             assert arrivals[i] < origin.emitted[i + 1]
     finally:
         await standin.stop()
+
+
+async def test_a_slow_client_never_makes_the_edge_buffer_more_than_a_window(edge, origin):
+    tunnel_id, _, standin = await start(edge, origin)
+    pools = edge.edge.connectors.pools
+    peak = 0
+
+    async def sample():
+        nonlocal peak
+        while True:
+            queued = sum(
+                len(payload)
+                for conn in pools.get(tunnel_id, [])
+                for queue in list(conn.streams.values())
+                for _, payload in list(queue._queue)
+            )
+            peak = max(peak, queued)
+            await asyncio.sleep(0.002)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        async with client_session(edge.ca_path) as http:
+            async with http.get(edge.client_url + "/big?mib=16", headers={"Host": HOST}) as resp:
+                received = bytearray()
+                while chunk := await resp.content.read(64 * 1024):
+                    received += chunk
+                    await asyncio.sleep(0.004)  # a slow reader (about 16 MB/s)
+            assert received == (bytes(range(256)) * 256) * 256
+            # Uploads larger than a window flow too (credit comes back as the origin reads).
+            async with http.post(
+                edge.client_url + "/echo", data=b"u" * (2 << 20), headers={"Host": HOST}
+            ) as resp:
+                assert await resp.read() == b"u" * (2 << 20)
+    finally:
+        sampler.cancel()
+        await standin.stop()
+    assert 0 < peak <= cloudflared.STREAM_WINDOW + 2 * 65536
 
 
 async def test_client_going_away_stops_the_origin_stream(edge, origin):
