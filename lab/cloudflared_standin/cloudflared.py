@@ -60,6 +60,7 @@ EXIT_FAILURE = 1
 #   Flow control: each side may have at most STREAM_WINDOW body bytes of a stream in flight (plus one
 #             chunk); the receiver returns credit with WINDOW (4-byte increment) once it has passed the
 #             bytes on (to the client, or to the origin), so a slow reader never makes the peer buffer.
+#             Both sides advertise {"window": N} in REGISTER / REGISTERED; without it there is no limit.
 # ----------------------------------------------------------------------------------------------------
 FRAME_HEADER = struct.Struct("!IIB")
 MAX_PAYLOAD = 1 << 20
@@ -84,8 +85,9 @@ def window_frame(stream_id: int, consumed: int) -> bytes:
 class Credit:
     """Send credit of one stream: how many more body bytes the peer agreed to buffer."""
 
-    def __init__(self, window: int = STREAM_WINDOW):
-        self.available = window
+    def __init__(self, window: int | None = STREAM_WINDOW):
+        # None: the peer did not advertise flow control (an older edge or connector): never wait.
+        self.available = float("inf") if window is None else window
         self._more = asyncio.Event()
 
     async def take(self, size: int) -> None:
@@ -615,7 +617,7 @@ class Tunnel:
                 raise ValueError(f"unexpected frame type {kind} during registration")
             registered = True
             self.on_registered(index, answer)
-            return await self.serve(index, reader, writer), True
+            return await self.serve(index, reader, writer, answer.get("window")), True
         except (OSError, ValueError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError) as exc:
             err = str(exc) or type(exc).__name__
             self.log.error("Serve tunnel error", error=err, connIndex=index)
@@ -636,6 +638,7 @@ class Tunnel:
             "arch": f"{platform.system().lower()}_{platform.machine()}",
             "protocol": self.protocol(),
             "run_at": self.started_at,
+            "window": STREAM_WINDOW,
             "features": [],
         }
 
@@ -658,7 +661,7 @@ class Tunnel:
             self.notified = True
             sd_notify("READY=1")
 
-    async def serve(self, index: int, reader, writer) -> str:
+    async def serve(self, index: int, reader, writer, window: int | None) -> str:
         self.writers[index] = writer
         streams: dict[int, asyncio.Queue] = {}
         credits: dict[int, Credit] = {}
@@ -673,7 +676,7 @@ class Tunnel:
                         return json.loads(payload or b"{}").get("reason", "edge closed the connection")
                     continue
                 if kind == HEADERS:
-                    streams[sid], credits[sid] = asyncio.Queue(), Credit()
+                    streams[sid], credits[sid] = asyncio.Queue(), Credit(window)
                     channel = Channel(sid, writer, streams[sid], credits[sid])
                     task = asyncio.create_task(self.handle_stream(index, json.loads(payload), channel))
                     tasks[sid] = task

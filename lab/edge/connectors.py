@@ -26,6 +26,7 @@ from lab.cloudflared_standin.cloudflared import (
     REGISTER_ERROR,
     REGISTERED,
     RESET,
+    STREAM_WINDOW,
     WINDOW,
     Credit,
     json_frame,
@@ -46,7 +47,17 @@ DROP_EVENTS = {
 class ConnectorConnection:
     """One registered TLS connection from a connector; demultiplexes frames into per-stream queues."""
 
-    def __init__(self, tunnel_id: str, conn_id: str, info: dict, reader, writer, remote_config: bool = True):
+    def __init__(
+        self,
+        tunnel_id: str,
+        conn_id: str,
+        info: dict,
+        reader,
+        writer,
+        remote_config: bool = True,
+        window: int | None = None,
+    ):
+        self.window = window  # the connector's advertised stream window; None = no flow control
         self.tunnel_id, self.conn_id, self.info = tunnel_id, conn_id, info
         self.remote_config = remote_config
         self.reader, self.writer = reader, writer
@@ -57,7 +68,7 @@ class ConnectorConnection:
     def open_stream(self) -> tuple[int, asyncio.Queue, Credit]:
         """A new stream: its queue of frames from the connector and its request-body send credit."""
         sid = next(self._ids)
-        self.streams[sid], self.credits[sid] = asyncio.Queue(), Credit()
+        self.streams[sid], self.credits[sid] = asyncio.Queue(), Credit(self.window)
         return sid, self.streams[sid], self.credits[sid]
 
     def close_stream(self, sid: int) -> None:
@@ -218,9 +229,11 @@ class ConnectorSide:
         if remote:
             info["config_version"] = cf.tunnel_config(tunnel_id)[1]
         conn_id = cf.connection_opened(tunnel_id, info)
-        conn = ConnectorConnection(tunnel_id, conn_id, info, reader, writer, remote)
+        window = hello.get("window") if isinstance(hello.get("window"), int) else None
+        conn = ConnectorConnection(tunnel_id, conn_id, info, reader, writer, remote, window)
         self.pools.setdefault(tunnel_id, []).append(conn)
-        conn.send(json_frame(0, REGISTERED, {"connection_id": conn_id, "location": self.location}))
+        registered = {"connection_id": conn_id, "location": self.location, "window": STREAM_WINDOW}
+        conn.send(json_frame(0, REGISTERED, registered))
         self.push_config(conn)
         log.info(
             "registered connection %s (index %s) of tunnel %s from %s",
