@@ -23,20 +23,26 @@ LXC_SHARE = Path("/usr/share/lxc/config")
 MEMCG = Path("/sys/fs/cgroup/memory")
 
 
-async def run(*argv: str, stdin: bytes | None = None, limit: float = 300) -> str:
-    """Run a command; raise TaskFailed with its output on failure."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+async def run(*argv: str, stdin: bytes | Path | None = None, limit: float = 300) -> str:
+    """Run a command; raise TaskFailed with its output on failure. `stdin`: bytes, or a file to feed."""
+    source = stdin.open("rb") if isinstance(stdin, Path) else None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(stdin), limit)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise TaskFailed(f"command '{argv[0]}' timed out after {limit:.0f}s") from None
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=source or (asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            data = None if source or stdin is None else stdin
+            out, _ = await asyncio.wait_for(proc.communicate(data), limit)  # type: ignore[arg-type]
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise TaskFailed(f"command '{argv[0]}' timed out after {limit:.0f}s") from None
+    finally:
+        if source:
+            source.close()
     text = out.decode(errors="replace").strip()
     if proc.returncode != 0:
         raise TaskFailed(f"command '{' '.join(argv[:3])} ...' failed: exit code {proc.returncode}: {text}")
@@ -66,14 +72,14 @@ class Backend:
     # --- rootfs --------------------------------------------------------------------------------
     async def extract(self, template: Path, rootfs: Path, unprivileged: bool) -> None:
         await asyncio.to_thread(rootfs.mkdir, parents=True)
-        tar = ["tar", "--zstd", "-xpf", str(template), "-C", str(rootfs), "--numeric-owner"]
-        tar += ["--exclude=./dev/*"]
+        # The archive is opened here (as root) and fed on stdin: the unprivileged tar need not reach it.
+        tar = ["tar", "--zstd", "-xpf", "-", "-C", str(rootfs), "--numeric-owner", "--exclude=./dev/*"]
         if unprivileged:
             os.chown(rootfs, ID_SHIFT, ID_SHIFT)
             ids = [f"u:0:{ID_SHIFT}:{ID_RANGE}", f"g:0:{ID_SHIFT}:{ID_RANGE}"]
-            await run("lxc-usernsexec", "-m", ids[0], "-m", ids[1], "--", *tar)
+            await run("lxc-usernsexec", "-m", ids[0], "-m", ids[1], "--", *tar, stdin=template)
         else:
-            await run(*tar)
+            await run(*tar, stdin=template)
 
     def setup_guest(
         self, rootfs: Path, conf: dict[str, Any], nets: dict[str, dict[str, Any]], shift: int

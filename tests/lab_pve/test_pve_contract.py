@@ -20,6 +20,7 @@ def px(request, lab):
 def node(px, lab):
     return px.nodes(lab.nodes[0])
 
+
 UPID = re.compile(r"^UPID:[a-z0-9-]+:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:[a-z]+:[^:]*:[^:]+:$")
 
 
