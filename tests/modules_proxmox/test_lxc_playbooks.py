@@ -106,7 +106,7 @@ def test_faults(lab, pve, template, tmp_path):
     assert counts["failed"] == 0
     assert "ignored=" in proc.stdout
     assert lab.pve_token_secret not in proc.stdout + proc.stderr
-    timing = re.search(r"storage-full create failed after [\d.]+ s;.*?\)", proc.stdout, re.S)
+    timing = re.search(r"storage-full create failed after [\d.]+ s,.*?\)", proc.stdout, re.S)
     assert timing, proc.stdout[-3000:]
     print(" ".join(timing.group(0).split()))
     left = {r["vmid"] for r in pve.cluster.resources.get(type="vm")} & OUR_VMIDS
