@@ -1,0 +1,123 @@
+"""Harness for the playbook suites (site.yml, rotation, destroy, interrupted runs) against the lab.
+
+Each suite deploys its own relay under its own public hostname and container prefix (`Deployment`), so
+suites never share a tunnel, a DNS record or a container. The hostnames are listed in lab.toml
+(`[lab] hostnames`) and resolve to the lab edge on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+@dataclass
+class PlaybookRun:
+    returncode: int
+    output: str
+    recap: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def changed_hosts(self) -> dict[str, int]:
+        return {h: r["changed"] for h, r in self.recap.items() if r["changed"]}
+
+
+def parse_recap(output: str) -> dict[str, dict[str, int]]:
+    return {
+        m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
+        for m in RECAP.finditer(output)
+    }
+
+
+@dataclass
+class Deployment:
+    """One relay deployment of the lab, named by its public hostname."""
+
+    hostname: str
+    prefix: str
+    replicas: int
+    artifacts_dir: Path
+    secrets_dir: Path
+
+    @property
+    def extra_vars(self) -> dict[str, Any]:
+        return {
+            "relay_public_hostname": self.hostname,
+            "relay_public_url": f"https://{self.hostname}:9443",
+            "relay_hostname_prefix": self.prefix,
+            "relay_replicas": self.replicas,
+            "relay_tunnel_name": f"llm-relay-{self.hostname}",
+            "relay_artifacts_dir": str(self.artifacts_dir),
+            "relay_secrets_dir": str(self.secrets_dir),
+        }
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+        env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+        env["ANSIBLE_FORCE_COLOR"] = "0"
+        env["ANSIBLE_NOCOLOR"] = "1"
+        return env
+
+    def command(self, playbook: str, *args: str) -> list[str]:
+        return [
+            str(VENV_BIN / "ansible-playbook"),
+            str(REPO / playbook),
+            "-e",
+            json.dumps(self.extra_vars),
+            *args,
+        ]
+
+    def run(self, playbook: str = "site.yml", *args: str, timeout: float = 1500) -> PlaybookRun:
+        proc = subprocess.run(
+            self.command(playbook, *args),
+            cwd=REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        output = proc.stdout + proc.stderr
+        return PlaybookRun(proc.returncode, output, parse_recap(output))
+
+    @property
+    def artifact(self) -> Path:
+        return self.artifacts_dir / f"{self.hostname}.toml"
+
+    def client_profile(self) -> dict[str, Any]:
+        data = tomllib.loads(self.artifact.read_text(encoding="utf-8"))
+        return data["profiles"][data["default_profile"]]
+
+    def session(self, ca_path: Path) -> requests.Session:
+        s = requests.Session()
+        s.verify = str(ca_path)
+        return s
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.hostname}:9443"
+
+
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, hostname: str, prefix: str, replicas: int
+) -> Deployment:
+    base = tmp_path_factory.mktemp(prefix.strip("-"))
+    return Deployment(hostname, prefix, replicas, base / "artifacts", base / "secrets")
+
+
+def assert_ok(run: PlaybookRun) -> None:
+    assert run.returncode == 0, run.output[-6000:]
