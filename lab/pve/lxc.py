@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lab.pve.errors import ApiError
 from lab.pve.tasks import TaskFailed
 
 ID_SHIFT = 100000
@@ -47,6 +48,14 @@ async def run(*argv: str, stdin: bytes | Path | None = None, limit: float = 300)
     if proc.returncode != 0:
         raise TaskFailed(f"command '{' '.join(argv[:3])} ...' failed: exit code {proc.returncode}: {text}")
     return text
+
+
+async def validate_ssh_keys(keys: str) -> None:
+    """What PVE checks before creating: every key line parses (`ssh-keygen -l`), else a 500."""
+    try:
+        await run("ssh-keygen", "-l", "-f", "-", stdin=keys.encode() + b"\n", limit=30)
+    except TaskFailed:
+        raise ApiError(500, "SSH public key validation error") from None
 
 
 def ensure_subids() -> None:

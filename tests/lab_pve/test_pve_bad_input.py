@@ -101,6 +101,14 @@ def test_duplicate_vmid_is_refused(px, lab, vmid, template_volid):
         assert f"CT {vmid} already exists on node '{lab.nodes[0]}'" in err.content
 
 
+def test_malformed_ssh_key_is_refused_before_anything_is_made(node, vmid, template_volid):
+    err = refused(
+        node.lxc.post, **create_args(vmid, template_volid, **{"ssh-public-keys": "ssh-ed25519 AAAAnope"})
+    )
+    assert err.status_code == 500 and err.content == "SSH public key validation error"
+    assert vmid not in [c["vmid"] for c in node.lxc.get()]
+
+
 def test_unknown_template_and_storage(node, vmid):
     err = refused(node.lxc.post, **create_args(vmid, "local:vztmpl/nope_1.0_amd64.tar.zst"))
     assert err.status_code == 500 and "does not exist" in err.content

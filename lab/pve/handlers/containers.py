@@ -6,6 +6,7 @@ from typing import Any
 
 from lab.pve.api import Call, route
 from lab.pve.errors import ApiError
+from lab.pve.lxc import validate_ssh_keys
 
 BASE = "/nodes/{node}/lxc/{vmid}"
 
@@ -27,6 +28,8 @@ async def list_containers(call: Call) -> list[dict[str, Any]]:
 
 @route("POST", "/nodes/{node}/lxc")
 async def create(call: Call) -> str:
+    if call.params.get("ssh-public-keys"):
+        await validate_ssh_keys(call.params["ssh-public-keys"])
     return call.pve.create(call.params["node"], call.params, call.user).upid
 
 
