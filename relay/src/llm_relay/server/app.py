@@ -19,15 +19,13 @@ import logging
 import time
 from urllib.parse import unquote
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-
 from llm_relay import envelope
 
 from .auth import retry_after_header, token_from_headers
 from .errors import RelayError
 from .forward import Outbound, Outcome, forward
 from .headers import from_mapping, upstream_request_headers
+from .http11 import Request, Response
 from .logs import AccessLog
 from .metrics import Metrics
 from .reply import PlainReply, SealedReply
@@ -83,8 +81,8 @@ class RelayApp:
         except TimeoutError:
             return False
 
-    # --- the aiohttp low-level handler ---
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    # --- the handler our HTTP server calls (None = the answer was streamed) ---
+    async def handle(self, request: Request) -> Response | None:
         started = time.perf_counter()
         state = self.state
         raw_path = request.raw_path
@@ -94,7 +92,7 @@ class RelayApp:
         self.in_flight += 1
         self.metrics.in_flight += 1
         self._idle.clear()
-        response: web.StreamResponse | None = None
+        response: Response | None = None
         try:
             try:
                 response = await self._dispatch(request, state, path, query, info, outcome)
@@ -102,9 +100,10 @@ class RelayApp:
                 response = PLAIN.error(err)
             except UpstreamError as exc:
                 response = PLAIN.error(RelayError(exc.status, exc.kind, str(exc)))
-            if self.draining:
-                response.force_close()
-            outcome.status = response.status
+            if response is not None:
+                outcome.status = response.status
+                if self.draining:
+                    response.close = True
             return response
         except asyncio.CancelledError:
             outcome.status = 499  # client went away (nginx's convention)
@@ -117,13 +116,31 @@ class RelayApp:
                 self._idle.set()
             self._finish(request, info, outcome, started, response)
 
+    def rejected(self, method: str, path: str, status: int, code: str) -> None:
+        """Access line + metrics for a request refused before the handler (400/408/413/414/431)."""
+        self.metrics.observe("-", "-", status, 0.0)
+        if path.startswith("/t/"):
+            path = "/t/***"
+        path = path.partition("?")[0][:256]
+        self.access_log.write(
+            {
+                "event": "request",
+                "token": "-",
+                "provider": "-",
+                "method": method[:16],
+                "path": path,
+                "status": status,
+                "error": code,
+            }
+        )
+
     def _finish(
         self,
-        request: web.BaseRequest,
+        request: Request,
         info: RequestInfo,
         outcome: Outcome,
         started: float,
-        response: web.StreamResponse | None,
+        response: Response | None,
     ) -> None:
         duration = time.perf_counter() - started
         status = outcome.status
@@ -137,8 +154,8 @@ class RelayApp:
         if outcome.upstream_error:
             self.metrics.upstream_errors[(info.provider, outcome.upstream_error)] += 1
         bytes_out = outcome.bytes_out
-        if response is not None and not outcome.streamed and isinstance(response, web.Response):
-            bytes_out = response.content_length or 0
+        if response is not None and not outcome.streamed:
+            bytes_out = len(response.body)
         fields = {
             "event": "request",
             "token": info.token_name,
@@ -158,13 +175,13 @@ class RelayApp:
 
     async def _dispatch(
         self,
-        request: web.BaseRequest,
+        request: Request,
         state: RelayState,
         path: str,
         query: str,
         info: RequestInfo,
         outcome: Outcome,
-    ) -> web.StreamResponse:
+    ) -> Response | None:
         if path == "/healthz":
             return PLAIN.json(200, {"status": "ok"})
         if path == "/readyz":
@@ -177,17 +194,18 @@ class RelayApp:
             if not sep or not path_token:
                 raise RelayError(404, "unknown_route", "no route after the path token")
         headers = request.headers
-        if request.method == "POST" and headers.get("Content-Type", "").startswith(envelope.CONTENT_TYPE):
+        ctype = headers.get("Content-Type") or ""
+        if request.method == "POST" and ctype.startswith(envelope.CONTENT_TYPE):
             return await self._envelope(request, state, path_token, info, outcome)
         token = path_token or token_from_headers(headers)
         self._authenticate(state, token, info)
         route = self._route(state, request.method, path)
         if route.kind == "local":
             return self._local(state, path, PLAIN)
-        body = await self._read_body(request, state, info)
+        body = request.body
+        info.bytes_in = len(body)
         assert route.provider is not None
         info.provider = route.provider.name
-        ctype = headers.get("Content-Type", "")
         if "Content-Encoding" in headers:
             ctype = ""  # compressed bodies are passed through as they are (not decompressed, not checked)
         if route.kind == "relay" or ("json" in ctype and body):
@@ -246,7 +264,7 @@ class RelayApp:
             return Route("proxy", provider, provider.base_path + "/" + rest[3:])
         raise RelayError(404, "unknown_route", "no such route")
 
-    def _local(self, state: RelayState, path: str, reply: PlainReply) -> web.Response:
+    def _local(self, state: RelayState, path: str, reply: PlainReply) -> Response:
         if path == "/metrics":
             resp = reply.full(
                 200, [("Content-Type", "text/plain; version=0.0.4")], self.render_metrics(state).encode()
@@ -267,53 +285,24 @@ class RelayApp:
             }
         )
 
-    def _readyz(self) -> web.Response:
+    def _readyz(self) -> Response:
         if self.draining:
             return PLAIN.json(503, {"status": "draining"})
         return PLAIN.json(200, {"status": "ready"})
 
-    async def _read_body(self, request: web.BaseRequest, state: RelayState, info: RequestInfo) -> bytes:
-        limit = state.server.max_body_bytes
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            raise RelayError(413, "body_too_large", f"request body over the {limit}-byte limit")
-        content = request.content
-        if content.is_eof():
-            # The whole body arrived with the head (the usual case): no timer, no waiting.
-            body = content.read_nowait(-1)
-            if len(body) > limit:
-                raise RelayError(413, "body_too_large", f"request body over the {limit}-byte limit")
-            info.bytes_in = len(body)
-            return body
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(state.server.body_timeout):
-                while chunk := await content.readany():
-                    size += len(chunk)
-                    if size > limit:
-                        raise RelayError(413, "body_too_large", f"request body over the {limit}-byte limit")
-                    chunks.append(chunk)
-        except TimeoutError:
-            raise RelayError(408, "body_timeout", "request body not received in time") from None
-        except HttpProcessingError:
-            # Broken chunked framing, short Content-Length body, bad encoding: the client's fault.
-            raise RelayError(400, "invalid_body", "malformed request body framing") from None
-        info.bytes_in = size
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
     async def _envelope(
         self,
-        request: web.BaseRequest,
+        request: Request,
         state: RelayState,
         path_token: str | None,
         info: RequestInfo,
         outcome: Outcome,
-    ) -> web.StreamResponse:
+    ) -> Response | None:
         info.envelope = True
         if state.fernet is None:
             raise RelayError(400, "envelope_disabled", "envelope mode is not configured on this relay")
-        sealed = await self._read_body(request, state, info)
+        sealed = request.body
+        info.bytes_in = len(sealed)
         try:
             inner = envelope.open_request(state.fernet, sealed, ttl=state.settings.envelope_ttl)
         except envelope.EnvelopeError as exc:
@@ -365,7 +354,7 @@ class MetricsApp:
     def __init__(self, relay: RelayApp) -> None:
         self.relay = relay
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Response:
         if request.path == "/metrics":
             body = self.relay.render_metrics(self.relay.state).encode()
             return PLAIN.full(200, [("Content-Type", "text/plain; version=0.0.4")], body)

@@ -1,17 +1,17 @@
 """Forward one request to a provider and relay the answer: buffered JSON, or SSE chunk by chunk.
 
 Streams have no total timeout, only the provider's idle timeout between chunks. If the client goes away,
-aiohttp cancels the handler (handler_cancellation=True) and the `finally` below aborts the provider
-connection: that is what stops generation, and billing, at the provider.
+the HTTP server cancels the handler and the `finally` below aborts the provider connection: that is what
+stops generation, and billing, at the provider.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
-
+from .errors import RelayError
 from .headers import client_response_headers, header_value
+from .http11 import Request, Response
 from .metrics import Metrics
 from .reply import PlainReply, StreamWriter
 from .state import Provider
@@ -39,8 +39,12 @@ class Outcome:
 
 
 def _encode(value: str) -> bytes:
-    # aiohttp decodes header bytes as UTF-8 with surrogateescape; this restores the exact bytes.
-    return value.encode("utf-8", "surrogateescape")
+    # Our HTTP server decodes head bytes as latin-1, so this restores them exactly. Only an envelope can
+    # carry characters beyond latin-1, and those are not valid in an HTTP head.
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise RelayError(400, "invalid_header", "header or path characters not allowed in HTTP") from None
 
 
 def build_head(provider: Provider, out: Outbound) -> bytes:
@@ -89,13 +93,13 @@ async def _exchange(provider: Provider, out: Outbound) -> _Connection:
 
 
 async def forward(
-    request: web.BaseRequest,
+    request: Request,
     provider: Provider,
     out: Outbound,
     reply: PlainReply,
     outcome: Outcome,
     metrics: Metrics,
-) -> web.StreamResponse:
+) -> Response | None:
     ps = provider.settings
     try:
         conn = await _exchange(provider, out)
@@ -132,14 +136,14 @@ async def forward(
 
 
 async def _relay_stream(
-    request: web.BaseRequest,
+    request: Request,
     conn: _Connection,
     headers: list[tuple[str, str]],
     reply: PlainReply,
     outcome: Outcome,
     metrics: Metrics,
     idle_timeout: float,
-) -> web.StreamResponse:
+) -> Response | None:
     metrics.streams += 1
     try:
         writer = await reply.open_stream(request, conn.status, headers)
@@ -149,13 +153,13 @@ async def _relay_stream(
 
 
 async def _pump(
-    request: web.BaseRequest,
+    request: Request,
     conn: _Connection,
     writer: StreamWriter,
     first: bytes,
     outcome: Outcome,
     idle_timeout: float,
-) -> web.StreamResponse:
+) -> Response | None:
     outcome.streamed = True
     try:
         if first:
@@ -167,8 +171,7 @@ async def _pump(
         # Headers are gone already: the only honest signal left is to cut the client connection, so it
         # sees a truncated stream instead of a clean end.
         outcome.upstream_error = exc.kind
-        if request.transport is not None:
-            request.transport.abort()
+        request.conn.abort()
     finally:
         outcome.bytes_out = writer.bytes_out
-    return writer.response
+    return None

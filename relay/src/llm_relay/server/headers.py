@@ -43,7 +43,7 @@ _REQUEST_DROP = HOP_BY_HOP | {
     "cf-visitor",
     "cdn-loop",
 }
-# Response headers aiohttp computes itself (or that would duplicate its own).
+# Response headers our HTTP server computes itself (http11.py: framing, Date, Server).
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server"}
 
 

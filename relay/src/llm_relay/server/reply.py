@@ -1,43 +1,44 @@
 """How an answer goes back to the client: as is, or sealed in Envelope v1 (CONTRIBUTING.md).
 
 The forwarder and the local routes produce (status, headers, body) or a stream of chunks; a Reply turns
-them into aiohttp responses, so envelope mode is one object swapped in, not a branch in every route.
+them into responses of our HTTP server (http11.py), so envelope mode is one object swapped in, not a
+branch in every route.
 """
 
 from __future__ import annotations
 
 import json
 
-from aiohttp import web
 from cryptography.fernet import MultiFernet
 
 from llm_relay import envelope
 
 from .errors import RelayError
 from .headers import as_dict
+from .http11 import Request, Response
 
-SERVER = "llm-relay"
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_HEADERS = [("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+JSON_CT = ("Content-Type", "application/json")
 
 
 class StreamWriter:
-    def __init__(self, response: web.StreamResponse) -> None:
-        self.response = response
+    def __init__(self, request: Request) -> None:
+        self.conn = request.conn
         self.bytes_out = 0
 
     async def write(self, chunk: bytes) -> None:
         self.bytes_out += len(chunk)
-        await self.response.write(chunk)
+        await self.conn.write_chunk(chunk)
 
     async def finish(self) -> None:
-        await self.response.write_eof()
+        self.conn.end_stream()
 
 
 class SealedStreamWriter(StreamWriter):
     """Re-frames the provider's SSE stream: one Fernet token per upstream event."""
 
-    def __init__(self, response: web.StreamResponse, fernet: MultiFernet) -> None:
-        super().__init__(response)
+    def __init__(self, request: Request, fernet: MultiFernet) -> None:
+        super().__init__(request)
         self.fernet = fernet
         self.splitter = envelope.SSESplitter()
 
@@ -57,29 +58,22 @@ class SealedStreamWriter(StreamWriter):
 class PlainReply:
     sealed = False
 
-    def full(self, status: int, headers: list[tuple[str, str]], body: bytes) -> web.Response:
-        resp = web.Response(status=status, body=body, headers=headers)
-        resp.headers["Server"] = SERVER
-        return resp
+    def full(self, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
+        return Response(status, headers, body)
 
-    def json(self, status: int, doc: object, headers: dict[str, str] | None = None) -> web.Response:
-        pairs = [("Content-Type", "application/json"), *(headers or {}).items()]
-        return self.full(status, pairs, json.dumps(doc).encode())
+    def json(self, status: int, doc: object, headers: dict[str, str] | None = None) -> Response:
+        return self.full(status, [JSON_CT, *(headers or {}).items()], json.dumps(doc).encode())
 
-    def error(self, err: RelayError) -> web.Response:
-        resp = self.full(err.status, [("Content-Type", "application/json"), *err.headers.items()], err.body())
-        if err.close_connection:
-            resp.force_close()
+    def error(self, err: RelayError) -> Response:
+        resp = self.full(err.status, [JSON_CT, *err.headers.items()], err.body())
+        resp.close = err.close_connection
         return resp
 
     async def open_stream(
-        self, request: web.BaseRequest, status: int, headers: list[tuple[str, str]]
+        self, request: Request, status: int, headers: list[tuple[str, str]]
     ) -> StreamWriter:
-        resp = web.StreamResponse(status=status, headers=headers)
-        resp.headers.update(STREAM_HEADERS)
-        resp.headers["Server"] = SERVER
-        await resp.prepare(request)
-        return StreamWriter(resp)
+        request.conn.start_stream(status, [*headers, *STREAM_HEADERS])
+        return StreamWriter(request)
 
 
 class SealedReply(PlainReply):
@@ -90,18 +84,14 @@ class SealedReply(PlainReply):
     def __init__(self, fernet: MultiFernet) -> None:
         self.fernet = fernet
 
-    def full(self, status: int, headers: list[tuple[str, str]], body: bytes) -> web.Response:
+    def full(self, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
         sealed = envelope.seal_response(self.fernet, envelope.InnerResponse(status, as_dict(headers), body))
-        return web.Response(
-            status=status, body=sealed, headers={"Content-Type": envelope.CONTENT_TYPE, "Server": SERVER}
-        )
+        return Response(status, [("Content-Type", envelope.CONTENT_TYPE)], sealed)
 
     async def open_stream(
-        self, request: web.BaseRequest, status: int, headers: list[tuple[str, str]]
+        self, request: Request, status: int, headers: list[tuple[str, str]]
     ) -> StreamWriter:
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", "Server": SERVER})
-        resp.headers.update(STREAM_HEADERS)
-        await resp.prepare(request)
-        writer = SealedStreamWriter(resp, self.fernet)
+        request.conn.start_stream(200, [("Content-Type", "text/event-stream"), *STREAM_HEADERS])
+        writer = SealedStreamWriter(request, self.fernet)
         await StreamWriter.write(writer, envelope.seal_stream_head(self.fernet, status, as_dict(headers)))
         return writer

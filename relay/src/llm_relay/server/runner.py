@@ -9,10 +9,9 @@ import signal
 import socket
 from pathlib import Path
 
-from aiohttp import web
-
 from .app import MetricsApp, RelayApp
 from .config import ConfigError, Settings, load_settings
+from .http11 import HttpServer, Limits
 from .state import RelayState
 
 log = logging.getLogger("llm_relay.server")
@@ -41,7 +40,7 @@ class RelayServer:
         settings = load_settings(self.config_path, listen_override)
         self.relay = RelayApp(RelayState(settings))
         self._servers: list[asyncio.base_events.Server] = []
-        self._http: list[web.Server] = []
+        self._http: list[HttpServer] = []
         self.port = 0
         self.metrics_port = 0
         self._stop = asyncio.Event()
@@ -50,25 +49,20 @@ class RelayServer:
     def settings(self) -> Settings:
         return self.relay.state.settings
 
-    def _http_server(self, handler) -> web.Server:
-        s = self.settings.server
-        server = web.Server(
-            handler,
-            handler_cancellation=True,  # client gone -> handler cancelled -> provider request aborted
-            access_log=None,
-            keepalive_timeout=75,
-            auto_decompress=False,  # bodies pass through byte for byte, Content-Encoding included
-            max_line_size=s.max_line_bytes,
-            max_field_size=s.max_line_bytes,
-            max_headers=s.max_headers,
-        )
+    def _limits(self) -> Limits:
+        s = self.settings.server  # read per connection: a reload applies to new connections
+        return Limits(s.max_body_bytes, s.body_timeout, s.max_line_bytes, s.max_headers)
+
+    def _http_server(self, handler, on_reject=None) -> HttpServer:
+        server = HttpServer(handler, self._limits, on_reject)
         self._http.append(server)
         return server
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         host, port = self.settings.server.listen
-        srv = await loop.create_server(self._http_server(self.relay.handle), host, port, backlog=2048)
+        http = self._http_server(self.relay.handle, self.relay.rejected)
+        srv = await loop.create_server(http, host, port, backlog=2048)
         self._servers.append(srv)
         self.port = srv.sockets[0].getsockname()[1]
         if self.settings.server.metrics_listen:
@@ -115,14 +109,17 @@ class RelayServer:
         self.relay.draining = True
         for srv in self._servers:
             srv.close()
+        for http in self._http:
+            http.closing = True  # answers now carry `Connection: close`
+            http.close_idle()
         timeout = self.settings.server.drain_timeout
         finished = await self.relay.wait_idle(timeout)
         log.info(
             "drained" if finished else "drain timeout: closing remaining requests",
             extra={"fields": {"in_flight": self.relay.in_flight}},
         )
-        for server in self._http:
-            await server.shutdown(0.5)
+        for http in self._http:
+            http.close_all()
         self.relay.state.close()
 
     async def run_forever(self) -> None:
