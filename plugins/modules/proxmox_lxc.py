@@ -1044,6 +1044,9 @@ class LxcRun:
 
     def absent(self, res):
         if res is None:
+            self.actions.append(
+                f"no container {self.params['vmid'] or self.params['hostname']}: nothing to remove"
+            )
             return self.result(
                 self.params["vmid"], self.params["node"], self.params["hostname"], "absent", {}, []
             )

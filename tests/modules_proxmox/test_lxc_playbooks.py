@@ -61,6 +61,7 @@ def run_playbook(name, lab, template, tmp_path):
         "pve_host": lab.pve_host,
         "pve_port": lab.pve_port,
         "pve_user": lab.pve_user,
+        "pve_password": lab.pve_password,
         "pve_token_id": f"{lab.pve_user}!{lab.pve_token_id}",
         "pve_token_secret": lab.pve_token_secret,
         "pve_ca_path": str(lab.ca_path),
@@ -95,6 +96,7 @@ def test_lifecycle(lab, pve, template, tmp_path):
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert recap(proc)["failed"] == 0
     assert lab.pve_token_secret not in proc.stdout + proc.stderr
+    assert lab.pve_password not in proc.stdout + proc.stderr
     assert 9101 not in {r["vmid"] for r in pve.cluster.resources.get(type="vm")}
 
 

@@ -1,0 +1,141 @@
+"""The module's run against a recording stand-in for the API: nextid retry, and check mode calls no
+write endpoint (the lifecycle playbook shows the same against the emulator; here every call is seen)."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.module_utils import proxmox as pve
+from proxmoxer.core import ResourceException
+
+TEMPLATE = "local:vztmpl/debian-12-standard_12.15-1_amd64.tar.zst"
+EXISTING = {
+    "hostname": "relay1",
+    "memory": 512,
+    "swap": 512,
+    "cores": 1,
+    "unprivileged": 1,
+    "features": "nesting=1",
+    "net0": "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth",
+    "rootfs": "local:9150/vm-9150-disk-0.raw,size=8G",
+    "digest": "abc",
+}
+
+
+class RecordingApi:
+    """Answers the reads the module makes; records every call; vmids in `taken` refuse a create."""
+
+    wait_seconds = 0.0
+
+    def __init__(self, existing=None, nextids=(9150,), taken=()):
+        self.existing = existing
+        self.nextids = list(nextids)
+        self.taken = set(taken)
+        self.calls = []
+        self.vmid = 9150
+
+    def get(self, path, **params):
+        return self.call("GET", path, **params)
+
+    def call(self, method, path, **data):
+        self.calls.append((method, path, data))
+        if method == "GET":
+            return self._read(path)
+        if method == "POST" and path == "nodes/pve1/lxc":
+            if data["vmid"] in self.taken:
+                # What PVE answers for a taken id, through the client's own error formatting.
+                refusal = ResourceException(
+                    400,
+                    "Bad Request",
+                    "Parameter verification failed.",
+                    {"vmid": f"VM {data['vmid']} already exists"},
+                )
+                raise pve._api_error(refusal, f"{method} /{path}")
+            self.vmid = data["vmid"]
+            self.existing = {k: v for k, v in data.items() if k not in ("vmid", "ostemplate")}
+            return f"UPID:pve1:00000001:00000002:6B000000:vzcreate:{data['vmid']}:root@pam!lab:"
+        return f"UPID:pve1:00000001:00000002:6B000000:{path.rsplit('/', 1)[-1]}:9150:root@pam!lab:"
+
+    def _read(self, path):
+        if path == "cluster/resources":
+            if not self.existing:
+                return []
+            return [{"vmid": self.vmid, "type": "lxc", "name": "relay1", "node": "pve1", "status": "running"}]
+        if path == "nodes":
+            return [{"node": "pve1"}, {"node": "pve2"}]
+        if path.endswith("/content"):
+            return [{"volid": TEMPLATE}]
+        if path == "nodes/pve1/storage":
+            return [{"storage": "local", "active": 1}]
+        if path == "cluster/nextid":
+            return str(self.nextids.pop(0))
+        if path.endswith("/config"):
+            return dict(self.existing)
+        if path.endswith("/interfaces"):
+            return [{"name": "eth0", "hwaddr": "BC:24:11:00:00:01", "inet": "10.87.0.150/24"}]
+        if path.endswith("/pending"):
+            return []
+        raise AssertionError(f"unexpected read {path}")
+
+    def wait_task(self, upid, timeout, what="task"):
+        return []
+
+    def writes(self):
+        return [c for c in self.calls if c[0] != "GET"]
+
+
+class FakeModule:
+    def __init__(self, lxc, check_mode=False, **params):
+        self.params = dict.fromkeys(lxc.argument_spec())
+        self.params.update(state="started", template_storage="local", template_download=False, timeout=5)
+        self.params.update(restart_on_change=False, **params)
+        self.check_mode = check_mode
+        self.warnings = []
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+
+
+def test_nextid_is_asked_again_when_another_client_took_the_id(lxc):
+    api = RecordingApi(nextids=(9150, 9151), taken={9150})
+    module = FakeModule(lxc, state="present", node="pve1", hostname="relay1", ostemplate=TEMPLATE)
+    result = lxc.LxcRun(module, api).run()
+    posts = [c for c in api.writes() if c[1] == "nodes/pve1/lxc"]
+    assert [p[2]["vmid"] for p in posts] == [9150, 9151]
+    assert result["changed"] and result["vmid"] == 9151
+
+
+def test_an_explicit_vmid_taken_in_a_race_fails_naming_vmid(lxc):
+    api = RecordingApi(taken={9150})
+    module = FakeModule(lxc, state="present", node="pve1", vmid=9150, hostname="relay1", ostemplate=TEMPLATE)
+    with pytest.raises(lxc.Failure) as err:
+        lxc.LxcRun(module, api).run()
+    assert err.value.msg.startswith("vmid: create refused") and "VM 9150 already exists" in err.value.msg
+
+
+@pytest.mark.parametrize(
+    ("existing", "args"),
+    [
+        (None, {"node": "pve1", "hostname": "relay1", "ostemplate": TEMPLATE, "vmid": 9150}),
+        (EXISTING, {"vmid": 9150, "memory_mb": 1024, "tags": ["new"], "netif": [{"ip": "10.87.0.9/24"}]}),
+        (EXISTING, {"vmid": 9150, "state": "stopped"}),
+        (EXISTING, {"vmid": 9150, "state": "restarted"}),
+        (EXISTING, {"vmid": 9150, "state": "absent"}),
+    ],
+    ids=["create", "update", "stop", "restart", "absent"],
+)
+def test_check_mode_calls_no_write_endpoint(lxc, existing, args):
+    api = RecordingApi(existing=existing)
+    result = lxc.LxcRun(FakeModule(lxc, check_mode=True, **args), api).run()
+    assert result["changed"]
+    assert api.writes() == []
+    if args.get("state") != "restarted":  # a restart changes no configuration
+        assert result["diff"]["before"] != result["diff"]["after"]
+
+
+def test_update_sends_only_the_differing_keys_with_the_digest(lxc):
+    api = RecordingApi(existing=EXISTING)
+    module = FakeModule(lxc, vmid=9150, memory_mb=1024, cores=1, features=["nesting"])
+    result = lxc.LxcRun(module, api).run()
+    assert api.writes() == [("PUT", "nodes/pve1/lxc/9150/config", {"digest": "abc", "memory": 1024})]
+    assert result["diff"] == {"before": {"memory_mb": 512}, "after": {"memory_mb": 1024}}
+    assert result["ip_addresses"] == ["10.87.0.150"]
