@@ -81,6 +81,10 @@ def one_run(node, template: str) -> tuple[float, float]:
     status = wait_task(node, upid)
     if status["exitstatus"] != "OK":
         raise RuntimeError(f"create failed: {status['exitstatus']}")
+    # start=1 runs as its own vzstart task after the create task (as on PVE): wait for it too.
+    for task in node.tasks.get(vmid=VMID, typefilter="vzstart"):
+        if wait_task(node, task["upid"])["exitstatus"] != "OK":
+            raise RuntimeError(f"start failed: {task['upid']}")
     running = time.monotonic()
     ssh_ready = wait_ssh(node, VMID)
     return running - started, ssh_ready - started

@@ -165,7 +165,8 @@ class Pve:
                 await self._discard(ct)
                 raise
             if p.get("start"):
-                await self._start(task, ct)
+                # Like PVE: the create task ends here and start-after-create runs as its own vzstart task.
+                self.start(ct, user)
 
         return self.tasks.start(node, "vzcreate", str(vmid), user, work)
 

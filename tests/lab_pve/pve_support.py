@@ -41,6 +41,12 @@ def container_ipv4(node, vmid: int, timeout: float = 60) -> str:
     raise AssertionError(f"CT {vmid} got no IPv4 address in {timeout}s")
 
 
+def wait_idle(node, vmid: int) -> None:
+    """Wait for every task still running on `vmid` (e.g. the vzstart that `start=1` spawns)."""
+    for task in node.tasks.get(vmid=vmid, source="active"):
+        wait_task(node, task["upid"])
+
+
 def free_vmid(px) -> int:
     """The next vmid of this suite's range (9000-9099) that the cluster does not know."""
     taken = {r["vmid"] for r in px.cluster.resources.get(type="vm")}
@@ -56,8 +62,7 @@ def destroy(px, vmid: int) -> None:
     for res in px.cluster.resources.get(type="vm"):
         if res["vmid"] == vmid:
             node = px.nodes(res["node"])
-            for task in node.tasks.get(vmid=vmid, source="active"):
-                wait_task(node, task["upid"])
+            wait_idle(node, vmid)
             wait_task(node, node.lxc(vmid).delete(force=1, purge=1))
 
 

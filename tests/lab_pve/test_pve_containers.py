@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 from proxmoxer.core import ResourceException
-from pve_support import check_keys, container_ipv4, destroy, free_vmid, schema_keys, wait_task
+from pve_support import check_keys, container_ipv4, destroy, free_vmid, schema_keys, wait_idle, wait_task
 
 from lab import config
 
@@ -36,6 +36,7 @@ def ct(px, lab, template_volid):
         )
         status = wait_task(node, upid)
         assert status["exitstatus"] == "OK", node.tasks(upid).log.get()
+        wait_idle(node, vmid)  # start=1 runs as a separate vzstart task, as on PVE
         yield node, vmid
     finally:
         destroy(px, vmid)
@@ -44,6 +45,8 @@ def ct(px, lab, template_volid):
 def test_create_with_start_runs_it_on_the_requested_node(ct, px, lab):
     node, vmid = ct
     assert node.lxc(vmid).status.current.get()["status"] == "running"
+    kinds = [t["type"] for t in node.tasks.get(vmid=vmid)]
+    assert "vzcreate" in kinds and "vzstart" in kinds
     assert vmid in [c["vmid"] for c in px.nodes(lab.nodes[1]).lxc.get()]
     assert vmid not in [c["vmid"] for c in px.nodes(lab.nodes[0]).lxc.get()]
 
