@@ -358,6 +358,11 @@ class Pve:
         out["digest"] = ct.digest()
         return out
 
+    async def statuses(self, containers: list[Container]) -> list[tuple[Container, dict[str, Any]]]:
+        """status() of many containers at once (one lxc-info each, run concurrently), by vmid."""
+        ordered = sorted(containers, key=lambda c: c.vmid)
+        return list(zip(ordered, await asyncio.gather(*(self.status(c) for c in ordered)), strict=True))
+
     # --- status --------------------------------------------------------------------------------
     async def status(self, ct: Container) -> dict[str, Any]:
         state, pid = await self.ct_state(ct.vmid)

@@ -42,8 +42,7 @@ async def resources(call: Call) -> list[dict[str, Any]]:
     pve, kind = call.pve, call.params.get("type")
     out: list[dict[str, Any]] = []
     if kind in (None, "vm"):
-        for ct in sorted(pve.state.containers.values(), key=lambda c: c.vmid):
-            st = await pve.status(ct)
+        for ct, st in await pve.statuses(list(pve.state.containers.values())):
             entry = {
                 "id": f"lxc/{ct.vmid}",
                 "type": "lxc",

@@ -19,8 +19,7 @@ def _ct(call: Call):
 async def list_containers(call: Call) -> list[dict[str, Any]]:
     pve = call.pve
     out = []
-    for ct in sorted(pve.state.on_node(call.params["node"]), key=lambda c: c.vmid):
-        st = await pve.status(ct)
+    for _ct, st in await pve.statuses(pve.state.on_node(call.params["node"])):
         st.pop("ha")
         out.append(st)
     return out
