@@ -220,7 +220,7 @@ def post_lua(work: Path, name: str, path: str, body: str, headers: dict[str, str
     return script
 
 
-def envelope_lua(work: Path, relay: RelaySetup, count: int) -> Path:
+def envelope_lua(work: Path, relay: RelaySetup, count: int, name: str) -> Path:
     """wrk script cycling through `count` distinct envelopes (a replayed one would be refused)."""
     fernet = envelope.make_fernet([relay.fernet_key])
     inner = envelope.InnerRequest(
@@ -231,11 +231,11 @@ def envelope_lua(work: Path, relay: RelaySetup, count: int) -> Path:
         CHAT_BODY.encode(),
         token=relay.token,
     )
-    bodies = work / "envelopes.txt"
+    bodies = work / f"envelopes-{name}.txt"
     with bodies.open("wb") as f:
         for _ in range(count):
             f.write(envelope.seal_request(fernet, inner) + b"\n")
-    script = work / "envelope.lua"
+    script = work / f"envelope-{name}.lua"
     script.write_text(
         f"""
 local bodies = {{}}

@@ -13,6 +13,7 @@ import secrets
 
 TOKEN_PREFIX = "lrt_"  # noqa: S105 - a format prefix, not a secret
 TOKEN_RE = re.compile(r"^lrt_[A-Za-z0-9_-]{43}$")
+TOKEN_LENGTH = 47
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 

@@ -60,7 +60,7 @@ class RelayApp:
     def __init__(self, state: RelayState, access_log: AccessLog | None = None) -> None:
         self.state = state
         self.metrics = Metrics()
-        self.access_log = access_log or AccessLog(enabled=state.server.access_log)
+        self.access_log = access_log or AccessLog(enabled=state.server.access_log, flush_interval=0.1)
         self.in_flight = 0
         self.draining = False
         self._idle = asyncio.Event()

@@ -45,8 +45,10 @@ class TokenStore:
         for stored, name in self._entries:
             if hmac.compare_digest(stored, digest):
                 found = name
-        if found is not None and not tokens.is_well_formed(token):
-            return None  # only hashes of well-formed tokens count (a stray line cannot open a weak token)
+        if found is not None and not (
+            len(token) == tokens.TOKEN_LENGTH and token.startswith(tokens.TOKEN_PREFIX)
+        ):
+            return None  # only well-formed tokens count (a stray hash line cannot open a weak token)
         return found
 
 

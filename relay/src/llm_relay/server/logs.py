@@ -6,6 +6,7 @@ path token), status, duration and byte counts. Never a token, key, header value 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -40,17 +41,49 @@ def setup_logging(level: str, stream: TextIO | None = None) -> None:
 
 
 class AccessLog:
-    """Writes access lines directly (no logging machinery on the hot path)."""
+    """Access lines, written directly (no logging machinery on the hot path) and batched.
 
-    def __init__(self, stream: TextIO | None = None, enabled: bool = True) -> None:
+    Lines are buffered for at most `flush_interval` seconds (or 64 KiB) and written in one call: one write
+    per request was a measurable share of the relay's CPU. `flush()` runs at shutdown, so nothing is lost
+    on a clean exit; a crash loses at most the last `flush_interval`.
+    """
+
+    def __init__(
+        self, stream: TextIO | None = None, enabled: bool = True, flush_interval: float = 0.0
+    ) -> None:
         self.stream = stream
         self.enabled = enabled
+        self.flush_interval = flush_interval
         self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+        self._pending: list[str] = []
+        self._size = 0
+        self._scheduled = False
 
     def write(self, fields: dict[str, Any]) -> None:
         if not self.enabled:
             return
         fields["ts"] = round(time.time(), 3)
+        line = self._dumps(fields) + "\n"
+        if not self.flush_interval:
+            self._emit(line)
+            return
+        self._pending.append(line)
+        self._size += len(line)
+        if self._size >= 65536:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self._pending:
+            text, self._pending, self._size = "".join(self._pending), [], 0
+            self._emit(text)
+
+    def _emit(self, text: str) -> None:
         stream = self.stream or sys.stderr
         with contextlib.suppress(OSError, ValueError):  # a broken log pipe must not fail the request
-            stream.write(self._dumps(fields) + "\n")
+            stream.write(text)
+            if self.flush_interval:
+                stream.flush()

@@ -121,6 +121,7 @@ class RelayServer:
         for http in self._http:
             http.close_all()
         self.relay.state.close()
+        self.relay.access_log.flush()
 
     async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
