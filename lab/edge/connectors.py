@@ -3,8 +3,11 @@
 Each connection authenticates with a tunnel token (checked through the Cloudflare emulator's
 ``tunnel_for_token``), is registered in the emulator (so it shows in ``…/connections``), gets the tunnel's
 remote configuration pushed (again on every ``config_updated``), and then carries multiplexed request
-streams for the client side. Secret rotation, ``DELETE …/connections`` and tunnel deletion drop the
-tunnel's connections, as Cloudflare does; the connector's reconnect then meets the new state.
+streams for the client side. ``DELETE …/connections`` and tunnel deletion drop the tunnel's connections, as
+Cloudflare does; the connector's reconnect then meets the new state. A rotated secret drops nothing: as
+Cloudflare documents for tunnel tokens, the old token cannot establish new connections, but connectors
+already connected stay active until restarted. A connector that says GOAWAY (graceful shutdown) gets no
+new requests; the ones it is serving finish.
 """
 
 import asyncio
@@ -38,7 +41,6 @@ log = logging.getLogger("lab.edge")
 LOST = -1  # queue marker: the connector connection went away mid-stream
 REGISTRATION_TIMEOUT = 10
 DROP_EVENTS = {
-    "secret_rotated": "tunnel secret rotated",
     "connections_deleted": "tunnel connections deleted through the API",
     "tunnel_deleted": "tunnel deleted",
 }
@@ -64,6 +66,11 @@ class ConnectorConnection:
         self.streams: dict[int, asyncio.Queue] = {}
         self.credits: dict[int, Credit] = {}
         self._ids = itertools.count(1)
+        self.draining = False  # the connector said GOAWAY: no new streams, running ones finish
+
+    @property
+    def usable(self) -> bool:
+        return not self.draining and not self.writer.is_closing()
 
     def open_stream(self) -> tuple[int, asyncio.Queue, Credit]:
         """A new stream: its queue of frames from the connector and its request-body send credit."""
@@ -91,6 +98,10 @@ class ConnectorConnection:
                 if sid == 0:
                     if kind == GOAWAY:
                         reason = json.loads(payload or b"{}").get("reason", reason)
+                        self.draining = True
+                        log.info(
+                            "connection %s of tunnel %s draining: %s", self.conn_id, self.tunnel_id, reason
+                        )
                     continue
                 if kind == WINDOW and sid in self.credits:
                     self.credits[sid].give(payload)
@@ -166,7 +177,7 @@ class ConnectorSide:
     # -- balancing for the client side ---------------------------------------------------------------
     def pick(self, tunnel_id: str) -> ConnectorConnection | None:
         """Round robin over the tunnel's live connections (Cloudflare balances across connectors)."""
-        pool = [c for c in self.pools.get(tunnel_id, []) if not c.writer.is_closing()]
+        pool = [c for c in self.pools.get(tunnel_id, []) if c.usable]
         if not pool:
             return None
         counter = self._round_robin.setdefault(tunnel_id, itertools.count())

@@ -58,8 +58,21 @@ class CloudflareApi:
         self.tunnels: list[str] = []
         self.records: list[str] = []
 
-    def call(self, method: str, path: str, **kwargs):
-        answer = self.http.request(method, self.base + path, timeout=30, verify=self.verify, **kwargs).json()
+    def call(self, method: str, path: str, retry_for: float = 60, **kwargs):
+        """One API call; connection errors are retried for `retry_for` seconds (the shared lab daemon
+        may be restarting), API errors are not."""
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                response = self.http.request(
+                    method, self.base + path, timeout=30, verify=self.verify, **kwargs
+                )
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        answer = response.json()
         if not answer["success"]:
             raise RuntimeError(f"{method} {path}: {answer['errors']}")
         return answer["result"]
@@ -93,6 +106,19 @@ class CloudflareApi:
 
     def delete_connections(self, tunnel_id: str) -> None:
         self.call("DELETE", f"/accounts/{self.account}/cfd_tunnel/{tunnel_id}/connections")
+
+    def sweep(self, tunnel_prefix: str, record_prefix: str) -> None:
+        """Deletes leftovers of an interrupted earlier run: tunnels and CNAMEs whose names carry these
+        prefixes (names a suite owns alone)."""
+        tunnels = self.call(
+            "GET", f"/accounts/{self.account}/cfd_tunnel", params={"is_deleted": "false", "per_page": 100}
+        )
+        self.tunnels += [t["id"] for t in tunnels if t["name"].startswith(tunnel_prefix)]
+        records = self.call(
+            "GET", f"/zones/{self.zone_id}/dns_records", params={"type": "CNAME", "per_page": 100}
+        )
+        self.records += [r["id"] for r in records if r["name"].startswith(record_prefix)]
+        self.cleanup()
 
     def cleanup(self) -> None:
         """Removes every record and tunnel this client made (tunnels with cascade: connectors may run)."""

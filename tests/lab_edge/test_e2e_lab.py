@@ -78,6 +78,7 @@ def cloudflare(lab):
     section = lab.config["cloudflare"]
     token = section["tokens"]["admin"]["value"]
     api = CloudflareApi(lab.cloudflare.url, token, section["account_id"], lab.ca_path)
+    api.sweep("edge-e2e-", "edge-e2e-")  # leftovers of an interrupted run (names only this suite uses)
     yield api
     api.cleanup()
 
@@ -138,7 +139,15 @@ def container(lab, tmp_path_factory):
         guest.run(f"systemd-run --unit=e2e-origin /usr/local/bin/e2e-origin {SERVICE_PORT} {marker}")
         yield SimpleNamespace(vmid=vmid, ip=ip, guest=guest, marker=marker, hostname=f"edge-e2e-{vmid}")
     finally:
-        destroy_ours(px)
+        deadline = time.monotonic() + 90  # the shared lab daemon may be restarting right now
+        while True:
+            try:
+                destroy_ours(px)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
 
 
 def destroy_ours(px) -> None:
@@ -163,9 +172,9 @@ def tunnel(cloudflare, container):
     """A remotely-managed tunnel whose connector runs in the container as a Type=notify unit."""
     suffix = secrets.token_hex(3)
     hosts = SimpleNamespace(
-        app=f"e2e-app-{suffix}.lab.test",
-        sse=f"e2e-sse-{suffix}.lab.test",
-        other=f"e2e-other-{suffix}.lab.test",
+        app=f"edge-e2e-app-{suffix}.lab.test",
+        sse=f"edge-e2e-sse-{suffix}.lab.test",
+        other=f"edge-e2e-other-{suffix}.lab.test",
     )
     tunnel_id, token = cloudflare.create_tunnel(f"edge-e2e-{suffix}")
     service = f"http://127.0.0.1:{SERVICE_PORT}"

@@ -1,4 +1,5 @@
-"""SSE through edge + stand-in arrives as emitted; secret rotation and connection deletion drop connectors."""
+"""SSE through edge + stand-in arrives as emitted; secret rotation refuses only new connections with the
+old token; connection deletion drops connectors; a connector stopping gracefully fails no request."""
 
 import asyncio
 import time
@@ -103,30 +104,83 @@ async def test_client_going_away_stops_the_origin_stream(edge, origin):
         await standin.stop()
 
 
-async def test_rotated_secret_drops_the_connector_and_the_old_token_fails_clearly(edge, origin, tmp_path):
+async def test_rotated_secret_keeps_running_connectors_and_refuses_the_old_token(edge, origin, tmp_path):
+    # Cloudflare (Tunnel tokens): "After rotating the token, cloudflared cannot establish new connections
+    # with the old token. Existing connectors remain active until restarted."
     tunnel_id, _, standin = await start(edge, origin, "--retries", "0", token_file=tmp_path / "token")
-    await edge.api.rotate(tunnel_id)
-    assert await asyncio.wait_for(standin.proc.wait(), 20) == 1
-    await standin.stop()
-    assert (
-        'ERR Register tunnel error from server side error="Unauthorized: Invalid tunnel secret"'
-        in standin.log
-    )
-    assert "ERR Couldn't start tunnel" in standin.log
+    try:
+        await edge.api.rotate(tunnel_id)
+        await asyncio.sleep(1)
+        assert standin.proc.returncode is None and "Connection terminated" not in standin.log
+        assert len(await edge.api.connections(tunnel_id)) == 1
+        assert (await get(edge, "/hello", HOST))[0] == 200
+        # A second connector with the old token is refused at once, with cloudflared's log line.
+        second = await StandIn.start(
+            edge.connector_port,
+            edge.ca_path,
+            "--retries",
+            "0",
+            run_args=["--token-file", str(tmp_path / "token")],
+        )
+        assert await asyncio.wait_for(second.proc.wait(), 20) == 1
+        await second.stop()
+        assert (
+            'ERR Register tunnel error from server side error="Unauthorized: Invalid tunnel secret"'
+            in second.log
+        )
+        assert "ERR Couldn't start tunnel" in second.log
+        assert (tmp_path / "token").read_text().strip() not in second.log
+    finally:
+        assert await standin.stop() == 0
+    # Restarted, the running connector meets the same refusal: nothing serves the hostname any more.
     assert await edge.api.connections(tunnel_id) == []
-    # A restart with the old token fails the same way, at once.
-    restarted = await StandIn.start(
-        edge.connector_port,
-        edge.ca_path,
-        "--retries",
-        "0",
-        run_args=["--token-file", str(tmp_path / "token")],
-    )
-    assert await asyncio.wait_for(restarted.proc.wait(), 20) == 1
-    await restarted.stop()
-    assert "Unauthorized: Invalid tunnel secret" in restarted.log
-    assert (tmp_path / "token").read_text().strip() not in restarted.log
     assert (await get(edge, "/hello", HOST))[0] == 530
+
+
+async def test_a_connector_stopping_gracefully_fails_no_request(edge, origin):
+    """SIGTERM: GOAWAY, the edge routes new requests to the other connector, running streams finish."""
+    tunnel_id, token = await edge.api.create_tunnel("drain-test")
+    await edge.api.put_config(tunnel_id, ingress(origin.port, HOST))
+    await edge.api.route(HOST, tunnel_id)
+    # A grace period longer than the streams: only a connector that still gets new requests after its
+    # GOAWAY would reach it and cut what it is serving.
+    first, second = [
+        await StandIn.start(edge.connector_port, edge.ca_path, "--ha-connections", "2", *flags, token=token)
+        for flags in (["--grace-period", "4s"], [])
+    ]
+    try:
+        for standin in (first, second):
+            await standin.wait_for(r"Registered tunnel connection", count=2)
+        async with client_session(edge.ca_path) as http:
+
+            async def stream() -> list[bytes]:
+                async with http.get(edge.client_url + "/sse?n=8&delay=0.2", headers={"Host": HOST}) as r:
+                    assert r.status == 200
+                    return [line async for line in r.content if line.startswith(b"data: ")]
+
+            async def hellos() -> list[int]:
+                statuses = []
+                while first.proc.returncode is None or len(statuses) < 5:
+                    async with http.get(edge.client_url + "/hello", headers={"Host": HOST}) as r:
+                        await r.read()
+                        statuses.append(r.status)
+                return statuses
+
+            streams = [asyncio.create_task(stream()) for _ in range(4)]  # on both connectors
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            first.proc.terminate()
+            statuses = sum(await asyncio.gather(*(hellos() for _ in range(4))), [])
+            results = await asyncio.gather(*streams)
+        assert await first.stop() == 0
+        assert set(statuses) == {200}, statuses
+        assert all(len(events) == 9 for events in results)  # 8 events and [DONE], none cut
+        # It stopped as soon as its own streams were done, not at the end of the grace period.
+        assert time.monotonic() - started < 4
+        assert "Initiating graceful shutdown" in first.log
+    finally:
+        for standin in (first, second):
+            await standin.stop()
 
 
 async def test_deleted_connections_make_the_connector_reconnect_with_its_valid_token(edge, origin):
