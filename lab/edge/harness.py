@@ -23,10 +23,11 @@ from aiohttp import web
 
 from lab import ca
 from lab.cloudflare import create_app, state_of
+from lab.cloudflared_standin import EXECUTABLE
 from lab.context import LabContext
 from lab.edge.component import start as start_edge
 
-STANDIN = Path(__file__).resolve().parents[1] / "cloudflared_standin" / "cloudflared"
+STANDIN = EXECUTABLE  # the stand-in a role would install as /usr/bin/cloudflared
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 ZONE = "lab.test"
 HARNESS_TOKEN = "edge-harness-" + "x" * 27  # 40 chars, valid only for the in-process emulator

@@ -6,7 +6,11 @@ import re
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
+
+import pytest
 
 from .support import STANDIN
 
@@ -92,6 +96,13 @@ def test_without_metrics_flag_it_binds_cloudflareds_default_range_and_masks_the_
         while not any("Starting metrics server" in line for line in lines):
             lines.append(proc.stderr.readline())
             assert lines[-1], "stand-in exited early:\n" + "".join(lines)
+        address = re.search(r"on (127\.0\.0\.1:\d+)/metrics", lines[-1]).group(1)
+        # Not connected (the edge address refuses): /ready says 503 in cloudflared's body shape.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://{address}/ready", timeout=5)
+        assert refused.value.code == 503
+        body = json.loads(refused.value.read())
+        assert body["status"] == 503 and body["readyConnections"] == 0 and uuid.UUID(body["connectorId"])
     finally:
         proc.terminate()
         lines += proc.communicate(timeout=20)[1].splitlines(keepends=True)
