@@ -53,7 +53,8 @@ EXIT_FAILURE = 1
 # A connector keeps long-lived TLS connections to the edge's port 7844. Each multiplexes streams with
 # frames "!IIB" = payload length, stream id, frame type, then the payload.
 #   stream 0: REGISTER (connector->edge JSON incl. token), REGISTERED / REGISTER_ERROR (edge JSON),
-#             CONFIG (edge->connector JSON {"version", "config"}), GOAWAY (JSON {"reason"}).
+#             CONFIG (edge->connector JSON {"version", "config"}), GOAWAY (JSON {"reason"}; from the
+#             connector: it is shutting down, the edge opens no new streams on that connection).
 #   stream n>0, opened by the edge for one client request: HEADERS (JSON), DATA* (raw bytes), END.
 #             The connector answers on the same stream: HEADERS (status, headers), DATA*, END; or RESET
 #             (JSON {"error"}) when it cannot. The edge sends RESET when its client went away.
@@ -67,6 +68,9 @@ MAX_PAYLOAD = 1 << 20
 REGISTER, REGISTERED, REGISTER_ERROR, CONFIG, GOAWAY = 1, 2, 3, 4, 5
 HEADERS, DATA, END, RESET, WINDOW = 10, 11, 12, 13, 14
 STREAM_WINDOW = 256 * 1024
+# Seconds a stopping connector keeps serving after its GOAWAY even when idle: streams the edge opened
+# before it read the GOAWAY are still on their way.
+GOAWAY_SETTLE = 0.5
 WINDOW_INCREMENT = struct.Struct("!I")
 
 
@@ -788,12 +792,17 @@ class Tunnel:
             writer_o.close()
 
     async def shutdown(self, grace: float) -> None:
+        """GOAWAY on every connection (the edge then routes new requests elsewhere), then serve what is
+        running, including streams the edge opened before it read the GOAWAY, for at most `grace`."""
         self.stopping = True
+        deadline = time.monotonic() + grace
         for writer in list(self.writers.values()):
             with contextlib.suppress(OSError):
                 writer.write(json_frame(0, GOAWAY, {"reason": "connector shutting down"}))
-        if self.inflight:
-            await asyncio.wait(list(self.inflight), timeout=grace)
+        # Streams already on the wire towards us still arrive: give the edge a moment to see the GOAWAY.
+        await asyncio.sleep(min(GOAWAY_SETTLE, grace))
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.wait(list(self.inflight), timeout=deadline - time.monotonic())
         for writer in list(self.writers.values()):
             writer.close()
 

@@ -151,6 +151,8 @@ async def test_a_connector_stopping_gracefully_fails_no_request(edge, origin):
     try:
         for standin in (first, second):
             await standin.wait_for(r"Registered tunnel connection", count=2)
+        line = (await second.wait_for(r"Generated Connector ID"))[0]
+        second_id = line.rsplit(" ", 1)[-1]
         async with client_session(edge.ca_path) as http:
 
             async def stream() -> list[bytes]:
@@ -170,7 +172,13 @@ async def test_a_connector_stopping_gracefully_fails_no_request(edge, origin):
             await asyncio.sleep(0.3)
             started = time.monotonic()
             first.proc.terminate()
-            statuses = sum(await asyncio.gather(*(hellos() for _ in range(4))), [])
+            workers = [asyncio.create_task(hellos()) for _ in range(4)]
+            # Once the edge has read the GOAWAY it picks only the other connector's connections.
+            await first.wait_for("Initiating graceful shutdown")
+            await asyncio.sleep(0.3)
+            picked = {edge.edge.connectors.pick(tunnel_id).info["client_id"] for _ in range(20)}
+            assert picked == {second_id}
+            statuses = [status for worker in workers for status in await worker]
             results = await asyncio.gather(*streams)
         assert await first.stop() == 0
         assert set(statuses) == {200}, statuses
