@@ -204,10 +204,10 @@ max_idle_connections = 2048
         )
         self.log = self.dir / "access.log"
 
-    def start(self, procs: Processes, cpu: str = SUT_CPU) -> subprocess.Popen:
+    def start(self, procs: Processes, cpu: str | None = SUT_CPU) -> subprocess.Popen:
         argv = [sys.executable, "-m", "llm_relay.server", "--config", str(self.dir / "relay.toml")]
         with self.log.open("wb") as log:
-            proc = procs.start(pinned(cpu, argv), stderr=log)
+            proc = procs.start(pinned(cpu, argv) if cpu else argv, stderr=log)
         wait_port(self.port, proc)
         return proc
 
