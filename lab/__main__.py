@@ -33,12 +33,7 @@ def _logfile() -> Path:
 
 
 def daemon_pid() -> int | None:
-    try:
-        pid = int(_pidfile().read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
+    return config.live_pid(_pidfile())
 
 
 def _port_answers(port: int, host: str = "127.0.0.1") -> bool:

@@ -31,6 +31,16 @@ def ca_path() -> Path:
     return state_dir() / "ca" / "ca.crt"
 
 
+def live_pid(pidfile: Path) -> int | None:
+    """The pid in `pidfile` if that process is alive, else None."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def load(path: Path | None = None) -> dict[str, Any]:
     """Parse lab.toml (or LAB_CONFIG) into a plain dict."""
     path = path or Path(os.environ.get("LAB_CONFIG", LAB_TOML))

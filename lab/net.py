@@ -45,12 +45,7 @@ def bridge_up() -> bool:
 
 
 def dnsmasq_pid() -> int | None:
-    try:
-        pid = int(_pidfile().read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
+    return config.live_pid(_pidfile())
 
 
 def up() -> None:

@@ -13,8 +13,10 @@ Sections others add to lab.toml appear here without editing this file.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -81,6 +83,20 @@ def lab() -> Lab:
     proc = subprocess.run(
         [sys.executable, "-m", "lab", "up"], cwd=REPO, capture_output=True, text=True, check=False
     )
+    cfg = config.load()
     if proc.returncode != 0:
-        pytest.fail(f"`python -m lab up` failed:\n{proc.stdout}\n{proc.stderr}")
-    return Lab(config.load())
+        # One broken component (say, mid-edit) must not fail every other suite: go on when the daemon
+        # runs and only some sections are silent; tests needing those fail on their own.
+        silent = [name for name, ports in config.ports(cfg).items() if not all(map(_answers, ports))]
+        if len(silent) == len(config.ports(cfg)):
+            pytest.fail(f"`python -m lab up` failed:\n{proc.stdout}\n{proc.stderr}")
+        warnings.warn(f"lab up: not answering: {', '.join(silent)}\n{proc.stderr[-2000:]}", stacklevel=1)
+    return Lab(cfg)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False

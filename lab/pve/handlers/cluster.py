@@ -8,7 +8,22 @@ from typing import Any
 from lab.pve.api import Call, route
 from lab.pve.errors import ApiError
 from lab.pve.schema import ParamError
-from lab.pve.service import _size_bytes
+
+# What a container's cluster/resources entry shares with its status/current.
+RESOURCE_KEYS = (
+    "vmid",
+    "name",
+    "status",
+    "uptime",
+    "cpu",
+    "maxmem",
+    "mem",
+    "maxdisk",
+    "disk",
+    "netin",
+    "netout",
+)
+RESOURCE_KEYS += ("diskread", "diskwrite", "template", "tags", "lock")
 
 
 @route("GET", "/version")
@@ -43,29 +58,8 @@ async def resources(call: Call) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if kind in (None, "vm"):
         for ct, st in await pve.statuses(list(pve.state.containers.values())):
-            entry = {
-                "id": f"lxc/{ct.vmid}",
-                "type": "lxc",
-                "vmid": ct.vmid,
-                "node": ct.node,
-                "name": st["name"],
-                "status": st["status"],
-                "uptime": st["uptime"],
-                "maxcpu": st["cpus"],
-                "cpu": 0,
-                "maxmem": st["maxmem"],
-                "mem": st["mem"],
-                "maxdisk": _size_bytes(ct.conf.get("rootfs", "")),
-                "disk": 0,
-                "netin": 0,
-                "netout": 0,
-                "diskread": 0,
-                "diskwrite": 0,
-                "template": 0,
-            }
-            for key in ("tags", "lock"):
-                if st.get(key):
-                    entry[key] = st[key]
+            entry = {"id": f"lxc/{ct.vmid}", "type": "lxc", "node": ct.node, "maxcpu": st["cpus"]}
+            entry.update({k: st[k] for k in RESOURCE_KEYS if k in st})
             out.append(entry)
     if kind in (None, "node"):
         for node in pve.nodes:

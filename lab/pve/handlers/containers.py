@@ -96,37 +96,37 @@ async def status_current(call: Call) -> dict[str, Any]:
     return await call.pve.status(_ct(call))
 
 
+async def _ready(call: Call, state: str, skiplock: bool = False):
+    """The container, unlocked (unless skiplock) and in `state`, or PVE's error."""
+    pve, ct = call.pve, _ct(call)
+    if not skiplock:
+        pve.check_unlocked(ct)
+    await pve.require_state(ct, state)
+    return pve, ct
+
+
 @route("POST", BASE + "/status/start")
 async def start(call: Call) -> str:
-    pve, ct = call.pve, _ct(call)
-    pve.check_unlocked(ct)
-    await pve.require_state(ct, "stopped")
+    pve, ct = await _ready(call, "stopped", bool(call.params.get("skiplock")))
     return pve.start(ct, call.user).upid
 
 
 @route("POST", BASE + "/status/stop")
 async def stop(call: Call) -> str:
-    pve, ct = call.pve, _ct(call)
-    if not call.params.get("skiplock"):
-        pve.check_unlocked(ct)
-    await pve.require_state(ct, "running")
+    pve, ct = await _ready(call, "running", bool(call.params.get("skiplock")))
     return pve.stop(ct, call.user).upid
 
 
 @route("POST", BASE + "/status/shutdown")
 async def shutdown(call: Call) -> str:
-    pve, ct = call.pve, _ct(call)
-    pve.check_unlocked(ct)
-    await pve.require_state(ct, "running")
+    pve, ct = await _ready(call, "running")
     timeout = int(call.params.get("timeout", 60))
     return pve.shutdown(ct, call.user, timeout, bool(call.params.get("forceStop"))).upid
 
 
 @route("POST", BASE + "/status/reboot")
 async def reboot(call: Call) -> str:
-    pve, ct = call.pve, _ct(call)
-    pve.check_unlocked(ct)
-    await pve.require_state(ct, "running")
+    pve, ct = await _ready(call, "running")
     return pve.reboot(ct, call.user).upid
 
 
