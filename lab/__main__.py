@@ -93,8 +93,10 @@ def wait_ports(cfg: dict, timeout: float) -> list[str]:
 
 
 def _daemon_outdated() -> bool:
+    """True when lab.toml or any lab source changed after the running daemon started."""
     here = Path(__file__).resolve().parent
-    newest = max((here / name).stat().st_mtime for name in ("lab.toml", "server.py"))
+    sources = [here / "lab.toml", *here.rglob("*.py")]
+    newest = max(p.stat().st_mtime for p in sources if p.exists())
     return _pidfile().stat().st_mtime < newest
 
 
@@ -114,12 +116,12 @@ def cmd_up(_args: argparse.Namespace) -> int:
     ca.ensure(config.state_dir() / "ca")
     _component_hook("prepare")
     if daemon_pid() and _daemon_outdated():
-        # Started before a component was added to lab.toml/server.py: restart it (component state
-        # lives on disk and in LXC). A daemon whose component is merely broken is left alone, so
-        # concurrent test sessions do not restart it under each other.
+        # The lab's code or config changed since the daemon started (a component was added or
+        # fixed): restart it (component state lives on disk and in LXC). A daemon whose component
+        # is broken in the current code is left alone, so test sessions do not restart it in a loop.
         silent = [n for n, ports in config.ports(cfg).items() if not all(_port_answers(p) for p in ports)]
         if silent:
-            print(f"lab: restarting the daemon ({', '.join(silent)} not answering, config changed since)")
+            print(f"lab: restarting the daemon ({', '.join(silent)} not answering, lab code changed since)")
             stop_daemon()
     pid = start_daemon()
     silent = wait_ports(cfg, float(cfg.get("lab", {}).get("up_timeout", 90)))
