@@ -26,10 +26,12 @@ class RecordingApi:
 
     wait_seconds = 0.0
 
-    def __init__(self, existing=None, nextids=(9150,), taken=()):
+    def __init__(self, existing=None, nextids=(9150,), taken=(), templates=(TEMPLATE,), pending=()):
         self.existing = existing
         self.nextids = list(nextids)
         self.taken = set(taken)
+        self.templates = list(templates)
+        self.pending = list(pending)
         self.calls = []
         self.vmid = 9150
 
@@ -63,7 +65,9 @@ class RecordingApi:
         if path == "nodes":
             return [{"node": "pve1"}, {"node": "pve2"}]
         if path.endswith("/content"):
-            return [{"volid": TEMPLATE}]
+            return [{"volid": t} for t in self.templates]
+        if path == "nodes/pve1/aplinfo":
+            return [{"template": TEMPLATE.rsplit("/", 1)[1], "os": "debian-12"}]
         if path == "nodes/pve1/storage":
             return [{"storage": "local", "active": 1}]
         if path == "cluster/nextid":
@@ -73,7 +77,7 @@ class RecordingApi:
         if path.endswith("/interfaces"):
             return [{"name": "eth0", "hwaddr": "BC:24:11:00:00:01", "inet": "10.87.0.150/24"}]
         if path.endswith("/pending"):
-            return []
+            return self.pending
         raise AssertionError(f"unexpected read {path}")
 
     def wait_task(self, upid, timeout, what="task"):
@@ -87,7 +91,8 @@ class FakeModule:
     def __init__(self, lxc, check_mode=False, **params):
         self.params = dict.fromkeys(lxc.argument_spec())
         self.params.update(state="started", template_storage="local", template_download=False, timeout=5)
-        self.params.update(restart_on_change=False, **params)
+        self.params.update(restart_on_change=False)
+        self.params.update(params)
         self.check_mode = check_mode
         self.warnings = []
 
@@ -139,3 +144,44 @@ def test_update_sends_only_the_differing_keys_with_the_digest(lxc):
     assert api.writes() == [("PUT", "nodes/pve1/lxc/9150/config", {"digest": "abc", "memory": 1024})]
     assert result["diff"] == {"before": {"memory_mb": 512}, "after": {"memory_mb": 1024}}
     assert result["ip_addresses"] == ["10.87.0.150"]
+
+
+def test_missing_template_is_downloaded_through_aplinfo_before_the_create(lxc):
+    api = RecordingApi(templates=())
+    module = FakeModule(
+        lxc,
+        state="present",
+        node="pve1",
+        vmid=9150,
+        hostname="relay1",
+        ostemplate=TEMPLATE,
+        template_download=True,
+    )
+    result = lxc.LxcRun(module, api).run()
+    writes = [(method, path) for method, path, _data in api.writes()]
+    assert writes == [("POST", "nodes/pve1/aplinfo"), ("POST", "nodes/pve1/lxc")]
+    assert api.writes()[0][2] == {"storage": "local", "template": TEMPLATE.rsplit("/", 1)[1]}
+    assert result["msg"].startswith("downloaded debian-12-standard")
+
+
+def test_missing_template_without_download_lists_what_the_storage_has(lxc):
+    api = RecordingApi(templates=("local:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz",))
+    module = FakeModule(lxc, state="present", node="pve1", vmid=9150, hostname="relay1", ostemplate=TEMPLATE)
+    with pytest.raises(lxc.Failure) as err:
+        lxc.LxcRun(module, api).run()
+    assert err.value.msg.startswith("ostemplate:") and "alpine-3.20" in err.value.msg
+    assert api.writes() == []
+
+
+def test_pending_changes_are_reported_and_applied_by_restart_on_change(lxc):
+    pending = [
+        {"key": "features", "value": "nesting=1", "pending": "keyctl=1,nesting=1"},
+        {"key": "memory", "value": "512"},
+    ]
+    api = RecordingApi(existing=EXISTING, pending=pending)
+    result = lxc.LxcRun(FakeModule(lxc, vmid=9150), api).run()
+    assert result["pending"] == ["features"] and not result["changed"] and api.writes() == []
+    api = RecordingApi(existing=EXISTING, pending=pending)
+    result = lxc.LxcRun(FakeModule(lxc, vmid=9150, restart_on_change=True), api).run()
+    assert [(m, p) for m, p, _d in api.writes()] == [("POST", "nodes/pve1/lxc/9150/status/reboot")]
+    assert result["changed"] and "to apply features" in result["msg"]
