@@ -71,6 +71,19 @@ def names(cf, api):
     suffix = uuid.uuid4().hex[:10]
     made = SimpleNamespace(tunnel=f"mt-{suffix}", hostname=f"mt-{suffix}.{cf.zone}")
     yield made
+    # The shared lab daemon may be restarting (`lab up` from another suite): wait for it, then clean up.
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            remove_everything_named(cf, api, made)
+            return
+        except load_module_utils().CloudflareAPIError as exc:
+            if exc.status is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def remove_everything_named(cf, api, made):
     zone_id, _ = api.resolve_zone(cf.zone)
     for record in api.list_all(f"/zones/{zone_id}/dns_records", params={"name": made.hostname}):
         api.request("delete", f"/zones/{zone_id}/dns_records/{record['id']}")
