@@ -53,9 +53,13 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, limit_s: float = 
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
 
 
+# Benches may turn pinning off (--no-pin): on a shared machine a pinned process cannot flee a busy core.
+PIN = True
+
+
 def pinned(cpu: str, argv: list[str]) -> list[str]:
-    """Pin to one core when taskset exists and the core does (CI boxes may have one core)."""
-    if shutil.which("taskset") and int(cpu) < (os.cpu_count() or 1):
+    """Pin to one core when pinning is on, taskset exists and the core does (CI boxes may have one core)."""
+    if PIN and shutil.which("taskset") and int(cpu) < (os.cpu_count() or 1):
         return ["taskset", "-c", cpu, *argv]
     return argv
 

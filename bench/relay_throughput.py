@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import relay_harness
 from bench.relay_harness import (
     CHAT_BODY,
     LOAD_CPU,
@@ -78,8 +79,12 @@ def run(seconds: float, connections: int, skip_original: bool) -> None:
             )
 
         print(
-            f"relay_throughput: wrk -t1 -c{connections} -d{seconds:g}s POST chat body, load+upstream on "
-            f"core {LOAD_CPU}, system under test on core {SUT_CPU}"
+            f"relay_throughput: wrk -t1 -c{connections} -d{seconds:g}s POST chat body; "
+            + (
+                f"load+upstream on core {LOAD_CPU}, system under test on core {SUT_CPU}"
+                if relay_harness.PIN
+                else "unpinned"
+            )
         )
         results = {}
         expected = 0
@@ -138,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--skip-original", action="store_true", help="leave out the FastAPI/httpx baseline")
+    parser.add_argument("--no-pin", action="store_true", help="let the scheduler place every process")
     args = parser.parse_args(argv)
+    relay_harness.PIN = not args.no_pin
     run(args.seconds, args.connections, args.skip_original)
 
 
