@@ -109,7 +109,11 @@ class ProxmoxClient:
     @staticmethod
     def _connect(params):
         if not HAS_PROXMOXER:
-            raise ProxmoxError(f"proxmoxer is required: {PROXMOXER_IMPORT_ERROR}")
+            raise ProxmoxError(
+                f"proxmoxer and requests are required where the module runs: {PROXMOXER_IMPORT_ERROR};"
+                " run it on the controller (delegate_to: localhost) with"
+                " ansible_python_interpreter: '{{ ansible_playbook_python }}'"
+            )
         user = params.get("api_user")
         token_id = params.get("api_token_id")
         kwargs = dict(
