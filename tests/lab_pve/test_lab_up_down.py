@@ -52,7 +52,9 @@ echo VOLUMES $(ls "$STATE/pve/storage" 2>/dev/null | wc -l)
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
-def test_fresh_up_then_down_leaves_nothing():
+def test_fresh_up_then_down_leaves_nothing(lab):
+    # `lab` (the shared lab, outside the namespace) has built the template; the namespace has no
+    # network to build one.
     # Unprivileged containers need a rootfs path their mapped root can traverse (pytest's tmp is 0700).
     base = Path(tempfile.mkdtemp(prefix="lab-fresh-"))
     base.chmod(0o755)
