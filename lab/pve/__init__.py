@@ -21,6 +21,7 @@ async def start(ctx: LabContext) -> Cleanup:
 
     pve = Pve(ctx.section("pve"), ctx.state_dir)
     _stock_templates(pve)
+    await pve.recover()
     ctx.registry["pve"] = pve
     serve_cleanup = await ctx.serve(make_app(pve), int(ctx.section("pve")["port"]))
 

@@ -84,6 +84,13 @@ class Pve:
         self.locks: dict[int, asyncio.Lock] = {}
         self.started = time.time()
 
+    async def recover(self) -> None:
+        """After a daemon restart: finish what a vanished create/destroy task left half-made."""
+        for ct in list(self.state.containers.values()):
+            if ct.lock in ("create", "destroyed"):
+                log.warning("CT %s was left locked (%s) by a stopped daemon: removing it", ct.vmid, ct.lock)
+                await self._discard(ct)
+
     # --- helpers -------------------------------------------------------------------------------
     def check_node(self, node: str) -> None:
         if node not in self.nodes:
