@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from conftest import make_relay_dir
 from llm_relay import envelope as env
-from relay_support import raw_exchange, status_of
+from relay_support import UPSTREAM_KEYS, raw_exchange, status_of
 
 pytestmark = pytest.mark.slow
 SEED = 20261122
@@ -258,6 +258,9 @@ async def test_ten_thousand_malformed_requests_only_4xx(tmp_path, upstream):
         )
         assert not [s for s in relay_statuses if s >= 500 and s != 502], dict(relay_statuses)
         assert not relay_statuses.get(502)
+        log_text = log_path.read_text()
+        for secret in (token, keys[0], *UPSTREAM_KEYS):  # no secret in 10k lines of access log
+            assert secret not in log_text
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
