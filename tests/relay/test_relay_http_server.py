@@ -78,3 +78,20 @@ async def test_protocol_rejections_are_logged_without_tokens(relay):
     await asyncio.sleep(0.05)
     line = json.loads(relay.log.lines[-1])
     assert line["status"] == 431 and relay.token not in relay.log.lines[-1]
+
+
+async def test_chunked_request_body_is_forwarded_with_a_length(relay, upstream):
+    body = json.dumps(CHAT).encode()
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7]) for i in range(0, len(body), 7)
+    )
+    req = head(
+        "POST",
+        "/v1/chat/completions",
+        relay.token,
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    raw = await raw_exchange(port_of(relay), req.encode() + chunks + b"0\r\n\r\n")
+    assert status_of(raw) == 200 and b'"chat.completion"' in raw
+    seen = {k.lower(): v for k, v in upstream.state.requests[-1]["headers"].items()}
+    assert seen["content-length"] == str(len(body)) and "transfer-encoding" not in seen

@@ -109,6 +109,12 @@ class RelayApp:
             outcome.status = 499  # client went away (nginx's convention)
             outcome.client_gone = True
             raise
+        except ConnectionError:
+            # The client vanished while we were writing a stream to it: same as a disconnect.
+            outcome.status = 499
+            outcome.client_gone = True
+            request.conn.abort()
+            return None
         finally:
             self.in_flight -= 1
             self.metrics.in_flight -= 1

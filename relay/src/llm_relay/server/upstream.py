@@ -42,6 +42,9 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.exchanges = 0
         self._connect_buf: bytearray | None = None  # only while reading a proxy's CONNECT answer
+        # One parser for the connection's life: llhttp handles consecutive keep-alive responses, and a
+        # connection whose response ended abnormally (error, HEAD) is never reused.
+        self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
     def _reset(self) -> None:
@@ -197,7 +200,7 @@ class _Connection(asyncio.Protocol):
         self._reset()
         self.exchanges += 1
         self.head_only = head_only
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = self._parser
         assert self.transport is not None
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
