@@ -55,6 +55,8 @@ options:
   api_timeout:
     description:
       - Seconds to wait for one API request (not for a task; see the module's own timeout).
+      - Also how long a refused connection is tried again, so a restarting API (pveproxy reload) does not
+        fail the run; writes are retried only when they cannot have reached the server.
       - Falls back to E(PROXMOX_TIMEOUT).
     type: int
     default: 10

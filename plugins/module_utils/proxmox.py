@@ -21,9 +21,10 @@ except ImportError as exc:  # reported by the module through missing_required_li
 
 try:
     from requests.exceptions import ConnectionError as RequestsConnectionError
-    from requests.exceptions import SSLError, Timeout
+    from requests.exceptions import ConnectTimeout, SSLError, Timeout
 except ImportError:  # requests comes with proxmoxer's https backend; without it nothing connects anyway
     RequestsConnectionError = SSLError = Timeout = OSError
+    ConnectTimeout = None
 
 
 def proxmox_auth_argument_spec():
@@ -76,6 +77,29 @@ class TaskFailed(ProxmoxError):
         self.waited = waited  # seconds from the first poll until the failure was noticed
 
 
+class _Unreachable(Exception):
+    def __init__(self, msg, retryable):
+        super().__init__(msg)
+        self.msg = msg
+        self.retryable = retryable
+
+
+def _name_unknown(exc):
+    """A host name that does not resolve will not start resolving in a few seconds: fail at once."""
+    text = repr(exc)
+    return "Failed to resolve" in text or "Name or service not known" in text
+
+
+def _not_sent(exc):
+    """True when the request cannot have reached the server (refused, unreachable, connect timeout)."""
+    if isinstance(exc, SSLError):
+        return False
+    if ConnectTimeout is not None and isinstance(exc, ConnectTimeout):
+        return True
+    text = repr(exc)
+    return "NewConnectionError" in text or "Connection refused" in text
+
+
 def _api_error(exc, what):
     errors = exc.errors if isinstance(exc.errors, dict) else {}
     detail = "; ".join(f"{k}: {str(v).strip()}" for k, v in sorted(errors.items()))
@@ -101,9 +125,11 @@ class ProxmoxClient:
     POLL_FIRST = 0.1
     POLL_MAX = 0.5
     LOG_TAIL = 8
+    RETRY_PAUSE = 0.5
 
     def __init__(self, params):
         self.wait_seconds = 0.0
+        self.retry_window = params.get("api_timeout") or 10
         self.api = self._connect(params)
 
     @staticmethod
@@ -138,26 +164,51 @@ class ProxmoxClient:
                 "api_user is required (or a full api_token_id user@realm!name)", param="api_user"
             )
         host = params["api_host"]
-        try:
-            return ProxmoxAPI(host, user=user, **kwargs)
-        except AuthenticationError as exc:
-            raise ProxmoxError(
+        deadline = time.monotonic() + kwargs["timeout"]
+        while True:
+            try:
+                return ProxmoxAPI(host, user=user, **kwargs)
+            except (RequestsConnectionError, Timeout) as exc:
+                # A refused ticket request never reached the server: wait out an API restart.
+                if not _not_sent(exc) or _name_unknown(exc) or time.monotonic() >= deadline:
+                    raise ProxmoxClient._connect_error(exc, host, user, kwargs) from None
+                time.sleep(ProxmoxClient.RETRY_PAUSE)
+            except AuthenticationError as exc:
+                raise ProxmoxClient._connect_error(exc, host, user, kwargs) from None
+
+    @staticmethod
+    def _connect_error(exc, host, user, kwargs):
+        if isinstance(exc, AuthenticationError):
+            return ProxmoxError(
                 f"api_user/api_password: authentication failed for {user!r} at {host}: {exc}",
                 param="api_password",
                 status=401,
-            ) from None
-        except SSLError as exc:
-            raise ProxmoxError(
+            )
+        if isinstance(exc, SSLError):
+            return ProxmoxError(
                 f"ca_path/validate_certs: TLS verification of {host} failed: {exc}", param="ca_path"
-            ) from None
-        except (RequestsConnectionError, Timeout) as exc:
-            raise ProxmoxError(
-                f"api_host: cannot reach {host}:{kwargs['port']}: {exc}", param="api_host"
-            ) from None
+            )
+        return ProxmoxError(f"api_host: cannot reach {host}:{kwargs['port']}: {exc}", param="api_host")
 
     # -- raw calls ----------------------------------------------------------------------------------
     def call(self, method, path, **params):
-        """One API call; `path` is relative to /api2/json. Raises ApiError/ProxmoxError, never proxmoxer's."""
+        """One API call; `path` is relative to /api2/json. Raises ApiError/ProxmoxError, never proxmoxer's.
+
+        While the API restarts (pveproxy reloads, for one) connections are refused for a moment: such a
+        call is tried again for up to api_timeout seconds. Reads are retried after any connection
+        failure; writes only when the request cannot have reached the server.
+        """
+        deadline = time.monotonic() + self.retry_window
+        while True:
+            try:
+                return self._call_once(method, path, params)
+            except _Unreachable as exc:
+                if time.monotonic() >= deadline or not exc.retryable:
+                    raise ProxmoxError(exc.msg, param="api_host") from None
+                self.wait_seconds += self.RETRY_PAUSE
+                time.sleep(self.RETRY_PAUSE)
+
+    def _call_once(self, method, path, params):
         resource = self.api(path.strip("/"))
         what = f"{method} /{path.strip('/')}"
         try:
@@ -182,7 +233,8 @@ class ProxmoxClient:
                 f"ca_path/validate_certs: TLS verification failed: {exc}", param="ca_path"
             ) from None
         except (RequestsConnectionError, Timeout) as exc:
-            raise ProxmoxError(f"api_host: {what} failed: {exc}", param="api_host") from None
+            retryable = not _name_unknown(exc) and (method == "GET" or _not_sent(exc))
+            raise _Unreachable(f"api_host: {what} failed: {exc}", retryable) from None
         raise ValueError(f"unsupported method {method}")
 
     def get(self, path, **params):

@@ -47,6 +47,7 @@ class ScriptedTask:
 def client_for(task):
     client = pve.ProxmoxClient.__new__(pve.ProxmoxClient)
     client.wait_seconds = 0.0
+    client.retry_window = 10
     client.api = task
     return client
 
@@ -93,3 +94,33 @@ def test_a_missed_status_read_is_retried():
 def test_not_a_upid():
     with pytest.raises(pve.ProxmoxError):
         client_for(ScriptedTask(0, "OK")).wait_task("not-a-upid", timeout=1)
+
+
+def test_a_refused_write_is_retried_but_a_timed_out_write_is_not():
+    class Flaky:
+        def __init__(self, error, failures):
+            self.error, self.failures, self.posts = error, failures, 0
+
+        def __call__(self, path):
+            flaky = self
+
+            class Resource:
+                def post(self, **data):
+                    flaky.posts += 1
+                    if flaky.failures:
+                        flaky.failures -= 1
+                        raise flaky.error
+                    return "UPID:pve1:1:2:3:vzstart:9100:root@pam:"
+
+            return Resource()
+
+    refused = pve.RequestsConnectionError(
+        "HTTPSConnectionPool: NewConnectionError: [Errno 111] Connection refused"
+    )
+    api = Flaky(refused, failures=2)
+    assert client_for(api).call("POST", "nodes/pve1/lxc/9100/status/start").startswith("UPID:")
+    assert api.posts == 3
+    api = Flaky(pve.Timeout("Read timed out. (read timeout=10)"), failures=1)
+    with pytest.raises(pve.ProxmoxError) as err:
+        client_for(api).call("POST", "nodes/pve1/lxc/9100/status/start")
+    assert api.posts == 1 and err.value.param == "api_host"
