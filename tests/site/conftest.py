@@ -61,7 +61,7 @@ class Deployment:
             "relay_replicas": self.replicas,
             "relay_tunnel_name": f"llm-relay-{self.hostname}",
             "relay_artifacts_dir": str(self.artifacts_dir),
-            "relay_secrets_dir": str(self.secrets_dir),
+            "relay_controller_secrets_dir": str(self.secrets_dir),
         }
 
     def env(self) -> dict[str, str]:
