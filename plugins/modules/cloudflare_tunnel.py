@@ -35,7 +35,8 @@ options:
   rotate_secret:
     description:
       - Set a new random tunnel secret (32 bytes). Tokens built on the old secret stop working for new
-        connector connections; deploy the new RV(token) to the connectors.
+        connector connections; connectors already connected stay up until they restart, so deploy the
+        new RV(token) to every connector and restart them one at a time.
       - Cloudflare documents no rotation call for remotely-managed tunnels (the dashboard has "Rotate
         token"). The connector token is base64 JSON whose C(s) field is the tunnel secret, so the module
         PATCHes a fresh C(tunnel_secret) and reads the token again. This follows cloudflared's token format
