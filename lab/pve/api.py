@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from lab.pve import schema
+from lab.pve import faults, schema
 from lab.pve.auth import AuthError, Identity
 from lab.pve.errors import ApiError
 from lab.pve.service import Pve
@@ -121,16 +121,18 @@ def _error(request: web.Request, status: int, body: dict[str, Any], reason: str)
     return _reply(status, body, reason)
 
 
-async def faults(request: web.Request) -> web.Response:
-    """Lab control: GET shows, POST merges ({"storage_full": true}), DELETE clears the injected faults."""
+async def faults_control(request: web.Request) -> web.Response:
+    """Lab control for injected faults; see lab/pve/faults.py for the rules."""
     pve: Pve = request.app["pve"]
-    if request.method == "POST":
-        body = await request.json()
-        if not isinstance(body, dict) or not set(body) <= {"storage_full"}:
-            return web.json_response({"error": "known faults: storage_full (bool)"}, status=400)
-        pve.state.faults.update({k: bool(v) for k, v in body.items()})
-    elif request.method == "DELETE":
-        pve.state.faults.clear()
+    try:
+        if request.method == "POST":
+            faults.apply_request(pve.state.faults, await request.json())
+        elif request.method == "DELETE":
+            faults.clear(pve.state.faults, everything=request.query.get("all") in ("1", "true"))
+        elif request.method != "GET":
+            return web.json_response({"error": "GET, POST or DELETE"}, status=405)
+    except (faults.FaultError, json.JSONDecodeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
     pve.state.save()
     return web.json_response({"faults": pve.state.faults})
 
@@ -140,6 +142,6 @@ def make_app(pve: Pve) -> web.Application:
 
     app = web.Application(client_max_size=8 * 1024**2)
     app["pve"] = pve
-    app.router.add_route("*", "/_lab/faults", faults)
+    app.router.add_route("*", "/_lab/faults", faults_control)
     app.router.add_route("*", PREFIX + "/{tail:.*}", dispatch)
     return app

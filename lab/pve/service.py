@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -13,8 +12,9 @@ from typing import Any
 
 from lab import config as labconfig
 from lab import net
-from lab.pve import schema
+from lab.pve import faults, guest, schema
 from lab.pve.auth import Authenticator
+from lab.pve.configs import CREATE, ConfigOps, print_property_string
 from lab.pve.errors import ApiError
 from lab.pve.lxc import ID_SHIFT, Backend
 from lab.pve.state import ClusterState, Container
@@ -22,12 +22,7 @@ from lab.pve.storage import NodeStorage
 from lab.pve.tasks import Task, TaskFailed, TaskManager
 
 log = logging.getLogger("lab.pve")
-CREATE = ("/nodes/{node}/lxc", "POST")
-PUT_CONFIG = ("/nodes/{node}/lxc/{vmid}/config", "PUT")
 DEFAULT_ROOTFS_GIB = 4
-# Options PVE changes on a running container at once (the rest wait in [pending] until the next start).
-FASTPLUG = {"description", "onboot", "startup", "protection", "tags", "hookscript", "lock", "timezone"}
-HOTPLUG = {"memory", "swap", "cores", "cpulimit", "cpuunits"}
 # Keys accepted at create but never stored in the config (PVE consumes them).
 CREATE_ONLY = {
     "ostemplate",
@@ -47,20 +42,7 @@ CREATE_ONLY = {
 }
 
 
-def _random_mac() -> str:
-    # Proxmox's OUI, like the MACs PVE generates.
-    return "BC:24:11:" + ":".join(f"{b:02X}" for b in secrets.token_bytes(3))
-
-
-def print_property_string(values: dict[str, Any], first: str | None = None) -> str:
-    def fmt(v: Any) -> str:
-        return ("1" if v else "0") if isinstance(v, bool) else str(v)
-
-    keys = ([first] if first in values else []) + sorted(k for k in values if k != first)
-    return ",".join(f"{k}={fmt(values[k])}" for k in keys)
-
-
-class Pve:
+class Pve(ConfigOps):
     def __init__(self, cfg: dict[str, Any], state_dir: Path) -> None:
         self.cfg = cfg
         self.nodes: list[str] = list(cfg["nodes"])
@@ -109,27 +91,13 @@ class Pve:
         if ct.lock:
             raise ApiError(500, f"CT is locked ({ct.lock})")
 
-    def nets(self, conf: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {k: schema.property_string(*CREATE, k, v) for k, v in conf.items() if k.startswith("net")}
-
-    def features(self, conf: dict[str, Any]) -> dict[str, Any]:
-        return schema.property_string(*CREATE, "features", conf["features"]) if conf.get("features") else {}
-
-    def faults(self) -> dict[str, Any]:
-        return self.state.faults
+    def fault(self, name: str, task: str, vmid: int | None = None) -> bool:
+        return faults.active(self.state.faults, name, task, vmid)
 
     async def ct_state(self, vmid: int) -> tuple[str, int | None]:
         return await self.backend.state(vmid)
 
     # --- create --------------------------------------------------------------------------------
-    def normalize_net(self, key: str, value: str, old: str | None = None) -> str:
-        net = schema.property_string(*CREATE, key, value)
-        if "hwaddr" not in net:
-            prev = schema.property_string(*CREATE, key, old) if old else {}
-            net["hwaddr"] = prev.get("hwaddr") or _random_mac()
-        net.setdefault("type", "veth")
-        return print_property_string(net, "name")
-
     def create(self, node: str, p: dict[str, Any], user: str) -> Task:
         vmid: int = p["vmid"]
         existing = self.state.containers.get(vmid)
@@ -182,7 +150,7 @@ class Pve:
         storage = self.storages[ct.node]
         volume = storage.volume_dir(vmid)
         task.log(f"extracting archive '{template}'")
-        if self.faults().get("storage_full"):
+        if self.fault("storage_full", "vzcreate", vmid):
             task.log("tar: ./usr/lib/x86_64-linux-gnu/libc.so.6: Cannot write: No space left on device")
             raise TaskFailed(
                 f"unable to create CT {vmid} - command 'tar xpf - --zstd --totals --one-file-system -p "
@@ -193,7 +161,7 @@ class Pve:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(dir=self.dir, prefix=f".keys-{vmid}-") as workdir:
             # Key generation (seconds for RSA on a busy host) overlaps the extraction.
-            keygen = asyncio.create_task(self.backend.generate_host_keys(Path(workdir)))
+            keygen = asyncio.create_task(guest.generate_host_keys(Path(workdir)))
             try:
                 await self.backend.extract(template, volume, unpriv)
             except TaskFailed as exc:
@@ -205,7 +173,7 @@ class Pve:
             host_keys = await keygen
             for kind in ("rsa", "ecdsa", "ed25519"):
                 task.log(f"Creating SSH host key 'ssh_host_{kind}_key' - this may take some time ...")
-            await self.backend.first_boot_setup(
+            await guest.first_boot_setup(
                 volume, p.get("ssh-public-keys"), p.get("password"), shift, host_keys
             )
         await asyncio.to_thread(self._write, ct)
@@ -217,7 +185,7 @@ class Pve:
         nets = self.nets(ct.conf)
         volume = self.storages[ct.node].volume_dir(ct.vmid)
         shift = ID_SHIFT if ct.conf.get("unprivileged") else 0
-        self.backend.setup_guest(volume, conf, nets, shift)
+        guest.setup_guest(volume, conf, nets, shift)
         self.backend.write_config(ct.vmid, conf, nets, volume)
 
     async def _discard(self, ct: Container) -> None:
@@ -294,77 +262,6 @@ class Pve:
         return self.tasks.start(ct.node, "vzdestroy", str(ct.vmid), user, work)
 
     # --- config --------------------------------------------------------------------------------
-    async def update_config(self, ct: Container, p: dict[str, Any]) -> None:
-        if p.get("digest") and p["digest"] != ct.digest():
-            raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
-        deletes = schema.formats.split_list(p.get("delete", "")) if p.get("delete") else []
-        changes = {k: v for k, v in p.items() if k not in ("node", "vmid", "digest", "delete", "revert")}
-        both = set(deletes) & set(changes)
-        if both:
-            raise ApiError(400, f"can't set and delete the same option: {', '.join(sorted(both))}")
-        for key in deletes:
-            if key in ("rootfs", "arch", "ostype"):
-                raise ApiError(500, f"unable to delete required option '{key}'")
-        if "rootfs" in changes:
-            raise ApiError(500, "unable to modify read-only option: 'rootfs'")
-        view = self.state.with_pending(ct)
-        for key, value in list(changes.items()):
-            if key.startswith("net"):
-                changes[key] = self.normalize_net(key, value, view.get(key))
-        running = (await self.ct_state(ct.vmid))[0] == "running"
-        live: dict[str, Any] = {}
-        for key, value in [*((k, None) for k in deletes), *changes.items()]:
-            if not running or key in FASTPLUG:
-                target = ct.conf
-            elif key in HOTPLUG:
-                target, live[key] = ct.conf, value
-            else:
-                ct.pending[key] = value
-                continue
-            ct.pending.pop(key, None)
-            if value is None:
-                target.pop(key, None)
-            else:
-                target[key] = value
-        self.state.save()
-        if live:
-            try:
-                await self.backend.apply_limits(ct.vmid, ct.conf)
-            except TaskFailed as exc:
-                raise ApiError(500, f"unable to hot-plug {', '.join(sorted(live))}: {exc}") from None
-        if self.backend.exists(ct.vmid):
-            volume = self.storages[ct.node].volume_dir(ct.vmid)
-            conf = dict(ct.conf, vmid=ct.vmid, _features=self.features(ct.conf))
-            await asyncio.to_thread(self.backend.write_config, ct.vmid, conf, self.nets(ct.conf), volume)
-
-    def apply_pending(self, ct: Container) -> None:
-        if ct.pending:
-            ct.conf = self.state.with_pending(ct)
-            ct.pending = {}
-            self.state.save()
-
-    def pending_view(self, ct: Container) -> list[dict[str, Any]]:
-        out = []
-        for key in sorted(set(ct.conf) | set(ct.pending)):
-            item: dict[str, Any] = {"key": key}
-            if key in ct.conf:
-                item["value"] = _wire(ct.conf[key])
-            if key in ct.pending:
-                if ct.pending[key] is None:
-                    item["delete"] = 1
-                else:
-                    item["pending"] = _wire(ct.pending[key])
-            out.append(item)
-        return out
-
-    def config_view(self, ct: Container, current: bool = False) -> dict[str, Any]:
-        conf = ct.conf if current else self.state.with_pending(ct)
-        out: dict[str, Any] = {key: _wire(value) for key, value in conf.items()}
-        if ct.lock:
-            out["lock"] = ct.lock
-        out["digest"] = ct.digest()
-        return out
-
     async def statuses(self, containers: list[Container]) -> list[tuple[Container, dict[str, Any]]]:
         """status() of many containers at once (one lxc-info each, run concurrently), by vmid."""
         ordered = sorted(containers, key=lambda c: c.vmid)
@@ -398,10 +295,6 @@ class Pve:
         if ct.lock:
             out["lock"] = ct.lock
         return out
-
-
-def _wire(value: Any) -> Any:
-    return int(value) if isinstance(value, bool) else value
 
 
 def _size_bytes(rootfs: str) -> int:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.pve import faults
+
 
 @dataclass
 class Container:
@@ -38,7 +40,7 @@ class ClusterState:
         if path.exists():
             data = json.loads(path.read_text())
             self.containers = {int(k): Container(**v) for k, v in data.get("containers", {}).items()}
-            self.faults = data.get("faults", {})
+            self.faults = faults.normalize(data.get("faults", {}))
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

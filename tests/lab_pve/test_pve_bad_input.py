@@ -155,11 +155,24 @@ def set_faults(lab, **faults) -> dict:
     return r.json()["faults"]
 
 
+# Faults are scoped to this suite's vmids (and to downloads), so other suites running now are not hit.
+OUR_VMIDS = {"vmids": "9000-9099", "tasks": ["vzcreate"]}
+DOWNLOADS = {"tasks": ["download"]}
+
+
 @pytest.fixture
 def storage_full(lab):
-    assert set_faults(lab, storage_full=True) == {"storage_full": True}
+    faults = set_faults(lab, storage_full=True, **OUR_VMIDS)
+    assert {"vmids": [9000, 9099], "tasks": ["vzcreate"]} in faults["storage_full"]
     yield
-    requests.delete(faults_url(lab), verify=str(lab.ca_path), timeout=10)
+    set_faults(lab, storage_full=False, **OUR_VMIDS)
+
+
+@pytest.fixture
+def downloads_fail(lab):
+    set_faults(lab, storage_full=True, **DOWNLOADS)
+    yield
+    set_faults(lab, storage_full=False, **DOWNLOADS)
 
 
 def test_storage_full_fails_the_create_task_and_cleans_up(node, lab, vmid, template_volid, storage_full):
@@ -173,12 +186,16 @@ def test_storage_full_fails_the_create_task_and_cleans_up(node, lab, vmid, templ
     assert vmid not in [c["vmid"] for c in node.lxc.get()]
 
 
-def test_storage_full_fails_template_download(node, lab, storage_full):
+def test_storage_full_fails_template_download(node, lab, downloads_fail):
     template = node.aplinfo.get()[0]["template"]
     status = wait_task(node, node.aplinfo.post(storage=lab.pve_storage, template=template))
     assert "No space left on device" in status["exitstatus"]
 
 
-def test_fault_endpoint_refuses_unknown_faults(lab):
-    r = requests.post(faults_url(lab), json={"meteor": True}, verify=str(lab.ca_path), timeout=10)
-    assert r.status_code == 400
+@pytest.mark.parametrize(
+    "body",
+    [{"meteor": True}, {"storage_full": "yes"}, {"storage_full": True, "vmids": "a-b"}, {"vmids": "9000"}],
+)
+def test_fault_endpoint_refuses_malformed_requests(lab, body):
+    r = requests.post(faults_url(lab), json=body, verify=str(lab.ca_path), timeout=10)
+    assert r.status_code == 400 and "error" in r.json()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.pve import auth, schema
+from lab.pve import auth, faults, schema
 from lab.pve.tasks import TaskManager
 
 CREATE = ("/nodes/{node}/lxc", "POST")
@@ -131,3 +131,22 @@ async def test_task_lifecycle_and_upid_format(tmp_path):
     assert second.lines[-1] == "TASK ERROR: storage full"
     reloaded = TaskManager(tmp_path)
     assert reloaded.get(second.upid).exitstatus == "storage full"
+
+
+def test_fault_rules_are_scoped():
+    state: dict = {}
+    faults.apply_request(state, {"storage_full": True, "vmids": "9100-9199"})
+    faults.apply_request(state, {"storage_full": True, "tasks": ["download"]})
+    assert faults.active(state, "storage_full", "vzcreate", 9150)
+    assert not faults.active(state, "storage_full", "vzcreate", 9050)
+    assert faults.active(state, "storage_full", "download")
+    faults.apply_request(state, {"storage_full": True})  # global
+    assert faults.active(state, "storage_full", "vzcreate", 9050)
+    faults.clear(state, everything=False)  # DELETE: only the global rule goes
+    assert not faults.active(state, "storage_full", "vzcreate", 9050)
+    assert faults.active(state, "storage_full", "vzcreate", 9150)
+    faults.apply_request(state, {"storage_full": False, "vmids": [9199, 9100]})
+    assert not faults.active(state, "storage_full", "vzcreate", 9150)
+    faults.clear(state, everything=True)
+    assert state == {}
+    assert faults.normalize({"storage_full": True}) == {"storage_full": [{"vmids": None, "tasks": None}]}

@@ -108,7 +108,7 @@ async def aplinfo_download(call: Call) -> str:
     async def work(task: Task) -> None:
         task.log(f"starting template download from: http://download.proxmox.com/images/system/{name}")
         task.log(f"target file: {store.template_dir / name}")
-        if pve.faults().get("storage_full"):
+        if pve.fault("storage_full", "download"):
             task.log(f"write failed: {store.template_dir / name}: No space left on device")
             raise TaskFailed(f"download failed: {name}: No space left on device")
         store.install_template(source)  # type: ignore[arg-type]
