@@ -300,22 +300,31 @@ def new_tunnel_secret():
     return base64.b64encode(os.urandom(32)).decode("ascii")
 
 
-def fail_api(module, exc, what, **result):
-    """fail_json with Cloudflare's own code and message, naming what we were doing."""
-    module.fail_json(
-        msg=f"{what}: {exc.describe()}",
-        cloudflare_code=exc.code,
-        cloudflare_errors=exc.errors,
-        status_code=exc.status,
-        **result,
-    )
+# Which option to look at for Cloudflare's auth and routing refusals (the message alone names none).
+PARAMETER_HINTS = {
+    6003: "api_token",
+    6111: "api_token",
+    9106: "api_token",
+    9109: "api_token",
+    10000: "api_token (its permissions and the account/zone it covers)",
+}
 
 
-def run_module(module, run, what):
-    """Common tail of every module: build the client, run, map API errors to fail_json, exit."""
+def fail_api(module, exc, what, hints=None):
+    """fail_json with Cloudflare's own code and message, naming what we were doing and what to check."""
+    hint = {**PARAMETER_HINTS, **(hints or {})}.get(exc.code)
+    msg = f"{what}: {exc.describe()}" + (f"; check {hint}" if hint else "")
+    module.fail_json(msg=msg, cloudflare_code=exc.code, cloudflare_errors=exc.errors, status_code=exc.status)
+
+
+def run_module(module, run, what, hints=None):
+    """Common tail of every module: build the client, run, map API errors to fail_json, exit.
+
+    ``hints`` maps Cloudflare error codes to the module option that most likely caused them.
+    """
     client = CloudflareClient.from_module(module)
     try:
         result = run(module, client)
     except CloudflareAPIError as exc:
-        fail_api(module, exc, what)
+        fail_api(module, exc, what, hints)
     module.exit_json(**result)

@@ -326,9 +326,9 @@ def main():
     )
     if module.params["tunnel_id"] and module.params["type"] not in (None, "CNAME"):
         module.fail_json(msg=f"tunnel_id makes a CNAME record; type={module.params['type']} contradicts it")
-    run_module(
-        module, run, f"cloudflare_dns_record zone={module.params['zone']} name={module.params['name']}"
-    )
+    hints = {7003: "zone", 9000: "name", 81053: "name (another record already uses it)"}
+    params = module.params
+    run_module(module, run, f"cloudflare_dns_record zone={params['zone']} name={params['name']}", hints)
 
 
 if __name__ == "__main__":

@@ -239,7 +239,9 @@ def main():
         ),
         supports_check_mode=True,
     )
-    run_module(module, run, f"cloudflare_tunnel name={module.params['name']}")
+    run_module(
+        module, run, f"cloudflare_tunnel name={module.params['name']}", {1013: "name", 7003: "account_id"}
+    )
 
 
 if __name__ == "__main__":

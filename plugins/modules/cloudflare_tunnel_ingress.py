@@ -504,7 +504,7 @@ def main():
         supports_check_mode=True,
     )
     tunnel = module.params["tunnel_id"] or module.params["tunnel_name"]
-    run_module(module, run, f"cloudflare_tunnel_ingress tunnel={tunnel}")
+    run_module(module, run, f"cloudflare_tunnel_ingress tunnel={tunnel}", {7003: "tunnel_id", 1001: "rules"})
 
 
 if __name__ == "__main__":

@@ -154,3 +154,32 @@ def test_tunnel_secret_is_32_random_bytes(cf_utils):
     first, second = cf_utils.new_tunnel_secret(), cf_utils.new_tunnel_secret()
     assert len(base64.b64decode(first)) == 32
     assert first != second
+
+
+def test_fail_api_names_the_option_to_check(cf_utils):
+    captured = {}
+
+    class Module:
+        def fail_json(self, **kwargs):
+            captured.update(kwargs)
+
+    auth = cf_utils.CloudflareAPIError("Authentication error", code=10000, status=403, request="GET /zones")
+    cf_utils.fail_api(Module(), auth, "cloudflare_dns_record zone=lab.test name=a")
+    assert captured["msg"] == (
+        "cloudflare_dns_record zone=lab.test name=a: Cloudflare error 10000: Authentication error "
+        "(HTTP 403, GET /zones); check api_token (its permissions and the account/zone it covers)"
+    )
+    assert (captured["cloudflare_code"], captured["status_code"]) == (10000, 403)
+    route = cf_utils.CloudflareAPIError("Could not route", code=7003, status=400)
+    cf_utils.fail_api(Module(), route, "x", {7003: "zone"})
+    assert captured["msg"].endswith("; check zone")
+
+
+def test_error_chain_is_part_of_the_message(cf_utils, scripted_api):
+    chain = [{"code": 6111, "message": "Invalid format for Authorization header"}]
+    scripted_api.push(
+        400, envelope(errors=[{"code": 6003, "message": "Invalid request headers", "error_chain": chain}])
+    )
+    with pytest.raises(cf_utils.CloudflareAPIError) as caught:
+        client_for(cf_utils, scripted_api).request("get", "/zones")
+    assert caught.value.message == "Invalid request headers (6111: Invalid format for Authorization header)"
