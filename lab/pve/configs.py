@@ -57,9 +57,8 @@ class ConfigOps:
             raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
         deletes = schema.formats.split_list(p.get("delete", "")) if p.get("delete") else []
         changes = {k: v for k, v in p.items() if k not in ("node", "vmid", "digest", "delete", "revert")}
-        both = set(deletes) & set(changes)
-        if both:
-            raise ApiError(400, f"can't set and delete the same option: {', '.join(sorted(both))}")
+        for opt in sorted(set(deletes) & set(changes)):
+            raise schema.ParamError({"delete": f"you can't use '-{opt}' and -delete {opt}' at the same time"})
         for key in deletes:
             if key in ("rootfs", "arch", "ostype"):
                 raise ApiError(500, f"unable to delete required option '{key}'")

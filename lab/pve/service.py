@@ -158,6 +158,9 @@ class Pve(ConfigOps):
             )
         unpriv = bool(ct.conf.get("unprivileged"))
         shift = ID_SHIFT if unpriv else 0
+        # The vmid is free in the cluster state, so anything still on disk for it is debris of a crash.
+        await self.backend.destroy(vmid)
+        await asyncio.to_thread(storage.free_volume, vmid)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(dir=self.dir, prefix=f".keys-{vmid}-") as workdir:
             # Key generation (seconds for RSA on a busy host) overlaps the extraction.

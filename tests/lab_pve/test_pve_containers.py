@@ -112,6 +112,13 @@ def test_config_put_sets_and_deletes_with_digest(ct):
     assert "description" not in node.lxc(vmid).config.get()
 
 
+def test_config_put_cannot_set_and_delete_one_option(ct):
+    node, vmid = ct
+    with pytest.raises(ResourceException) as err:
+        node.lxc(vmid).config.put(description="x", delete="description")
+    assert err.value.status_code == 400 and "delete" in err.value.errors
+
+
 def test_config_put_with_stale_digest_is_refused(ct):
     node, vmid = ct
     stale = node.lxc(vmid).config.get()["digest"]
