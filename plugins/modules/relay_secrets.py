@@ -10,13 +10,13 @@ version_added: "0.1.0"
 description:
   - Keeps the secrets the project itself generates (client tokens and Fernet envelope keys) in one
     JSON file on the controller, mode C(0600) in a C(0700) directory, outside git.
-  - Secrets users supply (Proxmox and Cloudflare API tokens, provider keys) do not belong here: they come
+  - Secrets users supply (Proxmox and Cloudflare API tokens, provider keys) do not belong here; they come
     from ansible-vault or the environment.
   - Rotation happens in two phases so that no client request fails. C(phase=begin) creates new secrets
     while the old ones stay valid (the old client token is kept under the name C(<name>.previous), the new
     Fernet key goes first and the old ones still decrypt); clients switch to the new artifact; then
     C(phase=finish) drops the old ones.
-  - Runs on the controller (C(delegate_to: localhost) or a C(localhost) play).
+  - Runs on the controller (C(delegate_to=localhost) or a C(localhost) play).
 options:
   path:
     description: Directory of the store; the file is C(<path>/secrets.json). Created C(0700) when missing.
