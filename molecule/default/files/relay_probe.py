@@ -46,7 +46,8 @@ def read_stream(resp: requests.Response, started_file: str) -> dict:
         if data == "[DONE]":
             done_at = time.time()
             break
-        delta = json.loads(data)["choices"][0].get("delta", {}).get("content") or ""
+        choices = json.loads(data).get("choices") or [{}]  # the final usage chunk has no choices
+        delta = (choices[0].get("delta") or {}).get("content") or ""
         if delta and first_at is None:
             first_at = time.time()
             if started_file:
