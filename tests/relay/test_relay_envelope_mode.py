@@ -114,13 +114,28 @@ async def test_key_rotation_old_key_accepted_until_removed(relay, http):
     old_client = env.make_fernet([old])
     write_secret(relay.dir / "fernet-keys", f"{new}\n{old}\n")
     assert relay.server.reload()
+    new_client = env.make_fernet([new])
     async with http.post(
         relay.url + "/envelope", data=sealed_chat(old_client, relay.token, CHAT), headers=FERNET_CT
     ) as r:
         assert r.status == 200
-        # Answers are sealed with the newest key.
+        # Sealed under the key that opened the request: a client still on the old key reads it.
         sealed = await r.read()
-    assert env.open_response(env.make_fernet([new]), sealed).status == 200
+    assert env.open_response(old_client, sealed).status == 200
+    async with http.post(
+        relay.url + "/envelope",
+        data=sealed_chat(old_client, relay.token, {**CHAT, "stream": True}),
+        headers=FERNET_CT,
+    ) as r:
+        assert r.status == 200
+        events = [line[6:] for line in (await r.read()).split(b"\n") if line.startswith(b"data: ")]
+    assert env.open_stream_head(old_client, events[0])[0] == 200
+    assert all(env.open_stream_event(old_client, e) for e in events[1:])
+    async with http.post(
+        relay.url + "/envelope", data=sealed_chat(new_client, relay.token, CHAT), headers=FERNET_CT
+    ) as r:
+        sealed = await r.read()
+    assert env.open_response(new_client, sealed).status == 200
     write_secret(relay.dir / "fernet-keys", f"{new}\n")
     assert relay.server.reload()
     async with http.post(

@@ -61,11 +61,31 @@ def parse_keys(lines: Iterable[str]) -> list[bytes]:
     return keys
 
 
-def make_fernet(keys: Sequence[str | bytes]) -> MultiFernet:
-    """MultiFernet over `keys`, newest first: encrypts with the first, decrypts with any."""
+class KeyRing(MultiFernet):
+    """MultiFernet (newest key first) that can also tell which key opened a token.
+
+    The relay answers an envelope under the key that opened it: during a rotation the relay already holds
+    the new key first, while clients that still hold only the previous one must be able to read the answer.
+    """
+
+    def __init__(self, fernets: Sequence[Fernet]) -> None:
+        super().__init__(fernets)
+        self.fernets = tuple(fernets)
+
+    def decrypt_keyed(self, token: bytes, ttl: int | None = None) -> tuple[bytes, Fernet]:
+        for key in self.fernets:
+            try:
+                return (key.decrypt(token, ttl=ttl) if ttl else key.decrypt(token)), key
+            except InvalidToken:
+                continue
+        raise InvalidToken
+
+
+def make_fernet(keys: Sequence[str | bytes]) -> KeyRing:
+    """KeyRing over `keys`, newest first: encrypts with the first, decrypts with any."""
     if not keys:
         raise ValueError("at least one Fernet key is required")
-    return MultiFernet([Fernet(k if isinstance(k, bytes) else k.encode("ascii")) for k in keys])
+    return KeyRing([Fernet(k if isinstance(k, bytes) else k.encode("ascii")) for k in keys])
 
 
 def generate_key() -> str:
@@ -116,8 +136,16 @@ def _headers(value: object) -> dict[str, str]:
 
 
 def _decrypt(fernet: MultiFernet, data: bytes, ttl: int | None) -> dict:
+    return _decrypt_keyed(fernet, data, ttl)[0]
+
+
+def _decrypt_keyed(fernet: MultiFernet, data: bytes, ttl: int | None) -> tuple[dict, Fernet | MultiFernet]:
+    """The JSON document and the key that opened it (the whole MultiFernet when it cannot tell)."""
     try:
-        plain = fernet.decrypt(data, ttl=ttl) if ttl else fernet.decrypt(data)
+        if isinstance(fernet, KeyRing):
+            plain, key = fernet.decrypt_keyed(data, ttl)
+        else:
+            plain, key = (fernet.decrypt(data, ttl=ttl) if ttl else fernet.decrypt(data)), fernet
     except InvalidToken:
         # One message for wrong key, tampering and expiry: do not tell an attacker which.
         raise EnvelopeRejected("envelope rejected: wrong key, tampered or expired") from None
@@ -129,7 +157,7 @@ def _decrypt(fernet: MultiFernet, data: bytes, ttl: int | None) -> dict:
         raise EnvelopeError("envelope payload is not UTF-8 JSON") from None
     if not isinstance(doc, dict):
         raise EnvelopeError("envelope payload must be a JSON object")
-    return doc
+    return doc, key
 
 
 def _encrypt(fernet: MultiFernet, doc: dict) -> bytes:
@@ -153,7 +181,14 @@ def seal_request(fernet: MultiFernet, request: InnerRequest) -> bytes:
 
 def open_request(fernet: MultiFernet, data: bytes, ttl: int | None = DEFAULT_TTL) -> InnerRequest:
     """Decrypt and validate a request envelope. Raises EnvelopeError (400) or EnvelopeRejected (403)."""
-    doc = _decrypt(fernet, data.strip(), ttl)
+    return open_request_keyed(fernet, data, ttl)[0]
+
+
+def open_request_keyed(
+    fernet: MultiFernet, data: bytes, ttl: int | None = DEFAULT_TTL
+) -> tuple[InnerRequest, Fernet | MultiFernet]:
+    """`open_request`, plus the key that opened the envelope: the one to seal the answer with."""
+    doc, key = _decrypt_keyed(fernet, data.strip(), ttl)
     if doc.get("v") != VERSION:
         raise EnvelopeError("unsupported envelope version (expected v=1)")
     method, path, query = doc.get("method"), doc.get("path"), doc.get("query", "")
@@ -166,7 +201,7 @@ def open_request(fernet: MultiFernet, data: bytes, ttl: int | None = DEFAULT_TTL
     token = doc.get("token")
     if token is not None and not isinstance(token, str):
         raise EnvelopeError("envelope field 'token' must be a string")
-    return InnerRequest(
+    request = InnerRequest(
         method=method.upper(),
         path=path,
         query=query.removeprefix("?"),
@@ -174,6 +209,7 @@ def open_request(fernet: MultiFernet, data: bytes, ttl: int | None = DEFAULT_TTL
         body=_unb64(doc.get("body", ""), "body"),
         token=token,
     )
+    return request, key
 
 
 def seal_response(fernet: MultiFernet, response: InnerResponse) -> bytes:

@@ -310,13 +310,15 @@ class RelayApp:
         sealed = request.body
         info.bytes_in = len(sealed)
         try:
-            inner = envelope.open_request(state.fernet, sealed, ttl=state.settings.envelope_ttl)
+            inner, key = envelope.open_request_keyed(state.fernet, sealed, ttl=state.settings.envelope_ttl)
         except envelope.EnvelopeError as exc:
             raise RelayError(exc.status, exc.code, str(exc)) from None
         if not state.replay.check_and_add(sealed):
             raise RelayError(403, "envelope_replayed", "envelope already used (replay)")
         # From here on every answer, errors included, is sealed: the proxy learns nothing more.
-        reply = SealedReply(state.fernet)
+        # Sealed under the key that opened the request, so a client still on the previous key of a rotation
+        # reads the answer.
+        reply = SealedReply(key)
         info.path = inner.path if not inner.path.startswith("/t/") else "/t/***"
         try:
             token = inner.token or path_token or token_from_headers(request.headers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from cryptography.fernet import MultiFernet
+from cryptography.fernet import Fernet, MultiFernet
 
 from llm_relay import envelope
 
@@ -37,7 +37,7 @@ class StreamWriter:
 class SealedStreamWriter(StreamWriter):
     """Re-frames the provider's SSE stream: one Fernet token per upstream event."""
 
-    def __init__(self, request: Request, fernet: MultiFernet) -> None:
+    def __init__(self, request: Request, fernet: Fernet | MultiFernet) -> None:
         super().__init__(request)
         self.fernet = fernet
         self.splitter = envelope.SSESplitter()
@@ -81,7 +81,7 @@ class SealedReply(PlainReply):
 
     sealed = True
 
-    def __init__(self, fernet: MultiFernet) -> None:
+    def __init__(self, fernet: Fernet | MultiFernet) -> None:
         self.fernet = fernet
 
     def full(self, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
