@@ -1,0 +1,243 @@
+"""playbooks/rotate-credentials.yml under continuous load, and failover, on a 2-replica lab deployment.
+
+One deployment of site.yml for rotate.lab.test (containers rot-1 on pve1, rot-2 on pve2), shared by the
+tests of this module in order, and destroyed at the end with playbooks/destroy.yml:
+  - the full rotation (client token, Fernet key, provider keys, tunnel secret) while a load generator
+    (tests/site/loadgen.py) sends plain and streamed requests through the lab edge: no request fails, and
+    afterwards the old client token, the old Fernet key and the old tunnel token are refused;
+  - provider keys changed in the inventory reach the upstream after `--tags provider_keys`;
+  - one container stopped (clean shutdown through the PVE API) while the load runs: no request fails.
+Figures (wall time, requests sent/failed) are printed; run with `-s` to see them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from llm_relay import envelope
+from loadgen import LoadGenerator
+
+
+def _harness():
+    """tests/site/conftest.py under its own name: `from conftest import` may find another suite's."""
+    spec = importlib.util.spec_from_file_location("site_harness", Path(__file__).with_name("conftest.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _harness()
+REPO, assert_ok, deployment = harness.REPO, harness.assert_ok, harness.deployment
+
+pytestmark = pytest.mark.lab
+
+HOSTNAME, PREFIX, REPLICAS = "rotate.lab.test", "rot-", 2
+ROTATE = "playbooks/rotate-credentials.yml"
+STANDIN = REPO / "lab" / "cloudflared_standin" / "cloudflared"
+
+
+@pytest.fixture(scope="module")
+def deployed(lab, tmp_path_factory):
+    dep = deployment(tmp_path_factory, HOSTNAME, PREFIX, REPLICAS)
+    started = time.monotonic()
+    try:
+        run = dep.run("site.yml")
+        assert_ok(run)
+        print(f"\nsite.yml for {HOSTNAME}, {REPLICAS} replicas: {time.monotonic() - started:.0f} s")
+        yield dep
+    finally:
+        assert_ok(dep.run("playbooks/destroy.yml", "-e", "confirm=yes"))
+
+
+class Cloudflare:
+    """The lab's Cloudflare API emulator, read with the admin token (what the modules use)."""
+
+    def __init__(self, lab) -> None:
+        self.base = lab.cloudflare.url + "/client/v4"
+        self.account = lab.cloudflare.account_id
+        self.headers = {"Authorization": f"Bearer {lab.cloudflare.api_token}"}
+        self.verify = str(lab.ca_path)
+
+    def get(self, path: str, **params) -> object:
+        answer = requests.get(
+            self.base + path, headers=self.headers, params=params, verify=self.verify, timeout=30
+        ).json()
+        assert answer["success"], answer["errors"]
+        return answer["result"]
+
+    def tunnel_id(self, name: str) -> str:
+        (tunnel,) = self.get(f"/accounts/{self.account}/cfd_tunnel", name=name, is_deleted="false")
+        return tunnel["id"]
+
+    def token(self, tunnel_id: str) -> str:
+        return self.get(f"/accounts/{self.account}/cfd_tunnel/{tunnel_id}/token")
+
+    def connectors(self, tunnel_id: str) -> set[str]:
+        return {c["id"] for c in self.get(f"/accounts/{self.account}/cfd_tunnel/{tunnel_id}/connections")}
+
+
+def chat(dep, ca: Path, token: str) -> requests.Response:
+    return requests.post(
+        dep.url + "/v1/chat/completions",
+        json={"model": "lab/echo", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {token}"},
+        verify=str(ca),
+        timeout=30,
+    )
+
+
+def sealed_chat(dep, ca: Path, token: str, key: str) -> requests.Response:
+    inner = envelope.InnerRequest(
+        "POST",
+        "/v1/chat/completions",
+        headers={"Content-Type": "application/json"},
+        token=token,
+        body=json.dumps({"model": "lab/echo", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+    )
+    return requests.post(
+        dep.url + "/envelope",
+        data=envelope.seal_request(envelope.make_fernet([key]), inner),
+        headers={"Content-Type": envelope.CONTENT_TYPE},
+        verify=str(ca),
+        timeout=30,
+    )
+
+
+def standin_with(token: str, ca: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The cloudflared stand-in on this host, against the lab edge on loopback, with `token`."""
+    env = {
+        **os.environ,
+        "TUNNEL_TOKEN": token,
+        "LAB_EDGE_ADDR": "127.0.0.1:7844",
+        "LAB_EDGE_CA": str(ca),
+    }
+    argv = [sys.executable, str(STANDIN), "tunnel", "--no-autoupdate", "--metrics", "127.0.0.1:0"]
+    argv += ["--retries", "0", "--ha-connections", "1", "run"]
+    return subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+    )
+
+
+@pytest.mark.timeout(2400)  # includes the cold site.yml of the module's deployment
+def test_rotation_under_load_fails_no_request_and_old_credentials_are_refused(lab, deployed, tmp_path):
+    dep, ca = deployed, lab.ca_path
+    cloudflare = Cloudflare(lab)
+    tunnel_id = cloudflare.tunnel_id(f"llm-relay-{HOSTNAME}")
+    old_profile, old_tunnel_token = dep.client_profile(), cloudflare.token(tunnel_id)
+
+    load = LoadGenerator(dep.artifact, ca, concurrency=4)
+    started = time.monotonic()
+    with load:
+        run = dep.run(ROTATE, "-e", "relay_rotation_grace=5")
+        rotation_seconds = time.monotonic() - started
+        time.sleep(2)  # a few requests with the final credentials
+    stats = load.stats
+    print(f"\nrotate-credentials.yml: {rotation_seconds:.0f} s; load: {json.dumps(stats.summary())}")
+    assert_ok(run)
+    assert "Client config: " + str(dep.artifact) in run.output
+    assert stats.failed == 0, stats.failures[:10]
+    assert stats.sent >= 100 and all(stats.by_kind[k] > 0 for k in ("plain_stream", "sealed_stream"))
+    assert len(stats.by_credentials) == 2  # the generator really switched to the new artifact
+
+    new_profile = dep.client_profile()
+    assert new_profile["token"] != old_profile["token"]
+    assert new_profile["fernet_key"] != old_profile["fernet_key"]
+    # The old client token and the old Fernet key are refused, the new ones work.
+    assert chat(dep, ca, old_profile["token"]).status_code == 401
+    assert chat(dep, ca, new_profile["token"]).status_code == 200
+    refused = sealed_chat(dep, ca, new_profile["token"], old_profile["fernet_key"])
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "envelope_rejected"
+    answer = sealed_chat(dep, ca, new_profile["token"], new_profile["fernet_key"])
+    assert answer.status_code == 200
+    opened = envelope.open_response(envelope.make_fernet([new_profile["fernet_key"]]), answer.content)
+    assert opened.status == 200
+    # The old tunnel token cannot connect a connector any more; the new one is what the containers run.
+    new_tunnel_token = cloudflare.token(tunnel_id)
+    assert new_tunnel_token != old_tunnel_token
+    old = standin_with(old_tunnel_token, ca, tmp_path)
+    assert old.returncode == 1
+    assert 'Register tunnel error from server side error="Unauthorized: Invalid tunnel secret"' in old.stderr
+    assert len(cloudflare.connectors(tunnel_id)) == REPLICAS
+
+
+def inventory_providers() -> list[dict]:
+    sys.path.insert(0, str(REPO / "inventory" / "lab"))
+    try:
+        import lab_inventory
+    finally:
+        sys.path.pop(0)
+    return lab_inventory.lab_vars()["relay_providers"]
+
+
+def upstream_keys(lab, marker: str) -> list[str]:
+    log = requests.get(lab.upstream.url + "/_lab/requests", verify=str(lab.ca_path), timeout=30).json()
+    return [r["key"] for r in log["requests"] if r.get("headers", {}).get("X-Lab-Marker") == marker]
+
+
+@pytest.mark.timeout(1200)
+def test_provider_keys_changed_in_the_inventory_are_rolled_out_by_reload(lab, deployed):
+    dep, ca = deployed, lab.ca_path
+    first, second = lab.upstream.api_keys[:2]
+    providers = inventory_providers()
+    assert providers[0]["api_keys"] == [first]
+    providers[0]["api_keys"] = [second]
+    token = dep.client_profile()["token"]
+    with LoadGenerator(dep.artifact, ca, concurrency=2) as load:
+        run = dep.run(ROTATE, "--tags", "provider_keys", "-e", json.dumps({"relay_providers": providers}))
+    assert_ok(run)
+    assert load.stats.failed == 0, load.stats.failures[:10]
+    assert dep.client_profile()["token"] == token  # nothing else was rotated
+    marker = f"provider-keys-{time.time_ns()}"
+    for _ in range(4):  # both replicas
+        resp = requests.get(
+            dep.url + "/v1/models",
+            headers={"Authorization": f"Bearer {token}", "X-Lab-Marker": marker},
+            verify=str(ca),
+            timeout=30,
+        )
+        assert resp.status_code == 200
+    assert set(upstream_keys(lab, marker)) == {second}
+
+
+@pytest.mark.timeout(1200)  # includes destroy.yml at the end of the module
+def test_stopping_one_container_keeps_requests_succeeding(lab, deployed):
+    dep, ca = deployed, lab.ca_path
+    cloudflare = Cloudflare(lab)
+    tunnel_id = cloudflare.tunnel_id(f"llm-relay-{HOSTNAME}")
+    px = lab.proxmox()
+    ours = {c["name"]: (node, c["vmid"]) for node in lab.nodes for c in px.nodes(node).lxc.get()}
+    node, vmid = ours[f"{PREFIX}1"]
+    assert ours[f"{PREFIX}2"][0] != node  # 2 replicas on 2 nodes
+    lxc = px.nodes(node).lxc(vmid)
+    with LoadGenerator(dep.artifact, ca, concurrency=4) as load:
+        time.sleep(3)
+        wait_task(px, node, lxc.status.shutdown.post(timeout=60))
+        assert lxc.status.current.get()["status"] == "stopped"
+        time.sleep(5)  # only rot-2 serves now
+        during = load.stats.sent
+    print(f"\nfailover: {json.dumps(load.stats.summary())}")
+    assert load.stats.failed == 0, load.stats.failures[:10]
+    assert load.stats.sent > during > 0
+    assert len(cloudflare.connectors(tunnel_id)) == 1
+    wait_task(px, node, lxc.status.start.post())
+    deadline = time.monotonic() + 120
+    while len(cloudflare.connectors(tunnel_id)) < REPLICAS:
+        assert time.monotonic() < deadline, "the restarted replica's connector did not come back"
+        time.sleep(2)
+
+
+def wait_task(px, node: str, upid: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while (status := px.nodes(node).tasks(upid).status.get())["status"] != "stopped":
+        assert time.monotonic() < deadline, f"task {upid} still running"
+        time.sleep(1)
+    assert status.get("exitstatus") == "OK", status
