@@ -192,8 +192,11 @@ def main() -> None:
         module.fail_json(msg=f"path: cannot read {store}: {exc}")
     after = apply(before, p["client_names"], p["rotate"], p["phase"], generate=not module.check_mode)
     changed = after != {"client_tokens": before["client_tokens"], "fernet_keys": before["fernet_keys"]}
-    if module.check_mode and p["rotate"] and p["phase"] == "begin":
-        changed = True
+    if module.check_mode:
+        # Nothing was generated in check mode: say what would have been.
+        known = before["client_tokens"]
+        missing = any(n not in known for n in p["client_names"]) or not before["fernet_keys"]
+        changed = changed or missing or bool(p["rotate"] and p["phase"] == "begin")
     if changed and not module.check_mode:
         try:
             save(store, after)

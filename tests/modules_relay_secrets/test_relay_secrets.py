@@ -1,0 +1,148 @@
+"""relay_secrets through ansible-playbook: generation, 0600/0700, idempotence, two-phase rotation, check
+mode, and no secret in the output of tasks that register it with no_log."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+REPO = Path(__file__).resolve().parents[2]
+# An explicit `localhost` gets interpreter discovery: pin the controller's Python, as users do.
+PLAYBOOK = [
+    str(REPO / ".venv/bin/ansible-playbook"),
+    "-i",
+    "localhost,",
+    "-e",
+    f"ansible_python_interpreter={REPO}/.venv/bin/python",
+]
+TOKEN_SHAPE = r"^lrt_[A-Za-z0-9_-]{43}$"
+
+
+def run(tmp_path: Path, params: dict, *args: str) -> tuple[dict, str]:
+    """One relay_secrets task; returns its registered result (written to a file) and the play output."""
+    out = tmp_path / "result.json"
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "tasks": [
+                        {"relay_secrets": params, "register": "store", "no_log": True},
+                        {
+                            "ansible.builtin.copy": {"content": "{{ store | to_json }}", "dest": str(out)},
+                            "no_log": True,
+                            "check_mode": False,
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        [*PLAYBOOK, "-v", str(playbook), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(out.read_text()), proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "secrets" / "relay.example.com"
+
+
+def test_generates_once_with_private_modes(tmp_path: Path, store_dir: Path) -> None:
+    first, output = run(tmp_path, {"path": str(store_dir), "client_names": ["alice", "bob"]})
+    assert first["changed"] is True
+    names = [t["name"] for t in first["client_tokens"]]
+    assert names == ["alice", "bob"]
+    for entry in first["client_tokens"]:
+        assert __import__("re").match(TOKEN_SHAPE, entry["token"])
+        assert entry["token"] not in output
+    Fernet(first["fernet_key"].encode())  # a valid key
+    assert first["fernet_key"] not in output
+    assert stat.S_IMODE(store_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((store_dir / "secrets.json").stat().st_mode) == 0o600
+
+    again, _ = run(tmp_path, {"path": str(store_dir), "client_names": ["alice", "bob"]})
+    assert again["changed"] is False
+    assert again["client_tokens"] == first["client_tokens"] and again["fernet_keys"] == first["fernet_keys"]
+
+
+def test_two_phase_rotation_keeps_old_secrets_until_finish(tmp_path: Path, store_dir: Path) -> None:
+    before, _ = run(tmp_path, {"path": str(store_dir)})
+    begun, _ = run(
+        tmp_path, {"path": str(store_dir), "rotate": ["client_tokens", "fernet"], "phase": "begin"}
+    )
+    assert begun["changed"] is True
+    tokens = {t["name"]: t["token"] for t in begun["client_tokens"]}
+    assert tokens["default.previous"] == before["client_token"]
+    assert tokens["default"] == begun["client_token"] != before["client_token"]
+    assert begun["fernet_keys"][1:] == before["fernet_keys"] and begun["fernet_key"] != before["fernet_key"]
+
+    finished, _ = run(
+        tmp_path, {"path": str(store_dir), "rotate": ["client_tokens", "fernet"], "phase": "finish"}
+    )
+    assert finished["changed"] is True
+    assert finished["client_tokens"] == [{"name": "default", "token": begun["client_token"]}]
+    assert finished["fernet_keys"] == [begun["fernet_key"]]
+    idle, _ = run(
+        tmp_path, {"path": str(store_dir), "rotate": ["client_tokens", "fernet"], "phase": "finish"}
+    )
+    assert idle["changed"] is False
+
+
+def test_check_mode_writes_nothing(tmp_path: Path, store_dir: Path) -> None:
+    planned, _ = run(tmp_path, {"path": str(store_dir)}, "--check")
+    assert planned["changed"] is True
+    assert not store_dir.exists()
+    real, _ = run(tmp_path, {"path": str(store_dir)})
+    content = (store_dir / "secrets.json").read_text()
+    rotated, _ = run(tmp_path, {"path": str(store_dir), "rotate": ["fernet"]}, "--check")
+    assert rotated["changed"] is True and rotated["fernet_keys"] == real["fernet_keys"]
+    assert (store_dir / "secrets.json").read_text() == content
+
+
+def test_unreadable_store_is_a_clear_error(tmp_path: Path, store_dir: Path) -> None:
+    store_dir.mkdir(parents=True)
+    (store_dir / "secrets.json").write_text("{not json")
+    playbook = tmp_path / "bad.yml"
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "tasks": [{"relay_secrets": {"path": str(store_dir)}}],
+                }
+            ]
+        )
+    )
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        [*PLAYBOOK, str(playbook)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "path: cannot read" in proc.stdout
