@@ -1,0 +1,134 @@
+"""site.yml killed at each play boundary in turn, then re-run, converges: no orphan tunnel, record, container.
+
+One deployment for interrupt.lab.test (1 replica, container int-1) reused across the boundaries, to keep the
+runtime low: run k of site.yml is killed (SIGTERM or SIGINT to its whole process group, as a terminal or a CI
+runner does) the moment it prints the header of play k+1, so each re-run starts from the state the previous
+one was cut at (containers only; + Python; + tunnel/record; + services). After every cut there is at most one
+tunnel, one record and `relay_replicas` containers; a final uninterrupted run converges to exactly that and
+answers end to end; destroy.yml then removes everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+from deploy_state import LabState, harness, lxc_dirs
+
+REPO, assert_ok, deployment = harness.REPO, harness.assert_ok, harness.deployment
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
+
+HOSTNAME, PREFIX, REPLICAS = "interrupt.lab.test", "int-", 1
+PLAYS = 5  # plays in site.yml: containers, bootstrap, tunnel, services, verify
+
+
+def run_until_play(dep, play: int, sig: signal.Signals, timeout: float = 900) -> tuple[str, int]:
+    """Start site.yml and kill its process group when it prints the header of play number `play` (1-based).
+
+    Returns the output and the exit status. Fails when the run ends before reaching that play.
+    """
+    env = {**dep.env(), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        dep.command("site.yml"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    seen = 0
+    deadline = time.monotonic() + timeout
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("PLAY [") and not line.startswith("PLAY RECAP"):
+                seen += 1
+                if seen == play:
+                    os.killpg(proc.pid, sig)
+                    break
+            assert time.monotonic() < deadline, "".join(lines[-50:])
+        lines.extend(proc.stdout)  # what it prints while stopping
+        returncode = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = "".join(lines)
+    # Kept next to the deployment's secrets for a post-mortem of a failed convergence.
+    (dep.secrets_dir.parent / f"cut-before-play-{play}.log").write_text(output)
+    assert seen == play, f"site.yml ended before play {play}:\n{output[-6000:]}"
+    return output, returncode
+
+
+@pytest.fixture(scope="module")
+def state(lab) -> LabState:
+    return LabState(lab)
+
+
+@pytest.fixture(scope="module")
+def dep(lab, state, tmp_path_factory):
+    dep = deployment(tmp_path_factory, HOSTNAME, PREFIX, REPLICAS)
+    if any(vars(state.snapshot(dep)).values()):  # leftovers of a crashed earlier session
+        assert_ok(dep.run("playbooks/destroy.yml", "-e", "confirm=yes"))
+    try:
+        yield dep
+    finally:
+        snap = state.snapshot(dep)
+        if snap.containers or snap.tunnels or snap.records:
+            dep.run("playbooks/destroy.yml", "-e", "confirm=yes")
+
+
+def assert_no_orphans(state: LabState, dep, where: str) -> None:
+    snap = state.snapshot(dep)
+    assert len(snap.tunnels) <= 1, (where, snap.tunnels)
+    assert len(snap.records) <= 1, (where, snap.records)
+    assert len(snap.containers) <= REPLICAS, (where, snap.containers)
+
+
+def test_killed_at_each_play_boundary_then_rerun_converges(lab, state, dep):
+    signals = [signal.SIGTERM, signal.SIGINT]
+    for play in range(2, PLAYS + 1):
+        sig = signals[play % 2]
+        started = time.monotonic()
+        output, returncode = run_until_play(dep, play, sig)
+        took = time.monotonic() - started
+        print(f"\nkilled with {sig.name} at play {play}: exit {returncode} after {took:.0f} s")
+        assert returncode != 0, output[-3000:]
+        assert_no_orphans(state, dep, f"after the cut before play {play}")
+
+    started = time.monotonic()
+    final = dep.run("site.yml")
+    print(f"\nuninterrupted re-run: {time.monotonic() - started:.0f} s")
+    assert_ok(final)
+    snap = state.snapshot(dep)
+    assert [c["name"] for c in snap.containers] == ["int-1"]
+    assert snap.containers[0]["status"] == "running"
+    (tunnel,) = snap.tunnels
+    (record,) = snap.records
+    assert record["content"] == f"{tunnel['id']}.cfargotunnel.com"
+    # One connector per replica: cut runs left no second cloudflared behind.
+    assert len(state.connections(tunnel["id"])) == REPLICAS
+    profile = dep.client_profile()
+    answer = requests.post(
+        dep.url + "/v1/chat/completions",
+        json={"model": "lab/echo", "messages": [{"role": "user", "content": "after the cuts"}]},
+        headers={"Authorization": f"Bearer {profile['token']}"},
+        verify=str(lab.ca_path),
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert "after the cuts" in json.dumps(answer.json())
+
+    vmids = snap.vmids
+    assert_ok(dep.run("playbooks/destroy.yml", "-e", "confirm=yes"))
+    snap = state.snapshot(dep)
+    assert (snap.tunnels, snap.records, snap.containers) == ([], [], [])
+    assert lxc_dirs(vmids) == []
