@@ -7,7 +7,8 @@ playbooks write) is re-read if it changed, so the generator switches to a rotate
 user's client does when the file is replaced. A request counts as failed on any transport error, a status
 other than 200, an answer that cannot be opened, or a stream that ends without `data: [DONE]`.
 
-Bounded: at most `max_requests` requests and `max_seconds` seconds, `concurrency` threads. Loopback only:
+Bounded: at most `max_requests` requests, `max_seconds` seconds and `rate` requests per second (below the
+relay's per-client rate limit, so a 429 is a failure too), `concurrency` threads. Loopback only:
 the artifact's hostname must resolve to a loopback address (the lab edge); anything else is refused.
 
 Run by hand: `python -m tests.site.loadgen ARTIFACT --ca CA --seconds 30` prints the figures as JSON.
@@ -98,11 +99,13 @@ class LoadGenerator:
         concurrency: int = 4,
         max_requests: int = 20000,
         max_seconds: float = 1800,
-        pause: float = 0.05,
+        rate: float = 6.0,
     ) -> None:
         self.artifact, self.ca_path = Path(artifact), str(ca_path)
         self.concurrency, self.max_requests, self.max_seconds = concurrency, max_requests, max_seconds
-        self.pause = pause  # between one worker's requests: a steady load, not a flood
+        # At most `rate` requests per second in all: a steady load under the relay's per-client rate limit
+        # (600/min by default) even when a single replica takes all of it, not a flood.
+        self.pause = concurrency / rate
         self.stats = Stats()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -252,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-requests", type=int, default=20000)
+    parser.add_argument("--rate", type=float, default=6.0, help="requests per second in all")
     args = parser.parse_args(argv)
-    gen = LoadGenerator(args.artifact, args.ca, args.concurrency, args.max_requests, args.seconds)
+    gen = LoadGenerator(args.artifact, args.ca, args.concurrency, args.max_requests, args.seconds, args.rate)
     gen.start()
     try:
         while any(t.is_alive() for t in gen._threads):

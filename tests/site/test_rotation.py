@@ -180,7 +180,11 @@ def inventory_providers() -> list[dict]:
 
 def upstream_keys(lab, marker: str) -> list[str]:
     log = requests.get(lab.upstream.url + "/_lab/requests", verify=str(lab.ca_path), timeout=30).json()
-    return [r["key"] for r in log["requests"] if r.get("headers", {}).get("X-Lab-Marker") == marker]
+
+    def carries_marker(record: dict) -> bool:
+        return any(k.lower() == "x-lab-marker" and v == marker for k, v in record.get("headers", {}).items())
+
+    return [r["key"] for r in log["requests"] if carries_marker(r)]
 
 
 @pytest.mark.timeout(1200)
