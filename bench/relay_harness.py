@@ -34,6 +34,10 @@ COMPLETION = (
     '"choices":[{"index":0,"message":{"role":"assistant","content":"Hello, relay bench!"},'
     '"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}'
 )
+# The interpreter that runs the relay under test (`--relay-python`; "deployed" = deployed_python()).
+RELAY_PYTHON = sys.executable
+DEPLOYED_VENV = REPO / ".cache" / "bench-deployed-venv"
+SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 
 def free_port() -> int:
@@ -209,11 +213,40 @@ max_idle_connections = 2048
         self.log = self.dir / "access.log"
 
     def start(self, procs: Processes, cpu: str | None = SUT_CPU) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "llm_relay.server", "--config", str(self.dir / "relay.toml")]
+        argv = [RELAY_PYTHON, "-m", "llm_relay.server", "--config", str(self.dir / "relay.toml")]
         with self.log.open("wb") as log:
             proc = procs.start(pinned(cpu, argv) if cpu else argv, stderr=log)
         wait_port(self.port, proc)
         return proc
+
+
+def deployed_python() -> str:
+    """A venv on the distro's python3 with the relay and uvloop: what the relay role installs on a
+    Debian 12 container. Debian builds CPython with PGO+LTO; a default pyenv build (this project's .venv
+    on the dev machines) runs the relay ~20 % slower, so the interpreter matters to the figures."""
+    python = DEPLOYED_VENV / "bin" / "python"
+    if not SYSTEM_PYTHON.exists():
+        raise SystemExit(f"--relay-python deployed needs {SYSTEM_PYTHON}")
+    if not python.exists():
+        subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(DEPLOYED_VENV)], check=True)
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, f"{REPO / 'relay'}[fast]"], check=True)
+    return str(python)
+
+
+def set_relay_python(choice: str | None) -> None:
+    global RELAY_PYTHON
+    if choice == "deployed":
+        RELAY_PYTHON = deployed_python()
+    elif choice:
+        RELAY_PYTHON = choice
+    version = subprocess.run(
+        [RELAY_PYTHON, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    print(f"relay interpreter: {RELAY_PYTHON} (Python {version})")
 
 
 def post_lua(work: Path, name: str, path: str, body: str, headers: dict[str, str]) -> Path:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench import relay_harness
 from bench.relay_harness import (
     LOAD_CPU,
     REPO,
@@ -159,10 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--pin", action="store_true", help="pin origin+client and relay to separate cores")
     parser.add_argument("--origin", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--relay-python", help='interpreter for the relay: a path, or "deployed" (see relay_throughput)'
+    )
     args = parser.parse_args(argv)
     if args.origin:
         run_origin(args.origin)
         return
+    relay_harness.set_relay_python(args.relay_python)
     run(args.streams, args.events, args.interval, args.pin)
 
 

@@ -144,8 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--skip-original", action="store_true", help="leave out the FastAPI/httpx baseline")
     parser.add_argument("--no-pin", action="store_true", help="let the scheduler place every process")
+    parser.add_argument(
+        "--relay-python",
+        help='interpreter for the relay under test: a path, or "deployed" (a venv on /usr/bin/python3, '
+        "as the relay role installs it); default: this interpreter",
+    )
     args = parser.parse_args(argv)
     relay_harness.PIN = not args.no_pin
+    relay_harness.set_relay_python(args.relay_python)
     run(args.seconds, args.connections, args.skip_original)
 
 

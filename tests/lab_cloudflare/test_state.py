@@ -27,7 +27,11 @@ def test_state_survives_restart_and_connections_do_not(sdk, http, emulator, tmp_
         json={"type": "CNAME", "name": "relay", "content": f"{tunnel.id}.cfargotunnel.com", "proxied": True},
         timeout=10,
     )
-    emulator.call(emulator.state.connection_opened, tunnel.id, {"client_id": "connector-not-persisted", "client_version": "x"})
+    emulator.call(
+        emulator.state.connection_opened,
+        tunnel.id,
+        {"client_id": "connector-not-persisted", "client_version": "x"},
+    )
     path = tmp_path / "state.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds tunnel secrets
     # A name no hex id can contain: the check must not depend on random ids.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,11 @@ VERSION = 1
 DEFAULT_TTL = 120
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _SSE_DATA_PREFIX = b"data: "
+# Characters an inner request may not carry where they would break or smuggle into the HTTP head.
+_BAD_NAME = re.compile(r"[\r\n:\0 ]")
+_BAD_VALUE = re.compile(r"[\r\n\0]")
+_BAD_PATH = re.compile(r"[ \r\n\0?#]")
+_BAD_QUERY = re.compile(r"[ \r\n\0#]")
 
 
 class EnvelopeError(ValueError):
@@ -130,7 +136,7 @@ def _headers(value: object) -> dict[str, str]:
     ):
         raise EnvelopeError("envelope field 'headers' must be an object of strings")
     for k, v in value.items():
-        if not k or any(c in k for c in "\r\n:\0 ") or any(c in v for c in "\r\n\0"):
+        if not k or _BAD_NAME.search(k) or _BAD_VALUE.search(v):
             raise EnvelopeError("envelope field 'headers' holds an invalid header")
     return dict(value)
 
@@ -194,9 +200,9 @@ def open_request_keyed(
     method, path, query = doc.get("method"), doc.get("path"), doc.get("query", "")
     if not isinstance(method, str) or method.upper() not in METHODS:
         raise EnvelopeError("envelope field 'method' must be an HTTP method")
-    if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in " \r\n\0?#"):
+    if not isinstance(path, str) or not path.startswith("/") or _BAD_PATH.search(path):
         raise EnvelopeError("envelope field 'path' must be an absolute path without query")
-    if not isinstance(query, str) or any(c in query for c in " \r\n\0#"):
+    if not isinstance(query, str) or _BAD_QUERY.search(query):
         raise EnvelopeError("envelope field 'query' must be a string")
     token = doc.get("token")
     if token is not None and not isinstance(token, str):

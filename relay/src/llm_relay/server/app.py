@@ -162,22 +162,19 @@ class RelayApp:
         bytes_out = outcome.bytes_out
         if response is not None and not outcome.streamed:
             bytes_out = len(response.body)
-        fields = {
-            "event": "request",
-            "token": info.token_name,
-            "provider": info.provider,
-            "method": request.method,
-            "path": info.path,
-            "status": status,
-            "duration_ms": round(duration * 1000, 3),
-            "bytes_in": info.bytes_in,
-            "bytes_out": bytes_out,
-            "envelope": info.envelope,
-            "stream": outcome.streamed,
-        }
-        if outcome.upstream_error:
-            fields["upstream_error"] = outcome.upstream_error
-        self.access_log.write(fields)
+        self.access_log.request(
+            info.token_name,
+            info.provider,
+            request.method,
+            info.path,
+            status,
+            duration,
+            info.bytes_in,
+            bytes_out,
+            info.envelope,
+            outcome.streamed,
+            outcome.upstream_error,
+        )
 
     async def _dispatch(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import RelayError
-from .headers import client_response_headers, header_value
+from .headers import client_response_headers
 from .http11 import Request, Response
 from .metrics import Metrics
 from .reply import PlainReply, StreamWriter
@@ -107,9 +107,9 @@ async def forward(
         outcome.upstream_error = exc.kind
         raise
     try:
-        headers = client_response_headers(conn.headers)
+        headers, content_type = client_response_headers(conn.headers)
         outcome.status = conn.status
-        if header_value(headers, "content-type").startswith("text/event-stream"):
+        if content_type.startswith("text/event-stream"):
             return await _relay_stream(request, conn, headers, reply, outcome, metrics, ps.idle_timeout)
         chunks: list[bytes] = []
         size = 0

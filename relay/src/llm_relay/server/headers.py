@@ -72,19 +72,29 @@ def upstream_request_headers(client: Iterable[tuple[str, str]], envelope: bool) 
     return out
 
 
-def client_response_headers(upstream: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """Provider response headers to pass back (Retry-After, X-Generation-Id, rate-limit headers...)."""
-    pairs = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream]
-    named = _connection_named(pairs)
-    return [(n, v) for n, v in pairs if n.lower() not in _RESPONSE_DROP and n.lower() not in named]
+_RESPONSE_DROP_BYTES = frozenset(n.encode() for n in _RESPONSE_DROP)
 
 
-def header_value(pairs: Iterable[tuple[str, str]], name: str, default: str = "") -> str:
-    low = name.lower()
-    for n, v in pairs:
-        if n.lower() == low:
-            return v
-    return default
+def client_response_headers(upstream: Iterable[tuple[bytes, bytes]]) -> tuple[list[tuple[str, str]], str]:
+    """Provider response headers to pass back (Retry-After, X-Generation-Id, rate-limit headers...), and
+    the response's Content-Type. One pass on the raw pairs: this runs on every request."""
+    out: list[tuple[str, str]] = []
+    named: set[str] = set()
+    content_type = ""
+    for raw_name, raw_value in upstream:
+        low = raw_name.lower()
+        if low in _RESPONSE_DROP_BYTES:
+            if low == b"connection":
+                value = raw_value.decode("latin-1")
+                named.update(t.strip().lower() for t in value.split(",") if t.strip())
+            continue
+        value = raw_value.decode("latin-1")
+        if low == b"content-type" and not content_type:
+            content_type = value
+        out.append((raw_name.decode("latin-1"), value))
+    if named:
+        out = [(n, v) for n, v in out if n.lower() not in named]
+    return out, content_type
 
 
 def as_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:

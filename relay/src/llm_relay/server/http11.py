@@ -122,13 +122,15 @@ class _Clock:
 
 
 def _head(status: int, headers: list[tuple[str, str]], extra: bytes) -> bytes:
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
-    for name, value in headers:
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-    parts.append(b"Server: " + SERVER_NAME + b"\r\nDate: " + _Clock.date() + b"\r\n")
-    parts.append(extra)
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1")
+    return b"HTTP/1.1 %d %s\r\n%sServer: %s\r\nDate: %s\r\n%s\r\n" % (
+        status,
+        _REASONS.get(status, b"Unknown"),
+        fields,
+        SERVER_NAME,
+        _Clock.date(),
+        extra,
+    )
 
 
 class HttpServer:

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from json.encoder import encode_basestring_ascii as _quote  # C-accelerated JSON string quoting
 from typing import Any, TextIO
 
 
@@ -63,7 +64,36 @@ class AccessLog:
         if not self.enabled:
             return
         fields["ts"] = round(time.time(), 3)
-        line = self._dumps(fields) + "\n"
+        self._add(self._dumps(fields) + "\n")
+
+    def request(
+        self,
+        token: str,
+        provider: str,
+        method: str,
+        path: str,
+        status: int,
+        duration_s: float,
+        bytes_in: int,
+        bytes_out: int,
+        envelope: bool,
+        stream: bool,
+        upstream_error: str = "",
+    ) -> None:
+        """The access line of one answered request: the same JSON object as `write()` would produce for
+        these fields, formatted directly (a dict + the generic encoder was ~10 % of a request's CPU)."""
+        if not self.enabled:
+            return
+        error = f',"upstream_error":{_quote(upstream_error)}' if upstream_error else ""
+        self._add(
+            f'{{"event":"request","token":{_quote(token)},"provider":{_quote(provider)},'
+            f'"method":{_quote(method)},"path":{_quote(path)},"status":{status:d},'
+            f'"duration_ms":{duration_s * 1000:.3f},"bytes_in":{bytes_in:d},"bytes_out":{bytes_out:d},'
+            f'"envelope":{"true" if envelope else "false"},"stream":{"true" if stream else "false"}'
+            f'{error},"ts":{time.time():.3f}}}\n'
+        )
+
+    def _add(self, line: str) -> None:
         if not self.flush_interval:
             self._emit(line)
             return
