@@ -137,11 +137,29 @@ async def faults_control(request: web.Request) -> web.Response:
     return web.json_response({"faults": pve.state.faults})
 
 
+async def unlock_control(request: web.Request) -> web.Response:
+    """Lab control standing in for `pct unlock VMID` on the node (the API cannot remove a lock: PUT
+    config refuses any change on a locked CT). POST {"vmid": N} -> {"vmid": N, "was": lock or null}."""
+    pve: Pve = request.app["pve"]
+    try:
+        body = await request.json()
+        vmid = body["vmid"] if isinstance(body, dict) else None
+        if isinstance(vmid, bool) or not isinstance(vmid, int):
+            raise ValueError("'vmid' must be an integer")
+        was = pve.unlock(vmid)
+    except (ValueError, json.JSONDecodeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    except KeyError:
+        return web.json_response({"error": "no such container"}, status=404)
+    return web.json_response({"vmid": vmid, "was": was})
+
+
 def make_app(pve: Pve) -> web.Application:
     from lab.pve import handlers  # noqa: F401  (registers the routes)
 
     app = web.Application(client_max_size=8 * 1024**2)
     app["pve"] = pve
     app.router.add_route("*", "/_lab/faults", faults_control)
+    app.router.add_post("/_lab/unlock", unlock_control)
     app.router.add_route("*", PREFIX + "/{tail:.*}", dispatch)
     return app

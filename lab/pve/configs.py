@@ -57,6 +57,11 @@ class ConfigOps:
             raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
         deletes = schema.formats.split_list(p.get("delete", "")) if p.get("delete") else []
         changes = {k: v for k, v in p.items() if k not in ("node", "vmid", "digest", "delete", "revert")}
+        if "lock" in changes or "lock" in deletes:
+            # `lock` is the config lock itself (PVE keeps it as `lock:` in the config file): setting it locks
+            # the CT; it can only be set on an unlocked CT, the handler checked that.
+            ct.lock = changes.pop("lock", None)
+            deletes = [d for d in deletes if d != "lock"]
         for opt in sorted(set(deletes) & set(changes)):
             raise schema.ParamError({"delete": f"you can't use '-{opt}' and -delete {opt}' at the same time"})
         for key in deletes:

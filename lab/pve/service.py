@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,37 @@ class Pve(ConfigOps):
         return self.locks.setdefault(vmid, asyncio.Lock())
 
     def check_unlocked(self, ct: Container) -> None:
+        """PUT config checks the lock in the request itself: a locked CT is an HTTP 500."""
         if ct.lock:
             raise ApiError(500, f"CT is locked ({ct.lock})")
+
+    def _guarded(
+        self,
+        ct: Container,
+        kind: str,
+        user: str,
+        work: Callable[[Task], Awaitable[None]],
+        skiplock: bool = False,
+    ) -> Task:
+        """A power/destroy task. PVE checks the config lock inside the worker, so on a locked CT the API
+        call succeeds (a UPID) and the *task* fails with "CT is locked (<lock>)"."""
+
+        async def guarded(task: Task) -> None:
+            async with self.lock(ct.vmid):
+                if ct.lock and not skiplock:
+                    raise TaskFailed(f"CT is locked ({ct.lock})")
+                await work(task)
+
+        return self.tasks.start(ct.node, kind, str(ct.vmid), user, guarded)
+
+    def unlock(self, vmid: int) -> str | None:
+        """`pct unlock VMID` (lab control): drop the config lock; returns the lock that was held."""
+        ct = self.state.containers.get(vmid)
+        if ct is None:
+            raise KeyError(vmid)
+        held, ct.lock = ct.lock, None
+        self.state.save()
+        return held
 
     def fault(self, name: str, task: str, vmid: int | None = None) -> bool:
         return faults.active(self.state.faults, name, task, vmid)
@@ -218,42 +248,45 @@ class Pve(ConfigOps):
             msg = "already running" if state == "running" else "not running"
             raise ApiError(500, f"CT {ct.vmid} {msg}")
 
-    def start(self, ct: Container, user: str) -> Task:
+    def start(self, ct: Container, user: str, skiplock: bool = False) -> Task:
         async def work(task: Task) -> None:
-            async with self.lock(ct.vmid):
-                await self._start(task, ct)
+            await self._start(task, ct)
 
-        return self.tasks.start(ct.node, "vzstart", str(ct.vmid), user, work)
+        return self._guarded(ct, "vzstart", user, work, skiplock)
 
-    def stop(self, ct: Container, user: str) -> Task:
+    def stop(self, ct: Container, user: str, skiplock: bool = False) -> Task:
         async def work(task: Task) -> None:
-            async with self.lock(ct.vmid):
-                await self.backend.stop(ct.vmid)
+            await self.backend.stop(ct.vmid)
 
-        return self.tasks.start(ct.node, "vzstop", str(ct.vmid), user, work)
+        return self._guarded(ct, "vzstop", user, work, skiplock)
 
     def shutdown(self, ct: Container, user: str, timeout: int, force: bool) -> Task:
         async def work(task: Task) -> None:
-            async with self.lock(ct.vmid):
-                try:
-                    await self.backend.stop(ct.vmid, grace=timeout)
-                except TaskFailed:
-                    if not force:
-                        raise TaskFailed("shutdown failed - container did not stop in time") from None
-                    task.log("shutdown timed out, stopping container (forceStop)")
-                    await self.backend.stop(ct.vmid)
+            try:
+                await self.backend.stop(ct.vmid, grace=timeout)
+            except TaskFailed:
+                if not force:
+                    raise TaskFailed("shutdown failed - container did not stop in time") from None
+                task.log("shutdown timed out, stopping container (forceStop)")
+                await self.backend.stop(ct.vmid)
 
-        return self.tasks.start(ct.node, "vzshutdown", str(ct.vmid), user, work)
+        return self._guarded(ct, "vzshutdown", user, work)
 
     def reboot(self, ct: Container, user: str) -> Task:
         async def work(task: Task) -> None:
-            async with self.lock(ct.vmid):
-                await self.backend.stop(ct.vmid, grace=60)
-                await self._start(task, ct)
+            await self.backend.stop(ct.vmid, grace=60)
+            await self._start(task, ct)
 
-        return self.tasks.start(ct.node, "vzreboot", str(ct.vmid), user, work)
+        return self._guarded(ct, "vzreboot", user, work)
 
     def destroy(self, ct: Container, user: str, force: bool) -> Task:
+        if ct.lock:  # refused inside the task, as PVE does; the CT keeps its lock and its disk
+            held = ct.lock
+
+            async def refused(task: Task) -> None:
+                raise TaskFailed(f"CT is locked ({held})")
+
+            return self.tasks.start(ct.node, "vzdestroy", str(ct.vmid), user, refused)
         ct.lock = "destroyed"
 
         async def work(task: Task) -> None:

@@ -206,6 +206,9 @@ options:
     description:
       - Seconds to wait for each Proxmox task (create, start, stop, delete, download) and, after a start,
         for the DHCP addresses of the container's interfaces.
+      - Also how long to wait for the config lock of an existing container (held by a backup, snapshot,
+        migration or another create) to be released before changing it; the module fails naming the lock
+        if it is still held then.
     type: int
     default: 120
 notes:
@@ -393,6 +396,11 @@ task_log:
   returned: when a Proxmox task failed
   type: list
   elements: str
+lock:
+  description: The config lock that was still held when the module gave up waiting (see O(timeout)).
+  returned: when the container stayed locked
+  type: str
+  sample: backup
 task_wait_s:
   description: Seconds the module spent waiting on the failed task before it noticed the failure.
   returned: when a Proxmox task failed
@@ -787,6 +795,29 @@ class LxcRun:
         raw = self.client.get(f"nodes/{node}/lxc/{vmid}/config")
         return raw, normalise_config(raw)
 
+    def wait_unlocked(self, node, vmid, lock):
+        """Wait until the container's config lock is released: PVE refuses config changes on a locked
+        container and fails its power and destroy tasks, and the locks users meet (a nightly backup, a
+        snapshot, a migration, a create still running) end by themselves."""
+        if self.check:
+            self.module.warn(f"container {vmid} is locked ({lock}); a real run waits up to {self.timeout}s")
+            return
+        started = time.monotonic()
+        try:
+            while lock:
+                if time.monotonic() - started > self.timeout:
+                    raise Failure(
+                        f"vmid: container {vmid} on {node} is still locked ({lock}) after {self.timeout}s:"
+                        " a backup, snapshot, migration or create holds it; run again when it ends (or, if"
+                        f" the lock is stale, `pct unlock {vmid}` on {node})",
+                        lock=lock,
+                    )
+                time.sleep(1)
+                lock = self.client.get(f"nodes/{node}/lxc/{vmid}/config").get("lock")
+        finally:
+            self.client.wait_seconds += time.monotonic() - started
+        self.actions.append(f"waited {time.monotonic() - started:.0f}s for the lock of {vmid} to be released")
+
     def task(self, upid, what):
         for warning in self.client.wait_task(upid, self.timeout, what):
             self.module.warn(warning)
@@ -1009,6 +1040,11 @@ class LxcRun:
                     f"node: container {vmid} is on {node}, not {params['node']}; it is managed there"
                 )
             raw, current = self.read_config(node, vmid)
+            if raw.get("lock"):
+                self.wait_unlocked(node, vmid, raw["lock"])
+                if not self.check:  # what held the lock may have changed the container: read it again
+                    res = self.find() or res
+                    raw, current = self.read_config(node, vmid)
             predicted = self.update(res, raw, current)
             status = res.get("status", "stopped")
         was = status
@@ -1051,7 +1087,14 @@ class LxcRun:
                 self.params["vmid"], self.params["node"], self.params["hostname"], "absent", {}, []
             )
         node, vmid = res["node"], int(res["vmid"])
-        _raw, current = self.read_config(node, vmid)
+        raw, current = self.read_config(node, vmid)
+        if raw.get("lock"):
+            self.wait_unlocked(node, vmid, raw["lock"])
+            if not self.check:
+                res = self.find()
+                if res is None:  # what held the lock was its removal
+                    return self.absent(None)
+                raw, current = self.read_config(node, vmid)
         self.changed = True
         self.diff_before = dict(public_config(current), status=res.get("status"))
         self.diff_after = {"status": "absent"}

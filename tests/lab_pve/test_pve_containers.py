@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+import requests
 from proxmoxer.core import ResourceException
 from pve_support import check_keys, container_ipv4, destroy, free_vmid, schema_keys, wait_idle, wait_task
 
@@ -204,6 +205,32 @@ def test_running_container_hotplugs_limits_and_keeps_the_rest_pending(ct):
     assert node.lxc(vmid).config.get(current=1)["hostname"] == "renamed-ct"
     attach = ["lxc-attach", "-P", str(config.lxc_path()), "-n", str(vmid), "--", "hostname"]
     assert subprocess.run(attach, capture_output=True, text=True, check=True).stdout.strip() == "renamed-ct"
+
+
+def test_a_config_lock_fails_tasks_not_calls_and_only_pct_unlock_lifts_it(ct, lab):
+    """As PVE: `lock` set through PUT config locks the CT; config changes are then refused in the call
+    (HTTP 500), power actions are accepted and their *task* fails; the API cannot unlock (PUT config is
+    refused too), the node's `pct unlock` (lab control) can."""
+    node, vmid = ct
+    node.lxc(vmid).config.put(lock="backup")
+    try:
+        assert node.lxc(vmid).config.get()["lock"] == "backup"
+        for change in ({"description": "during a backup"}, {"delete": "lock"}):
+            with pytest.raises(ResourceException) as err:
+                node.lxc(vmid).config.put(**change)
+            assert err.value.status_code == 500 and "CT is locked (backup)" in err.value.content
+        upid = node.lxc(vmid).status.reboot.post()
+        assert wait_task(node, upid)["exitstatus"] == "CT is locked (backup)"
+        assert node.lxc(vmid).status.current.get()["status"] == "running"
+    finally:
+        unlocked = requests.post(
+            f"https://127.0.0.1:{lab.pve_port}/_lab/unlock",
+            json={"vmid": vmid},
+            verify=str(lab.ca_path),
+            timeout=10,
+        )
+    assert unlocked.json() == {"vmid": vmid, "was": "backup"}
+    assert "lock" not in node.lxc(vmid).config.get()
 
 
 def test_reboot_then_shutdown(ct):

@@ -58,7 +58,6 @@ async def index(call: Call) -> list[dict[str, str]]:
 @route("DELETE", BASE)
 async def destroy(call: Call) -> str:
     pve, ct = call.pve, _ct(call)
-    pve.check_unlocked(ct)
     state, _ = await pve.ct_state(ct.vmid)
     if state == "running" and not call.params.get("force"):
         raise ApiError(500, f"CT {ct.vmid} is running - destroy failed")
@@ -96,25 +95,23 @@ async def status_current(call: Call) -> dict[str, Any]:
     return await call.pve.status(_ct(call))
 
 
-async def _ready(call: Call, state: str, skiplock: bool = False):
-    """The container, unlocked (unless skiplock) and in `state`, or PVE's error."""
+async def _ready(call: Call, state: str):
+    """The container in `state`, or PVE's error. (The config lock is checked by the task, not here.)"""
     pve, ct = call.pve, _ct(call)
-    if not skiplock:
-        pve.check_unlocked(ct)
     await pve.require_state(ct, state)
     return pve, ct
 
 
 @route("POST", BASE + "/status/start")
 async def start(call: Call) -> str:
-    pve, ct = await _ready(call, "stopped", bool(call.params.get("skiplock")))
-    return pve.start(ct, call.user).upid
+    pve, ct = await _ready(call, "stopped")
+    return pve.start(ct, call.user, bool(call.params.get("skiplock"))).upid
 
 
 @route("POST", BASE + "/status/stop")
 async def stop(call: Call) -> str:
-    pve, ct = await _ready(call, "running", bool(call.params.get("skiplock")))
-    return pve.stop(ct, call.user).upid
+    pve, ct = await _ready(call, "running")
+    return pve.stop(ct, call.user, bool(call.params.get("skiplock"))).upid
 
 
 @route("POST", BASE + "/status/shutdown")
