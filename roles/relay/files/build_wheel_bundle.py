@@ -16,7 +16,12 @@ code, or changed requirements. Everything is cached under --cache:
 The relay wheel is built from a clean copy of the source with SOURCE_DATE_EPOCH fixed, so the same source
 gives a byte-identical wheel and therefore the same bundle; it is rebuilt only when the source changes.
 
-Prints one JSON object: {"bundle", "sha256", "name", "version", "wheels", "changed"}.
+The bundle also carries a pip wheel that is *not* in requirements.txt: the target runs pip straight from
+that wheel (`venv/bin/python pip-X.whl/pip install ...`, as ensurepip itself does), so the venv is made
+`--without-pip` (no ensurepip run, no python3-venv package, no pip left in the service's venv).
+
+Prints one JSON object: {"bundle", "archive", "sha256", "name", "version", "wheels", "pip_wheel",
+"changed"}.
 """
 
 import argparse
@@ -33,6 +38,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+# Part of every dependency cache key: bump it when what a download holds changes (2: pip's own wheel).
+DEPS_FORMAT = 2
 # 1980-01-01: the earliest timestamp a zip entry can hold.
 FIXED_EPOCH = "315532800"
 SOURCE_IGNORE = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "tests")
@@ -105,7 +112,9 @@ def download_deps(args: argparse.Namespace, relay_wheel: Path, requires: list[st
     """Dependency wheels for the target's tags, downloaded once per key."""
     constraints = Path(args.constraints).read_text() if args.constraints else ""
     target_id = [args.python_version, args.arch, args.glibc, args.extra_pip_args]
-    key_src = json.dumps([sorted(requires), sorted(args.extra_requirements), constraints, *target_id])
+    key_src = json.dumps(
+        [DEPS_FORMAT, sorted(requires), sorted(args.extra_requirements), constraints, *target_id]
+    )
     deps = Path(args.cache) / "deps" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
     if (deps / ".complete").exists():
         return deps
@@ -128,6 +137,7 @@ def download_deps(args: argparse.Namespace, relay_wheel: Path, requires: list[st
         str(relay_wheel.parent),
         str(relay_wheel),
         *args.extra_requirements,
+        "pip",  # the installer the target runs from its wheel (pure Python); constraints may pin it
     )
     (tmp / relay_wheel.name).unlink(missing_ok=True)
     (tmp / ".complete").touch()
@@ -141,8 +151,14 @@ def requirement_line(wheel: Path) -> str:
     return f"{meta['Name']}=={meta['Version']}"
 
 
+def is_pip(wheel: Path) -> bool:
+    return wheel.name.startswith("pip-")
+
+
 def assemble(cache: Path, relay_wheel: Path, deps: Path) -> tuple[Path, str, list[str], bool]:
     wheels = sorted([relay_wheel, *deps.glob("*.whl")], key=lambda w: w.name)
+    if sum(map(is_pip, wheels)) != 1:
+        raise SystemExit(f"expected one pip wheel among the dependencies, got {[w.name for w in wheels]}")
     listing = "".join(f"{sha256_file(w)}  {w.name}\n" for w in wheels)
     sha = hashlib.sha256(listing.encode()).hexdigest()
     bundle = cache / "bundles" / sha[:16]
@@ -154,7 +170,8 @@ def assemble(cache: Path, relay_wheel: Path, deps: Path) -> tuple[Path, str, lis
     for wheel in wheels:
         shutil.copy2(wheel, tmp / wheel.name)
     (tmp / "SHA256SUMS").write_text(listing)
-    (tmp / "requirements.txt").write_text("".join(requirement_line(w) + "\n" for w in wheels))
+    installed = [w for w in wheels if not is_pip(w)]
+    (tmp / "requirements.txt").write_text("".join(requirement_line(w) + "\n" for w in installed))
     tar_tmp = bundle.with_name(bundle.name + ".tar.partial")
     with tarfile.open(tar_tmp, "w") as tar:
         for member in sorted(tmp.iterdir()):
@@ -210,6 +227,7 @@ def main() -> None:
             "name": meta["Name"],
             "version": meta["Version"],
             "wheels": wheels,
+            "pip_wheel": next(w for w in wheels if w.startswith("pip-")),
             "changed": changed,
         },
         sys.stdout,
