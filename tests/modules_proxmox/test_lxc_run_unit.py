@@ -185,3 +185,12 @@ def test_pending_changes_are_reported_and_applied_by_restart_on_change(lxc):
     result = lxc.LxcRun(FakeModule(lxc, vmid=9150, restart_on_change=True), api).run()
     assert [(m, p) for m, p, _d in api.writes()] == [("POST", "nodes/pve1/lxc/9150/status/reboot")]
     assert result["changed"] and "to apply features" in result["msg"]
+
+
+def test_check_mode_on_a_locked_container_warns_and_does_not_wait(lxc):
+    api = RecordingApi(existing=dict(EXISTING, lock="backup"))
+    module = FakeModule(lxc, check_mode=True, vmid=9150, memory_mb=1024, timeout=60)
+    result = lxc.LxcRun(module, api).run()
+    assert result["changed"] and api.writes() == []
+    assert any("locked (backup)" in w for w in module.warnings)
+    assert [c[1] for c in api.calls].count("nodes/pve1/lxc/9150/config") == 1  # read once: no polling
