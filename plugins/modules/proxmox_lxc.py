@@ -813,7 +813,12 @@ class LxcRun:
                         lock=lock,
                     )
                 time.sleep(1)
-                lock = self.client.get(f"nodes/{node}/lxc/{vmid}/config").get("lock")
+                try:
+                    lock = self.client.get(f"nodes/{node}/lxc/{vmid}/config").get("lock")
+                except ApiError:
+                    if self.find() is not None:
+                        raise
+                    lock = None  # the lock was its removal: the caller finds it gone
         finally:
             self.client.wait_seconds += time.monotonic() - started
         self.actions.append(f"waited {time.monotonic() - started:.0f}s for the lock of {vmid} to be released")
@@ -1043,7 +1048,11 @@ class LxcRun:
             if raw.get("lock"):
                 self.wait_unlocked(node, vmid, raw["lock"])
                 if not self.check:  # what held the lock may have changed the container: read it again
-                    res = self.find() or res
+                    res = self.find()
+                    if res is None:
+                        raise Failure(
+                            f"vmid: container {vmid} was removed while its lock was awaited; run again"
+                        )
                     raw, current = self.read_config(node, vmid)
             predicted = self.update(res, raw, current)
             status = res.get("status", "stopped")

@@ -194,3 +194,23 @@ def test_check_mode_on_a_locked_container_warns_and_does_not_wait(lxc):
     assert result["changed"] and api.writes() == []
     assert any("locked (backup)" in w for w in module.warnings)
     assert [c[1] for c in api.calls].count("nodes/pve1/lxc/9150/config") == 1  # read once: no polling
+
+
+class VanishingApi(RecordingApi):
+    """A locked container that is removed while the module waits: its config read then fails, as on PVE."""
+
+    def _read(self, path):
+        if path.endswith("/config") and self.existing is None:
+            refusal = ResourceException(500, "Internal Server Error", "Configuration file does not exist")
+            raise pve._api_error(refusal, f"GET /{path}")
+        config = super()._read(path)
+        if path.endswith("/config"):
+            self.existing = None  # the lock was its removal
+        return config
+
+
+def test_a_container_removed_while_locked_fails_naming_vmid(lxc):
+    api = VanishingApi(existing=dict(EXISTING, lock="destroyed"))
+    with pytest.raises(lxc.Failure) as err:
+        lxc.LxcRun(FakeModule(lxc, vmid=9150, memory_mb=1024), api).run()
+    assert err.value.msg.startswith("vmid: container 9150 was removed") and api.writes() == []
