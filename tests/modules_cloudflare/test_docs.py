@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from ansible_cli import run_ansible
 
 from .conftest import MODULES, REPO, load_module_utils
 
 NAMES = ["cloudflare_tunnel", "cloudflare_tunnel_ingress", "cloudflare_dns_record"]
-ANSIBLE_DOC = Path(sys.executable).with_name("ansible-doc")
 
 
 def doc_strings(name):
@@ -89,16 +86,7 @@ def test_documentation_matches_argument_spec(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ansible_doc_renders_with_the_local_fragment(name):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    proc = subprocess.run(
-        [str(ANSIBLE_DOC), "-M", "plugins/modules", name],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc = run_ansible("ansible-doc", "-M", "plugins/modules", name)
     assert proc.returncode == 0, proc.stderr
     assert "CLOUDFLARE_API_TOKEN" in proc.stdout  # options from the cloudflare_auth fragment
     assert "EXAMPLES" in proc.stdout and "RETURN VALUES" in proc.stdout

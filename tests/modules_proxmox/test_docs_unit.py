@@ -4,12 +4,10 @@ renders the module from the repository root with the fragment resolved through a
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from ansible_cli import run_ansible
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,16 +51,7 @@ def test_secrets_are_no_log(lxc):
 
 
 def test_ansible_doc_renders_with_the_fragment():
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), NO_COLOR="1")
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-doc"), "-M", "plugins/modules", "proxmox_lxc"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc = run_ansible("ansible-doc", "-M", "plugins/modules", "proxmox_lxc")
     assert proc.returncode == 0, proc.stderr
     assert "api_token_secret" in proc.stdout  # from the fragment
     assert "ip_addresses" in proc.stdout and "EXAMPLES" in proc.stdout

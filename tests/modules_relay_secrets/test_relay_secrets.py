@@ -4,22 +4,20 @@ mode, and no secret in the output of tasks that register it with no_log."""
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from ansible_cli import run_ansible
 from cryptography.fernet import Fernet
 
-REPO = Path(__file__).resolve().parents[2]
 # An explicit `localhost` gets interpreter discovery: pin the controller's Python, as users do.
-PLAYBOOK = [
-    str(REPO / ".venv/bin/ansible-playbook"),
+PLAYBOOK_ARGS = [
     "-i",
     "localhost,",
     "-e",
-    f"ansible_python_interpreter={REPO}/.venv/bin/python",
+    f"ansible_python_interpreter={sys.executable}",
 ]
 TOKEN_SHAPE = r"^lrt_[A-Za-z0-9_-]{43}$"
 
@@ -47,16 +45,7 @@ def run(tmp_path: Path, params: dict, *args: str) -> tuple[dict, str]:
             ]
         )
     )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run(
-        [*PLAYBOOK, "-v", str(playbook), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc = run_ansible("ansible-playbook", *PLAYBOOK_ARGS, "-v", str(playbook), *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(out.read_text()), proc.stdout + proc.stderr
 
@@ -134,15 +123,6 @@ def test_unreadable_store_is_a_clear_error(tmp_path: Path, store_dir: Path) -> N
             ]
         )
     )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run(
-        [*PLAYBOOK, str(playbook)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc = run_ansible("ansible-playbook", *PLAYBOOK_ARGS, str(playbook))
     assert proc.returncode != 0
     assert "path: cannot read" in proc.stdout

@@ -121,3 +121,12 @@ def deployment(
 
 def assert_ok(run: PlaybookRun) -> None:
     assert run.returncode == 0, run.output[-6000:]
+
+
+@pytest.fixture(scope="module")
+def state(lab):
+    """What the deployment left in both emulators and on the machine (deploy_state.LabState; imported
+    here, not at the top: deploy_state loads this conftest's harness itself)."""
+    from deploy_state import LabState
+
+    return LabState(lab)

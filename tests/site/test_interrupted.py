@@ -69,11 +69,6 @@ def run_until_play(dep, play: int, sig: signal.Signals, timeout: float = 900) ->
 
 
 @pytest.fixture(scope="module")
-def state(lab) -> LabState:
-    return LabState(lab)
-
-
-@pytest.fixture(scope="module")
 def dep(lab, state, tmp_path_factory):
     dep = deployment(tmp_path_factory, HOSTNAME, PREFIX, REPLICAS)
     if any(vars(state.snapshot(dep)).values()):  # leftovers of a crashed earlier session

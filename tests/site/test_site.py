@@ -22,7 +22,7 @@ import uuid
 
 import pytest
 import requests
-from deploy_state import LabState, harness, lxc_dirs
+from deploy_state import harness, lxc_dirs
 
 REPO, VENV_BIN, assert_ok, deployment = harness.REPO, harness.VENV_BIN, harness.assert_ok, harness.deployment
 
@@ -44,11 +44,6 @@ def providers(lab) -> list[dict]:
             "headers": {"X-Title": MARKER},
         }
     ]
-
-
-@pytest.fixture(scope="module")
-def state(lab) -> LabState:
-    return LabState(lab)
 
 
 @pytest.fixture(scope="module")

@@ -47,11 +47,16 @@ _REQUEST_DROP = HOP_BY_HOP | {
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server"}
 
 
+def _connection_tokens(value: str) -> set[str]:
+    """The header names one `Connection` header value lists (they are hop-by-hop too)."""
+    return {t.strip().lower() for t in value.split(",") if t.strip()}
+
+
 def _connection_named(pairs: Iterable[tuple[str, str]]) -> set[str]:
     named: set[str] = set()
     for name, value in pairs:
         if name.lower() == "connection":
-            named.update(t.strip().lower() for t in value.split(",") if t.strip())
+            named |= _connection_tokens(value)
     return named
 
 
@@ -85,8 +90,7 @@ def client_response_headers(upstream: Iterable[tuple[bytes, bytes]]) -> tuple[li
         low = raw_name.lower()
         if low in _RESPONSE_DROP_BYTES:
             if low == b"connection":
-                value = raw_value.decode("latin-1")
-                named.update(t.strip().lower() for t in value.split(",") if t.strip())
+                named |= _connection_tokens(raw_value.decode("latin-1"))
             continue
         value = raw_value.decode("latin-1")
         if low == b"content-type" and not content_type:
