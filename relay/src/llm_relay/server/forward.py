@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import RelayError
-from .headers import client_response_headers
+from .headers import check_target, client_response_headers
 from .http11 import Request, Response
 from .metrics import Metrics
 from .reply import PlainReply, StreamWriter
@@ -50,7 +50,10 @@ def _encode(value: str) -> bytes:
 def build_head(provider: Provider, out: Outbound) -> bytes:
     pool = provider.pool
     parts = [
-        _encode(f"{out.method} {pool.request_target(out.path_qs)} HTTP/1.1\r\nHost: {pool.authority}\r\n")
+        _encode(
+            f"{out.method} {pool.request_target(check_target(out.path_qs))} HTTP/1.1\r\n"
+            f"Host: {pool.authority}\r\n"
+        )
     ]
     extra = {n.lower() for n, _ in provider.extra_headers}
     for name, value in out.headers:

@@ -1,13 +1,25 @@
-"""Which headers cross the relay, in each direction.
+"""Which headers cross the relay, in each direction, and what a header or target must look like to cross.
 
-Hop-by-hop headers (RFC 9110 §7.6.1, plus those a `Connection` header names) never cross. The client's
-credentials never reach the provider, and the provider never sees who the client is beyond what the client
-itself put in end-to-end headers.
+Requests: only an allow-list of end-to-end headers reaches the provider (`FORWARDED`, `FORWARDED_PREFIXES`):
+what an OpenAI-compatible API and its SDKs use. Everything else stays at the relay: credentials
+(Authorization, X-Relay-Token, X-Api-Key, Cookie), who the client is (Forwarded, X-Forwarded-*, X-Real-Ip,
+True-Client-Ip, Via, Cf-*: the edge's view of the client), hop-by-hop headers (RFC 9110 §7.6.1, plus those a
+`Connection` header names) and whatever a future edge or client adds. A deny-list lets every new header
+through; an allow-list fails closed. The relay sets Host, Content-Length and the provider's Authorization
+itself.
+
+Every name and value forwarded is checked against RFC 9110 (§5.1 name = token, §5.5 value = no CTL but
+HTAB), and so is the request target (no whitespace, CTL, non-ASCII or fragment): llhttp already enforces
+this for what arrives over HTTP, but envelope fields arrive as JSON strings and would otherwise reach the
+pooled provider connection, which carries the provider key and other clients' requests.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+
+from .errors import RelayError
 
 HOP_BY_HOP = frozenset(
     {
@@ -22,29 +34,57 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Request headers the relay sets itself or must not forward.
-_REQUEST_DROP = HOP_BY_HOP | {
-    "host",
-    "content-length",
-    "authorization",
-    "x-relay-token",
-    "cookie",
-    "expect",
-    "x-api-key",
-    "api-key",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "cf-connecting-ip",
-    "cf-ray",
-    "cf-ipcountry",
-    "cf-visitor",
-    "cdn-loop",
-}
+# Request headers forwarded to the provider, by lower-case name.
+FORWARDED = frozenset(
+    {
+        "accept",  # JSON or text/event-stream
+        "accept-encoding",  # plain mode only: compressed answers pass through untouched
+        "accept-language",
+        "content-type",  # JSON, multipart (audio/file uploads)
+        "content-encoding",  # compressed request bodies are passed through, not decompressed
+        "user-agent",  # SDK name and version: providers use it for support and compatibility
+        "idempotency-key",  # lets the provider de-duplicate a client's retries
+        "http-referer",  # OpenRouter app attribution (also settable per provider in relay.toml)
+        "x-title",  # OpenRouter app attribution
+        "x-request-id",  # client-chosen correlation ids, echoed in provider logs
+        "x-client-request-id",
+    }
+)
+# Name prefixes forwarded: API options of OpenAI (OpenAI-Beta, -Organization, -Project) and Anthropic
+# (anthropic-version, anthropic-beta) and the Stainless SDKs' metadata (X-Stainless-Retry-Count,
+# -Read-Timeout, ... which the provider uses to tell retries and timeouts apart).
+FORWARDED_PREFIXES = ("openai-", "anthropic-", "x-stainless-")
 # Response headers our HTTP server computes itself (http11.py: framing, Date, Server).
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server"}
+
+# RFC 9110 §5.6.2 token: the only characters of a field name.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 §5.5: field-vchar / SP / HTAB (obs-text allowed); any other control character is refused.
+_VALUE_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Request target (RFC 9112 §3.2, origin form): visible ASCII only, no fragment.
+_TARGET_BAD = re.compile(r"[^\x21-\x7e]|#")
+
+
+def valid_name(name: str) -> bool:
+    return _TOKEN.fullmatch(name) is not None
+
+
+def valid_value(value: str) -> bool:
+    return _VALUE_CTL.search(value) is None
+
+
+def check_target(target: str) -> str:
+    """`target` (path and query) if it may go in a request line; otherwise 400."""
+    if not target.startswith("/") or _TARGET_BAD.search(target):
+        raise RelayError(400, "invalid_path", "the path or query holds characters not allowed in HTTP")
+    return target
+
+
+def check_header(name: str, value: str) -> None:
+    if _TOKEN.fullmatch(name) is None or _VALUE_CTL.search(value) is not None:
+        raise RelayError(
+            400, "invalid_header", f"header {name[:64]!r} is not a valid HTTP field (RFC 9110 §5)"
+        )
 
 
 def _connection_tokens(value: str) -> set[str]:
@@ -52,26 +92,25 @@ def _connection_tokens(value: str) -> set[str]:
     return {t.strip().lower() for t in value.split(",") if t.strip()}
 
 
-def _connection_named(pairs: Iterable[tuple[str, str]]) -> set[str]:
-    named: set[str] = set()
-    for name, value in pairs:
-        if name.lower() == "connection":
-            named |= _connection_tokens(value)
-    return named
-
-
 def upstream_request_headers(client: Iterable[tuple[str, str]], envelope: bool) -> list[tuple[str, str]]:
-    """End-to-end client headers to forward (before the relay adds Host, Authorization and its extras)."""
-    pairs = list(client)
-    named = _connection_named(pairs)
+    """The client headers to forward (before the relay adds Host, Authorization and its extras).
+
+    Every header is validated (a bad one is a 400: a client sending it has a bug worth seeing), then only
+    the allow-listed ones are kept, minus those a `Connection` header names."""
     out = []
-    for name, value in pairs:
+    named: set[str] | None = None
+    for name, value in client:
+        if _TOKEN.fullmatch(name) is None or _VALUE_CTL.search(value) is not None:
+            check_header(name, value)
         low = name.lower()
-        if low in _REQUEST_DROP or low in named:
-            continue
-        if envelope and low == "accept-encoding":
-            continue  # the relay must see SSE event boundaries to seal each event: ask for identity
-        out.append((name, value))
+        if low in FORWARDED or low.startswith(FORWARDED_PREFIXES):
+            if envelope and low == "accept-encoding":
+                continue  # the relay must see SSE event boundaries to seal each event: ask for identity
+            out.append((name, value))
+        elif low == "connection":
+            named = (named or set()) | _connection_tokens(value)
+    if named:
+        out = [(n, v) for n, v in out if n.lower() not in named]
     if envelope:
         out.append(("Accept-Encoding", "identity"))
     return out
