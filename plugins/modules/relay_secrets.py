@@ -26,6 +26,9 @@ options:
     description:
       - Names of the clients that get a token (C(lrt_) followed by 43 URL-safe characters).
       - Names not listed here are removed from the store.
+      - 1-55 characters C([A-Za-z0-9._@-]), starting with a letter or digit (the relay's token names,
+        with room for the C(.previous) suffix a rotated token gets); any other name fails before anything
+        is written.
     type: list
     elements: str
     default: [default]
@@ -104,12 +107,18 @@ path:
 import base64
 import json
 import os
+import re
 import secrets
 
 from ansible.module_utils.basic import AnsibleModule
 
 STORE_FILE = "secrets.json"
 TOKEN_PREFIX = "lrt_"  # noqa: S105 - the public prefix of client tokens, not a secret
+PREVIOUS_SUFFIX = ".previous"
+# The relay's client token names (relay/docs/config.md), leaving room for PREVIOUS_SUFFIX: a rotated
+# client's old token is served under <name>.previous and must be a valid name too.
+MAX_NAME = 64 - len(PREVIOUS_SUFFIX)
+CLIENT_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._@-]{{0,{MAX_NAME - 1}}}")
 
 
 def new_token() -> str:
@@ -185,6 +194,13 @@ def main() -> None:
     p = module.params
     if not p["client_names"]:
         module.fail_json(msg="client_names: at least one client name is required")
+    # Checked before the store is read or written: a bad name never gets a token.
+    bad = [n for n in p["client_names"] if not CLIENT_NAME.fullmatch(n)]
+    if bad:
+        module.fail_json(
+            msg=f"client_names: {', '.join(map(repr, bad))} not allowed: a name is 1-{MAX_NAME}"
+            " characters [A-Za-z0-9._@-], starting with a letter or digit"
+        )
     store = os.path.join(p["path"], STORE_FILE)
     try:
         before = load(store)
@@ -206,7 +222,7 @@ def main() -> None:
     for name, entry in after["client_tokens"].items():
         client_tokens.append({"name": name, "token": entry["current"]})
         if entry.get("previous"):
-            client_tokens.append({"name": f"{name}.previous", "token": entry["previous"]})
+            client_tokens.append({"name": name + PREVIOUS_SUFFIX, "token": entry["previous"]})
     first = after["client_tokens"].get(p["client_names"][0], {})
     module.exit_json(
         changed=changed,

@@ -107,9 +107,8 @@ def test_check_mode_writes_nothing(tmp_path: Path, store_dir: Path) -> None:
     assert (store_dir / "secrets.json").read_text() == content
 
 
-def test_unreadable_store_is_a_clear_error(tmp_path: Path, store_dir: Path) -> None:
-    store_dir.mkdir(parents=True)
-    (store_dir / "secrets.json").write_text("{not json")
+def run_failing(tmp_path: Path, params: dict) -> str:
+    """One relay_secrets task that must fail; returns the play output."""
     playbook = tmp_path / "bad.yml"
     playbook.write_text(
         json.dumps(
@@ -118,11 +117,35 @@ def test_unreadable_store_is_a_clear_error(tmp_path: Path, store_dir: Path) -> N
                     "hosts": "localhost",
                     "connection": "local",
                     "gather_facts": False,
-                    "tasks": [{"relay_secrets": {"path": str(store_dir)}}],
+                    "tasks": [{"relay_secrets": params}],
                 }
             ]
         )
     )
     proc = run_ansible("ansible-playbook", *PLAYBOOK_ARGS, str(playbook))
     assert proc.returncode != 0
-    assert "path: cannot read" in proc.stdout
+    return proc.stdout
+
+
+def test_unreadable_store_is_a_clear_error(tmp_path: Path, store_dir: Path) -> None:
+    store_dir.mkdir(parents=True)
+    (store_dir / "secrets.json").write_text("{not json")
+    assert "path: cannot read" in run_failing(tmp_path, {"path": str(store_dir)})
+
+
+@pytest.mark.parametrize("name", ["bad name", "-dash-first", "x" * 56, "tab\there"])
+def test_client_name_the_relay_would_refuse_fails_before_anything_is_written(
+    tmp_path: Path, store_dir: Path, name: str
+) -> None:
+    output = run_failing(tmp_path, {"path": str(store_dir), "client_names": ["ok", name]})
+    assert f"client_names: {name!r} not allowed" in output
+    assert "1-55 characters" in output
+    assert not store_dir.exists()
+
+
+def test_longest_client_name_still_fits_with_its_previous_suffix(tmp_path: Path, store_dir: Path) -> None:
+    name = "n" * 55
+    run(tmp_path, {"path": str(store_dir), "client_names": [name]})
+    rotated, _ = run(tmp_path, {"path": str(store_dir), "client_names": [name], "rotate": ["client_tokens"]})
+    assert {t["name"] for t in rotated["client_tokens"]} == {name, name + ".previous"}
+    assert all(len(t["name"]) <= 64 for t in rotated["client_tokens"])
