@@ -1,10 +1,12 @@
 """Controller-side probes for the molecule verify step: requests through the lab edge, and the fake
 upstream's request log.
 
-  relay_probe.py chat --edge URL --host HOST --ca CA [--stream] [--expect-status N] [--retry-for S]
-                      [--started-file PATH] [--text TEXT]
-      POST /v1/chat/completions through the lab edge (Host header = the tunnel's hostname) with the
-      client token from $RELAY_PROBE_TOKEN (never argv). With 200 expected, the answer must be exactly what
+  relay_probe.py chat --edge URL --host HOST --ca CA --state FILE --client NAME [--stream]
+                      [--expect-status N] [--retry-for S] [--started-file PATH] [--text TEXT]
+      POST /v1/chat/completions through the lab edge (Host header = the tunnel's hostname) with client
+      NAME's token, read from the scenario's 0600 state file: never in argv nor in the environment (at
+      -vvv Ansible prints a task's environment with the command it runs, no_log or not). With 200
+      expected, the answer must be exactly what
       the fake upstream derives from the request (lab.upstream.answers). With --stream, writes
       --started-file once the first content chunk arrived and reports when the first and last chunks came.
   relay_probe.py upstream-requests --upstream URL --ca CA --run-id ID
@@ -15,7 +17,6 @@ Prints one JSON object; exits 1 (message on stderr) when the answer is not the e
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ def read_stream(resp: requests.Response, started_file: str) -> dict:
 
 
 def chat(args: argparse.Namespace) -> None:
-    token = os.environ["RELAY_PROBE_TOKEN"]
+    token = json.loads(Path(args.state).read_text(encoding="utf-8"))["client_tokens"][args.client]
     body = {"model": MODEL, "messages": [{"role": "user", "content": args.text}], "stream": args.stream}
     expected, _ = answers.chat_answer(body)
     deadline = time.monotonic() + args.retry_for
@@ -109,6 +110,8 @@ def main() -> None:
     p_chat.add_argument("--edge", required=True)
     p_chat.add_argument("--host", required=True)
     p_chat.add_argument("--ca", required=True)
+    p_chat.add_argument("--state", required=True, help="the scenario's state file (lab_state_file)")
+    p_chat.add_argument("--client", required=True, help="whose token of the state file to send")
     p_chat.add_argument("--stream", action="store_true")
     p_chat.add_argument("--expect-status", type=int, default=200)
     p_chat.add_argument("--retry-for", type=float, default=0, help="retry this long for the status")
