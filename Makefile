@@ -6,9 +6,14 @@ BIN   := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup host-deps venv lint test test-unit test-lab bench demo lab-up lab-down clean
+.PHONY: setup host-deps venv collection-link lint test test-unit test-lab bench demo lab-up lab-down clean
 
-setup: host-deps venv
+setup: host-deps venv collection-link
+
+# The checkout is the collection llm_relay.homelab: ansible.cfg's collections_path finds it through this link.
+COLLECTION_LINK := .ansible/collections/ansible_collections/llm_relay/homelab
+collection-link:
+	@test -L $(COLLECTION_LINK) || { mkdir -p $(dir $(COLLECTION_LINK)) && ln -sfnT ../../../.. $(COLLECTION_LINK); }
 
 # Debian packages the lab and tests need; installs only what is missing.
 host-deps:

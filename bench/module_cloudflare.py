@@ -31,9 +31,8 @@ TASKS = 5
 
 BOOT = """
 import json, runpy, sys
-import ansible.module_utils
 import ansible.module_utils.basic as basic
-ansible.module_utils.__path__.append({utils!r})
+sys.path.insert(0, {collections!r})
 basic._ANSIBLE_ARGS = json.dumps({{"ANSIBLE_MODULE_ARGS": json.loads(sys.stdin.read())}}).encode()
 basic._ANSIBLE_PROFILE = "legacy"
 runpy.run_path({module!r}, run_name="__main__")
@@ -78,7 +77,7 @@ def _run_child(cmd, stdin=None, env=None):
 def invoke(name, args):
     """(wall, cpu, result) of one module run in a fresh interpreter; arguments on stdin, as AnsiballZ does."""
     module = REPO / "plugins" / "modules" / f"{name}.py"
-    code = BOOT.format(utils=str(REPO / "plugins" / "module_utils"), module=str(module))
+    code = BOOT.format(collections=str(REPO / ".ansible" / "collections"), module=str(module))
     wall, cpu, proc = _run_child([sys.executable, "-c", code], stdin=json.dumps(args))
     try:
         result = json.loads(proc.stdout)
@@ -138,11 +137,11 @@ def playbook_per_task(auth, tunnel_name):
 
 
 def main():
-    utils = str(REPO / "plugins" / "module_utils")
+    collections = str(REPO / ".ansible" / "collections")
     ours = (
-        "import ansible.module_utils, ansible.module_utils.basic; "
-        f"ansible.module_utils.__path__.append({utils!r}); "
-        "from ansible.module_utils.cloudflare import cloudflare; cloudflare.Cloudflare(api_token='x')"
+        f"import sys, ansible.module_utils.basic; sys.path.insert(0, {collections!r}); "
+        "from ansible_collections.llm_relay.homelab.plugins.module_utils.cloudflare import cloudflare; "
+        "cloudflare.Cloudflare(api_token='x')"
     )
     bare = median_pair(lambda: python_cost("import ansible.module_utils.basic"))
     base = median_pair(lambda: python_cost(ours))

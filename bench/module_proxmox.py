@@ -22,24 +22,19 @@ HOSTNAME = "b-lxc-bench"
 TARGET_S = 1.5
 
 
-def _setup_paths():
-    import ansible.module_utils
+COLLECTIONS = REPO / ".ansible" / "collections"  # the checkout as llm_relay.homelab (make setup links it)
+FQCN = "ansible_collections.llm_relay.homelab.plugins"
 
-    utils = str(REPO / "plugins" / "module_utils")
-    if utils not in ansible.module_utils.__path__:
-        ansible.module_utils.__path__.append(utils)
+
+def _setup_paths():
+    sys.path.insert(0, str(COLLECTIONS))
     sys.path.insert(0, str(REPO))
 
 
 def _load_module():
-    import importlib.util
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(
-        "proxmox_lxc", REPO / "plugins" / "modules" / "proxmox_lxc.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"{FQCN}.modules.proxmox_lxc")
 
 
 class Runner:
@@ -81,13 +76,7 @@ class Runner:
 
 def _cold_import_seconds():
     """Fresh interpreter importing the module (with proxmoxer/requests) minus a bare interpreter start."""
-    module_file = str(REPO / "plugins" / "modules" / "proxmox_lxc.py")
-    code = (
-        "import sys, importlib.util, ansible.module_utils;"
-        f"ansible.module_utils.__path__.append({str(REPO / 'plugins' / 'module_utils')!r});"
-        f"s = importlib.util.spec_from_file_location('m', {module_file!r});"
-        "m = importlib.util.module_from_spec(s); s.loader.exec_module(m)"
-    )
+    code = f"import sys; sys.path.insert(0, {str(COLLECTIONS)!r}); import {FQCN}.modules.proxmox_lxc"
 
     def best(argv, n=3):
         times = []
@@ -120,7 +109,7 @@ def _lab_connection():
 
 
 def _template(connection, node):
-    from ansible.module_utils.proxmox import ProxmoxClient
+    from ansible_collections.llm_relay.homelab.plugins.module_utils.proxmox import ProxmoxClient
 
     client = ProxmoxClient(connection)
     content = client.get(f"nodes/{node}/storage/local/content", content="vztmpl") or []

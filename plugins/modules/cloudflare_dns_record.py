@@ -19,7 +19,7 @@ version_added: "1.0.0"
 author:
   - llm-relay-homelab team
 extends_documentation_fragment:
-  - cloudflare_auth
+  - llm_relay.homelab.cloudflare_auth
 options:
   zone:
     description:
@@ -158,7 +158,7 @@ record:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.cloudflare import (
+from ansible_collections.llm_relay.homelab.plugins.module_utils.cloudflare import (
     CloudflareAPIError,
     cloudflare_argument_spec,
     run_module,

@@ -22,7 +22,7 @@ version_added: "1.0.0"
 author:
   - llm-relay-homelab team
 extends_documentation_fragment:
-  - cloudflare_auth
+  - llm_relay.homelab.cloudflare_auth
 options:
   tunnel_id:
     description:
@@ -205,7 +205,7 @@ import re
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.cloudflare import (
+from ansible_collections.llm_relay.homelab.plugins.module_utils.cloudflare import (
     CloudflareAPIError,
     cloudflare_argument_spec,
     run_module,

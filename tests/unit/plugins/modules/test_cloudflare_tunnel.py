@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from .conftest import envelope, load_plugin
+from ansible_collections.llm_relay.homelab.plugins.module_utils import cloudflare as cf_utils
+from ansible_collections.llm_relay.homelab.plugins.modules import cloudflare_tunnel
+from ansible_collections.llm_relay.homelab.tests.unit.plugins.scripted_api import envelope
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 
@@ -31,12 +32,7 @@ class FakeModule:
 
 
 @pytest.fixture
-def tunnel_module():
-    return load_plugin("cloudflare_tunnel")
-
-
-@pytest.fixture
-def client(cf_utils, scripted_api):
+def client(scripted_api):
     return cf_utils.CloudflareClient(
         api_token="t", base_url=scripted_api.base_url, account_id=ACCOUNT, timeout=2
     )
@@ -52,19 +48,19 @@ def tunnel(tunnel_id, name="relay"):
     }
 
 
-def test_two_live_tunnels_with_the_name_is_a_clear_error(tunnel_module, client, scripted_api, cf_utils):
+def test_two_live_tunnels_with_the_name_is_a_clear_error(client, scripted_api):
     scripted_api.push(200, envelope([tunnel("a"), tunnel("b")]))
     with pytest.raises(cf_utils.CloudflareAPIError, match=r"matches 2 non-deleted tunnels \(a, b\)"):
-        tunnel_module.run(FakeModule(name="relay"), client)
+        cloudflare_tunnel.run(FakeModule(name="relay"), client)
 
 
-def test_create_answered_1013_adopts_the_tunnel_that_landed(tunnel_module, client, scripted_api):
+def test_create_answered_1013_adopts_the_tunnel_that_landed(client, scripted_api):
     scripted_api.push(200, envelope([]))
     scripted_api.push(
         409, envelope(errors=[{"code": 1013, "message": "You already have a tunnel named relay"}])
     )
     scripted_api.push(200, envelope([tunnel("landed")]))
-    result = tunnel_module.run(FakeModule(name="relay"), client)
+    result = cloudflare_tunnel.run(FakeModule(name="relay"), client)
     assert result["changed"] is True
     assert result["tunnel_id"] == "landed"
     assert result["cname_target"] == "landed.cfargotunnel.com"
@@ -75,26 +71,28 @@ def test_create_answered_1013_adopts_the_tunnel_that_landed(tunnel_module, clien
     assert len(body["tunnel_secret"]) == 44  # base64 of 32 bytes
 
 
-def test_check_mode_rotation_and_deletion_call_no_write_endpoint(tunnel_module, client, scripted_api):
+def test_check_mode_rotation_and_deletion_call_no_write_endpoint(client, scripted_api):
     scripted_api.push(200, envelope([tunnel("x")]))
-    rotated = tunnel_module.run(FakeModule(check_mode=True, name="relay", rotate_secret=True), client)
+    rotated = cloudflare_tunnel.run(FakeModule(check_mode=True, name="relay", rotate_secret=True), client)
     assert (rotated["changed"], rotated["secret_rotated"], rotated["tunnel_id"]) == (True, True, "x")
     scripted_api.push(200, envelope([tunnel("x")]))
-    deleted = tunnel_module.run(FakeModule(check_mode=True, name="relay", state="absent"), client)
+    deleted = cloudflare_tunnel.run(FakeModule(check_mode=True, name="relay", state="absent"), client)
     assert deleted["changed"] is True
     assert {r["method"] for r in scripted_api.requests} == {"GET"}
 
 
-def test_token_is_returned_only_when_asked(tunnel_module, client, scripted_api):
+def test_token_is_returned_only_when_asked(client, scripted_api):
     scripted_api.push(200, envelope([tunnel("x")]))
-    assert "token" not in tunnel_module.run(FakeModule(name="relay"), client)
+    assert "token" not in cloudflare_tunnel.run(FakeModule(name="relay"), client)
     scripted_api.push(200, envelope([tunnel("x")]))
     scripted_api.push(200, envelope("eyJhIjoiYSJ9"))
-    assert tunnel_module.run(FakeModule(name="relay", return_token=True), client)["token"] == "eyJhIjoiYSJ9"
+    assert (
+        cloudflare_tunnel.run(FakeModule(name="relay", return_token=True), client)["token"] == "eyJhIjoiYSJ9"
+    )
     assert scripted_api.requests[-1]["path"].endswith("/cfd_tunnel/x/token")
 
 
-def test_locally_managed_tunnel_is_refused(tunnel_module, client, scripted_api, cf_utils):
+def test_locally_managed_tunnel_is_refused(client, scripted_api):
     scripted_api.push(200, envelope([dict(tunnel("x"), config_src="local")]))
     with pytest.raises(cf_utils.CloudflareAPIError, match="locally-managed"):
-        tunnel_module.run(FakeModule(name="relay"), client)
+        cloudflare_tunnel.run(FakeModule(name="relay"), client)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from ansible_collections.llm_relay.homelab.plugins.module_utils import proxmox_lxc_config as lxc_config
+from ansible_collections.llm_relay.homelab.plugins.module_utils import proxmox_lxc_run as lxc_run
+from ansible_collections.llm_relay.homelab.plugins.modules import proxmox_lxc
 
 # What a real PVE 9 answers for a container this module created with its defaults plus a few options.
 RAW = {
@@ -23,15 +26,15 @@ RAW = {
 }
 
 
-def params(lxc, **overrides):
+def params(**overrides):
     """Module params as AnsibleModule hands them over: every option present, unset ones None."""
-    base = dict.fromkeys(lxc.argument_spec())
+    base = dict.fromkeys(proxmox_lxc.argument_spec())
     base.update(overrides)
     return base
 
 
-def test_normalise(lxc):
-    cfg = lxc.normalise_config(RAW)
+def test_normalise():
+    cfg = lxc_config.normalise_config(RAW)
     assert cfg["tags"] == ["llm", "relay"]
     assert cfg["features"] == ["nesting"]
     assert cfg["onboot"] is True and cfg["unprivileged"] is True
@@ -40,17 +43,16 @@ def test_normalise(lxc):
     assert cfg["netif"] == [{"name": "eth0", "bridge": "vmbr0", "hwaddr": "BC:24:11:2F:3A:4B", "ip": "dhcp"}]
 
 
-def test_normalise_fills_pve_defaults(lxc):
-    cfg = lxc.normalise_config({"hostname": "x"})
+def test_normalise_fills_pve_defaults():
+    cfg = lxc_config.normalise_config({"hostname": "x"})
     assert (cfg["memory_mb"], cfg["swap_mb"], cfg["onboot"], cfg["unprivileged"]) == (512, 512, False, False)
     assert cfg["tags"] == [] and cfg["netif"] == [] and cfg["startup"] == {}
 
 
-def test_same_options_no_change(lxc):
-    current = lxc.normalise_config(RAW)
-    want = lxc.desired_config(
+def test_same_options_no_change():
+    current = lxc_config.normalise_config(RAW)
+    want = lxc_config.desired_config(
         params(
-            lxc,
             cores=1,
             memory_mb=512,
             tags=["llm", "relay"],
@@ -61,62 +63,65 @@ def test_same_options_no_change(lxc):
         ),
         creating=False,
     )
-    assert lxc.compare(current, want) == ({}, {})
+    assert lxc_config.compare(current, want) == ({}, {})
 
 
-def test_tag_order_and_separators_never_change(lxc):
-    current = lxc.normalise_config(RAW)
+def test_tag_order_and_separators_never_change():
+    current = lxc_config.normalise_config(RAW)
     for tags in (["relay", "llm"], ["llm;relay"], ["relay,llm"]):
-        assert lxc.compare(current, lxc.desired_config(params(lxc, tags=tags), creating=False)) == ({}, {})
+        assert lxc_config.compare(current, lxc_config.desired_config(params(tags=tags), creating=False)) == (
+            {},
+            {},
+        )
 
 
-def test_memory_and_tag_change_names_only_those(lxc):
-    current = lxc.normalise_config(RAW)
-    want = lxc.desired_config(
-        params(lxc, memory_mb=1024, tags=["llm", "relay", "blue"], cores=1), creating=False
+def test_memory_and_tag_change_names_only_those():
+    current = lxc_config.normalise_config(RAW)
+    want = lxc_config.desired_config(
+        params(memory_mb=1024, tags=["llm", "relay", "blue"], cores=1), creating=False
     )
-    changes, create_only = lxc.compare(current, want)
+    changes, create_only = lxc_config.compare(current, want)
     assert set(changes) == {"memory_mb", "tags"} and create_only == {}
-    put, delete = lxc.update_params(current, changes)
+    put, delete = lxc_config.update_params(current, changes)
     assert put == {"memory": 1024, "tags": "blue;llm;relay"} and delete == []
 
 
-def test_removed_netif_suboption_and_interface(lxc):
+def test_removed_netif_suboption_and_interface():
     raw = dict(
         RAW,
         net0="name=eth0,bridge=vmbr0,hwaddr=BC:24:11:2F:3A:4B,ip=dhcp,firewall=1,trunks=5;6,type=veth",
         net1="name=eth1,bridge=vmbr1,hwaddr=BC:24:11:00:00:02,ip=manual,type=veth",
     )
-    current = lxc.normalise_config(raw)
-    want = lxc.desired_config(
-        params(lxc, netif=[{"name": "eth0", "bridge": "vmbr0", "ip": "dhcp"}]), creating=False
+    current = lxc_config.normalise_config(raw)
+    want = lxc_config.desired_config(
+        params(netif=[{"name": "eth0", "bridge": "vmbr0", "ip": "dhcp"}]), creating=False
     )
-    changes, _ = lxc.compare(current, want)
+    changes, _ = lxc_config.compare(current, want)
     assert set(changes) == {"netif"}
-    put, delete = lxc.update_params(current, changes)
+    put, delete = lxc_config.update_params(current, changes)
     # firewall is dropped, the generated MAC and the unmanaged trunks are kept, net1 is deleted.
     assert put == {"net0": "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:2F:3A:4B,ip=dhcp,trunks=5;6"}
     assert delete == ["net1"]
 
 
-def test_emptied_options_are_deleted(lxc):
-    current = lxc.normalise_config(dict(RAW, startup="order=2", nameserver="1.1.1.1", timezone="host"))
-    want = lxc.desired_config(
-        params(lxc, tags=[], features=[], description="", startup={}, nameserver=[], timezone=""),
+def test_emptied_options_are_deleted():
+    current = lxc_config.normalise_config(dict(RAW, startup="order=2", nameserver="1.1.1.1", timezone="host"))
+    want = lxc_config.desired_config(
+        params(tags=[], features=[], description="", startup={}, nameserver=[], timezone=""),
         creating=False,
     )
-    changes, _ = lxc.compare(current, want)
-    put, delete = lxc.update_params(current, changes)
+    changes, _ = lxc_config.compare(current, want)
+    put, delete = lxc_config.update_params(current, changes)
     assert put == {}
     assert sorted(delete) == sorted(["tags", "features", "description", "startup", "nameserver", "timezone"])
 
 
-def test_create_only_differences_are_warnings_not_updates(lxc):
-    current = lxc.normalise_config(RAW)
-    want = lxc.desired_config(
-        params(lxc, unprivileged=False, disk={"storage": "local-lvm", "size_gb": 8}, cores=2), creating=False
+def test_create_only_differences_are_warnings_not_updates():
+    current = lxc_config.normalise_config(RAW)
+    want = lxc_config.desired_config(
+        params(unprivileged=False, disk={"storage": "local-lvm", "size_gb": 8}, cores=2), creating=False
     )
-    changes, create_only = lxc.compare(current, want)
+    changes, create_only = lxc_config.compare(current, want)
     assert set(changes) == {"cores"}
     assert create_only == {
         "unprivileged": (True, False),
@@ -124,10 +129,10 @@ def test_create_only_differences_are_warnings_not_updates(lxc):
     }
 
 
-def test_create_defaults_make_the_minimal_example_complete(lxc):
-    want = lxc.desired_config(params(lxc, hostname="relay1"), creating=True)
+def test_create_defaults_make_the_minimal_example_complete():
+    want = lxc_config.desired_config(params(hostname="relay1"), creating=True)
     want["disk"]["storage"] = "local"
-    data = lxc.create_params(want, 9100, "pve1", "local:vztmpl/debian.tar.zst", {"password": None})
+    data = lxc_config.create_params(want, 9100, "pve1", "local:vztmpl/debian.tar.zst", {"password": None})
     assert data == {
         "vmid": 9100,
         "ostemplate": "local:vztmpl/debian.tar.zst",
@@ -142,12 +147,12 @@ def test_create_defaults_make_the_minimal_example_complete(lxc):
     }
 
 
-def test_what_we_create_reads_back_without_changes(lxc):
-    want = lxc.desired_config(
-        params(lxc, hostname="relay1", tags=["b", "a"], startup={"order": 1}), creating=True
+def test_what_we_create_reads_back_without_changes():
+    want = lxc_config.desired_config(
+        params(hostname="relay1", tags=["b", "a"], startup={"order": 1}), creating=True
     )
     want["disk"]["storage"] = "local"
-    data = lxc.create_params(want, 9100, "pve1", "t", {"ssh_public_keys": ["ssh-ed25519 AAAA x"]})
+    data = lxc_config.create_params(want, 9100, "pve1", "t", {"ssh_public_keys": ["ssh-ed25519 AAAA x"]})
     assert data["ssh-public-keys"] == "ssh-ed25519 AAAA x" and data["tags"] == "a;b"
     # What PVE stores: the new volume's real name and a generated MAC.
     raw = {k: v for k, v in data.items() if k not in ("vmid", "ostemplate", "ssh-public-keys")}
@@ -155,12 +160,12 @@ def test_what_we_create_reads_back_without_changes(lxc):
         rootfs="local:9100/vm-9100-disk-0.raw,size=8G",
         net0=data["net0"] + ",hwaddr=BC:24:11:00:00:09,type=veth",
     )
-    current = lxc.normalise_config(raw)
-    again = lxc.desired_config(
-        params(lxc, hostname="relay1", tags=["a", "b"], startup={"order": 1}), creating=False
+    current = lxc_config.normalise_config(raw)
+    again = lxc_config.desired_config(
+        params(hostname="relay1", tags=["a", "b"], startup={"order": 1}), creating=False
     )
     again.pop("hostname")
-    assert lxc.compare(current, again) == ({}, {})
+    assert lxc_config.compare(current, again) == ({}, {})
 
 
 @pytest.mark.parametrize(
@@ -176,30 +181,30 @@ def test_what_we_create_reads_back_without_changes(lxc):
         ({"hwaddr": "nope"}, "netif[0].hwaddr"),
     ],
 )
-def test_malformed_netif_names_the_parameter(lxc, netif, param):
-    with pytest.raises(lxc.Failure) as err:
-        lxc.desired_config(params(lxc, netif=[netif]), creating=False)
+def test_malformed_netif_names_the_parameter(netif, param):
+    with pytest.raises(lxc_config.Failure) as err:
+        lxc_config.desired_config(params(netif=[netif]), creating=False)
     assert err.value.msg.startswith(param + ":")
 
 
-def test_unknown_feature(lxc):
-    with pytest.raises(lxc.Failure) as err:
-        lxc.desired_config(params(lxc, features=["nesting", "warp"]), creating=False)
+def test_unknown_feature():
+    with pytest.raises(lxc_config.Failure) as err:
+        lxc_config.desired_config(params(features=["nesting", "warp"]), creating=False)
     assert err.value.msg.startswith("features:") and "warp" in err.value.msg
 
 
-def test_api_errors_map_to_option_names(lxc):
-    from ansible.module_utils.proxmox import ApiError
+def test_api_errors_map_to_option_names():
+    from ansible_collections.llm_relay.homelab.plugins.module_utils.proxmox import ApiError
 
     exc = ApiError(
         "POST /nodes/pve1/lxc: API answered HTTP 400", status=400, errors={"net0": "bad", "memory": "x"}
     )
-    failure = lxc.api_failure(exc, "create")
+    failure = lxc_config.api_failure(exc, "create")
     assert failure.msg.startswith("memory_mb, netif[0]: create refused: POST /nodes/pve1/lxc")
     assert failure.extra["api_errors"] == {"net0": "bad", "memory": "x"}
 
 
-def test_interface_addresses(lxc):
+def test_interface_addresses():
     interfaces = [
         {"name": "lo", "hwaddr": "00:00:00:00:00:00", "inet": "127.0.0.1/8"},
         {
@@ -211,4 +216,4 @@ def test_interface_addresses(lxc):
         },
         {"name": "eth1", "hwaddr": "BC:24:11:2F:3A:4C"},
     ]
-    assert lxc.interface_addresses(interfaces) == (["10.87.0.123", "fd00::5"], {"eth0"})
+    assert lxc_run.interface_addresses(interfaces) == (["10.87.0.123", "fd00::5"], {"eth0"})

@@ -4,7 +4,10 @@ write endpoint (the lifecycle playbook shows the same against the emulator; here
 from __future__ import annotations
 
 import pytest
-from ansible.module_utils import proxmox as pve
+from ansible_collections.llm_relay.homelab.plugins.module_utils import proxmox as pve
+from ansible_collections.llm_relay.homelab.plugins.module_utils import proxmox_lxc_config as lxc_config
+from ansible_collections.llm_relay.homelab.plugins.module_utils import proxmox_lxc_run as lxc_run
+from ansible_collections.llm_relay.homelab.plugins.modules import proxmox_lxc
 from proxmoxer.core import ResourceException
 
 TEMPLATE = "local:vztmpl/debian-12-standard_12.15-1_amd64.tar.zst"
@@ -88,8 +91,8 @@ class RecordingApi:
 
 
 class FakeModule:
-    def __init__(self, lxc, check_mode=False, **params):
-        self.params = dict.fromkeys(lxc.argument_spec())
+    def __init__(self, check_mode=False, **params):
+        self.params = dict.fromkeys(proxmox_lxc.argument_spec())
         self.params.update(state="started", template_storage="local", template_download=False, timeout=5)
         self.params.update(restart_on_change=False)
         self.params.update(params)
@@ -100,20 +103,20 @@ class FakeModule:
         self.warnings.append(msg)
 
 
-def test_nextid_is_asked_again_when_another_client_took_the_id(lxc):
+def test_nextid_is_asked_again_when_another_client_took_the_id():
     api = RecordingApi(nextids=(9150, 9151), taken={9150})
-    module = FakeModule(lxc, state="present", node="pve1", hostname="relay1", ostemplate=TEMPLATE)
-    result = lxc.LxcRun(module, api).run()
+    module = FakeModule(state="present", node="pve1", hostname="relay1", ostemplate=TEMPLATE)
+    result = lxc_run.LxcRun(module, api).run()
     posts = [c for c in api.writes() if c[1] == "nodes/pve1/lxc"]
     assert [p[2]["vmid"] for p in posts] == [9150, 9151]
     assert result["changed"] and result["vmid"] == 9151
 
 
-def test_an_explicit_vmid_taken_in_a_race_fails_naming_vmid(lxc):
+def test_an_explicit_vmid_taken_in_a_race_fails_naming_vmid():
     api = RecordingApi(taken={9150})
-    module = FakeModule(lxc, state="present", node="pve1", vmid=9150, hostname="relay1", ostemplate=TEMPLATE)
-    with pytest.raises(lxc.Failure) as err:
-        lxc.LxcRun(module, api).run()
+    module = FakeModule(state="present", node="pve1", vmid=9150, hostname="relay1", ostemplate=TEMPLATE)
+    with pytest.raises(lxc_config.Failure) as err:
+        lxc_run.LxcRun(module, api).run()
     assert err.value.msg.startswith("vmid: create refused") and "VM 9150 already exists" in err.value.msg
 
 
@@ -128,28 +131,27 @@ def test_an_explicit_vmid_taken_in_a_race_fails_naming_vmid(lxc):
     ],
     ids=["create", "update", "stop", "restart", "absent"],
 )
-def test_check_mode_calls_no_write_endpoint(lxc, existing, args):
+def test_check_mode_calls_no_write_endpoint(existing, args):
     api = RecordingApi(existing=existing)
-    result = lxc.LxcRun(FakeModule(lxc, check_mode=True, **args), api).run()
+    result = lxc_run.LxcRun(FakeModule(check_mode=True, **args), api).run()
     assert result["changed"]
     assert api.writes() == []
     if args.get("state") != "restarted":  # a restart changes no configuration
         assert result["diff"]["before"] != result["diff"]["after"]
 
 
-def test_update_sends_only_the_differing_keys_with_the_digest(lxc):
+def test_update_sends_only_the_differing_keys_with_the_digest():
     api = RecordingApi(existing=EXISTING)
-    module = FakeModule(lxc, vmid=9150, memory_mb=1024, cores=1, features=["nesting"])
-    result = lxc.LxcRun(module, api).run()
+    module = FakeModule(vmid=9150, memory_mb=1024, cores=1, features=["nesting"])
+    result = lxc_run.LxcRun(module, api).run()
     assert api.writes() == [("PUT", "nodes/pve1/lxc/9150/config", {"digest": "abc", "memory": 1024})]
     assert result["diff"] == {"before": {"memory_mb": 512}, "after": {"memory_mb": 1024}}
     assert result["ip_addresses"] == ["10.87.0.150"]
 
 
-def test_missing_template_is_downloaded_through_aplinfo_before_the_create(lxc):
+def test_missing_template_is_downloaded_through_aplinfo_before_the_create():
     api = RecordingApi(templates=())
     module = FakeModule(
-        lxc,
         state="present",
         node="pve1",
         vmid=9150,
@@ -157,40 +159,40 @@ def test_missing_template_is_downloaded_through_aplinfo_before_the_create(lxc):
         ostemplate=TEMPLATE,
         template_download=True,
     )
-    result = lxc.LxcRun(module, api).run()
+    result = lxc_run.LxcRun(module, api).run()
     writes = [(method, path) for method, path, _data in api.writes()]
     assert writes == [("POST", "nodes/pve1/aplinfo"), ("POST", "nodes/pve1/lxc")]
     assert api.writes()[0][2] == {"storage": "local", "template": TEMPLATE.rsplit("/", 1)[1]}
     assert result["msg"].startswith("downloaded debian-12-standard")
 
 
-def test_missing_template_without_download_lists_what_the_storage_has(lxc):
+def test_missing_template_without_download_lists_what_the_storage_has():
     api = RecordingApi(templates=("local:vztmpl/alpine-3.20-default_20240908_amd64.tar.xz",))
-    module = FakeModule(lxc, state="present", node="pve1", vmid=9150, hostname="relay1", ostemplate=TEMPLATE)
-    with pytest.raises(lxc.Failure) as err:
-        lxc.LxcRun(module, api).run()
+    module = FakeModule(state="present", node="pve1", vmid=9150, hostname="relay1", ostemplate=TEMPLATE)
+    with pytest.raises(lxc_config.Failure) as err:
+        lxc_run.LxcRun(module, api).run()
     assert err.value.msg.startswith("ostemplate:") and "alpine-3.20" in err.value.msg
     assert api.writes() == []
 
 
-def test_pending_changes_are_reported_and_applied_by_restart_on_change(lxc):
+def test_pending_changes_are_reported_and_applied_by_restart_on_change():
     pending = [
         {"key": "features", "value": "nesting=1", "pending": "keyctl=1,nesting=1"},
         {"key": "memory", "value": "512"},
     ]
     api = RecordingApi(existing=EXISTING, pending=pending)
-    result = lxc.LxcRun(FakeModule(lxc, vmid=9150), api).run()
+    result = lxc_run.LxcRun(FakeModule(vmid=9150), api).run()
     assert result["pending"] == ["features"] and not result["changed"] and api.writes() == []
     api = RecordingApi(existing=EXISTING, pending=pending)
-    result = lxc.LxcRun(FakeModule(lxc, vmid=9150, restart_on_change=True), api).run()
+    result = lxc_run.LxcRun(FakeModule(vmid=9150, restart_on_change=True), api).run()
     assert [(m, p) for m, p, _d in api.writes()] == [("POST", "nodes/pve1/lxc/9150/status/reboot")]
     assert result["changed"] and "to apply features" in result["msg"]
 
 
-def test_check_mode_on_a_locked_container_warns_and_does_not_wait(lxc):
+def test_check_mode_on_a_locked_container_warns_and_does_not_wait():
     api = RecordingApi(existing=dict(EXISTING, lock="backup"))
-    module = FakeModule(lxc, check_mode=True, vmid=9150, memory_mb=1024, timeout=60)
-    result = lxc.LxcRun(module, api).run()
+    module = FakeModule(check_mode=True, vmid=9150, memory_mb=1024, timeout=60)
+    result = lxc_run.LxcRun(module, api).run()
     assert result["changed"] and api.writes() == []
     assert any("locked (backup)" in w for w in module.warnings)
     assert [c[1] for c in api.calls].count("nodes/pve1/lxc/9150/config") == 1  # read once: no polling
@@ -209,8 +211,8 @@ class VanishingApi(RecordingApi):
         return config
 
 
-def test_a_container_removed_while_locked_fails_naming_vmid(lxc):
+def test_a_container_removed_while_locked_fails_naming_vmid():
     api = VanishingApi(existing=dict(EXISTING, lock="destroyed"))
-    with pytest.raises(lxc.Failure) as err:
-        lxc.LxcRun(FakeModule(lxc, vmid=9150, memory_mb=1024), api).run()
+    with pytest.raises(lxc_config.Failure) as err:
+        lxc_run.LxcRun(FakeModule(vmid=9150, memory_mb=1024), api).run()
     assert err.value.msg.startswith("vmid: container 9150 was removed") and api.writes() == []

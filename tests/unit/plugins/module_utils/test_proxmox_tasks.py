@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from ansible.module_utils import proxmox as pve
+from ansible_collections.llm_relay.homelab.plugins.module_utils import proxmox as pve
 
 UPID = "UPID:pve1:00001234:00005678:6B000000:vzcreate:9100:root@pam!lab:"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ansible.module_utils import proxmox as pve
+from ansible_collections.llm_relay.homelab.plugins.module_utils import proxmox_propstr as pve
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from ansible_collections.llm_relay.homelab.plugins.modules import cloudflare_tunnel_ingress as ingress_module
 
 
 def rule(service, hostname=None, path=None, origin_request=None):
     return {"hostname": hostname, "path": path, "service": service, "origin_request": origin_request}
 
 
-def test_catch_all_404_appended(ingress):
-    config = ingress.build_config([rule("http://127.0.0.1:8080", "relay.lab.test")], None, "http_status:404")
+def test_catch_all_404_appended():
+    config = ingress_module.build_config(
+        [rule("http://127.0.0.1:8080", "relay.lab.test")], None, "http_status:404"
+    )
     assert config == {
         "ingress": [
             {"hostname": "relay.lab.test", "service": "http://127.0.0.1:8080"},
@@ -19,28 +22,30 @@ def test_catch_all_404_appended(ingress):
     }
 
 
-def test_no_rules_is_only_the_catch_all(ingress):
-    assert ingress.build_config([], None, "http_status:404") == {"ingress": [{"service": "http_status:404"}]}
+def test_no_rules_is_only_the_catch_all():
+    assert ingress_module.build_config([], None, "http_status:404") == {
+        "ingress": [{"service": "http_status:404"}]
+    }
 
 
 @pytest.mark.parametrize("last", [rule("http_status:503"), rule("hello_world", hostname="*")])
-def test_user_catch_all_is_kept_not_doubled(ingress, last):
-    config = ingress.build_config([rule("http://a:1", "a.lab.test"), last], None, "http_status:404")
+def test_user_catch_all_is_kept_not_doubled(last):
+    config = ingress_module.build_config([rule("http://a:1", "a.lab.test"), last], None, "http_status:404")
     assert len(config["ingress"]) == 2
     assert config["ingress"][-1]["service"] == last["service"]
 
 
-def test_path_only_last_rule_is_not_a_catch_all(ingress):
-    config = ingress.build_config([rule("http://a:1", path="^/api")], None, "http_status:404")
+def test_path_only_last_rule_is_not_a_catch_all():
+    config = ingress_module.build_config([rule("http://a:1", path="^/api")], None, "http_status:404")
     assert config["ingress"] == [{"path": "^/api", "service": "http://a:1"}, {"service": "http_status:404"}]
 
 
-def test_origin_request_snake_to_camel_and_unset_dropped(ingress):
-    origin = {name: None for name in ingress.origin_request_spec()}
+def test_origin_request_snake_to_camel_and_unset_dropped():
+    origin = {name: None for name in ingress_module.origin_request_spec()}
     origin.update(connect_timeout=10, no_tls_verify=False, http_host_header="relay.internal")
     origin["access"] = {"required": True, "team_name": "team", "aud_tag": ["aud1"]}
     per_rule = dict(origin, access=None, connect_timeout=None, keep_alive_connections=5)
-    config = ingress.build_config(
+    config = ingress_module.build_config(
         [rule("https://a:1", "a.lab.test", origin_request=per_rule)], origin, "http_status:404"
     )
     assert config["originRequest"] == {
@@ -76,8 +81,8 @@ def test_origin_request_snake_to_camel_and_unset_dropped(ingress):
         "http://[::1]:8080",
     ],
 )
-def test_services_cloudflared_accepts(ingress, service):
-    ingress.validate_service(service, "rules[0]")
+def test_services_cloudflared_accepts(service):
+    ingress_module.validate_service(service, "rules[0]")
 
 
 @pytest.mark.parametrize(
@@ -93,9 +98,9 @@ def test_services_cloudflared_accepts(ingress, service):
         ("http_status:1000", "invalid HTTP status code"),
     ],
 )
-def test_services_cloudflared_rejects(ingress, service, reason):
-    with pytest.raises(ingress.IngressError, match=reason) as caught:
-        ingress.validate_service(service, "rules[2]")
+def test_services_cloudflared_rejects(service, reason):
+    with pytest.raises(ingress_module.IngressError, match=reason) as caught:
+        ingress_module.validate_service(service, "rules[2]")
     assert "rules[2].service" in str(caught.value)
 
 
@@ -114,29 +119,29 @@ def test_services_cloudflared_rejects(ingress, service, reason):
         ([rule("", "a.lab.test")], r"rules\[0\].service is required"),
     ],
 )
-def test_rules_cloudflared_rejects(ingress, rules, reason):
-    with pytest.raises(ingress.IngressError, match=reason):
-        ingress.build_config(rules, None, "http_status:404")
+def test_rules_cloudflared_rejects(rules, reason):
+    with pytest.raises(ingress_module.IngressError, match=reason):
+        ingress_module.build_config(rules, None, "http_status:404")
 
 
-def test_wildcard_subdomain_accepted(ingress):
-    config = ingress.build_config([rule("http://a:1", "*.lab.test")], None, "http_status:404")
+def test_wildcard_subdomain_accepted():
+    config = ingress_module.build_config([rule("http://a:1", "*.lab.test")], None, "http_status:404")
     assert config["ingress"][0]["hostname"] == "*.lab.test"
 
 
-def test_bad_catch_all_option_rejected(ingress):
-    with pytest.raises(ingress.IngressError, match=r"catch_all\.service"):
-        ingress.build_config([rule("http://a:1", "a.lab.test")], None, "http_status:nope")
+def test_bad_catch_all_option_rejected():
+    with pytest.raises(ingress_module.IngressError, match=r"catch_all\.service"):
+        ingress_module.build_config([rule("http://a:1", "a.lab.test")], None, "http_status:nope")
 
 
-def test_access_team_name_needed_with_aud_tag(ingress):
+def test_access_team_name_needed_with_aud_tag():
     origin = {"access": {"required": True, "team_name": None, "aud_tag": ["x"]}}
-    with pytest.raises(ingress.IngressError, match=r"origin_request\.access: team_name"):
-        ingress.build_config([], origin, "http_status:404")
+    with pytest.raises(ingress_module.IngressError, match=r"origin_request\.access: team_name"):
+        ingress_module.build_config([], origin, "http_status:404")
 
 
-def test_comparison_ignores_what_the_api_echoes_empty(ingress):
-    desired = ingress.build_config([rule("http://a:1", "a.lab.test")], None, "http_status:404")
+def test_comparison_ignores_what_the_api_echoes_empty():
+    desired = ingress_module.build_config([rule("http://a:1", "a.lab.test")], None, "http_status:404")
     echoed = {
         "ingress": [
             {"hostname": "a.lab.test", "path": "", "service": "http://a:1", "originRequest": {}},
@@ -145,25 +150,25 @@ def test_comparison_ignores_what_the_api_echoes_empty(ingress):
         "originRequest": {},
         "warp-routing": {"enabled": False},
     }
-    assert ingress.comparable(echoed) == ingress.comparable(desired)
+    assert ingress_module.comparable(echoed) == ingress_module.comparable(desired)
 
 
-def test_diff_lines_name_the_changed_rule(ingress):
-    before = ingress.build_config(
+def test_diff_lines_name_the_changed_rule():
+    before = ingress_module.build_config(
         [rule("http://a:1", "a.lab.test"), rule("http://b:1", "b.lab.test")], None, "http_status:404"
     )
-    after = ingress.build_config(
+    after = ingress_module.build_config(
         [rule("http://a:1", "a.lab.test"), rule("http://b:2", "b.lab.test")], None, "http_status:404"
     )
-    old, new = ingress.render(before).splitlines(), ingress.render(after).splitlines()
+    old, new = ingress_module.render(before).splitlines(), ingress_module.render(after).splitlines()
     changed = [line for line in new if line not in old]
     assert changed == ["ingress[1] b.lab.test -> http://b:2"]
-    assert ingress.describe_changes(before, after) == [
+    assert ingress_module.describe_changes(before, after) == [
         "modified rule b.lab.test: service http://b:1 -> http://b:2"
     ]
 
 
-def test_describe_added_removed_reordered(ingress):
+def test_describe_added_removed_reordered():
     before = {
         "ingress": [{"hostname": "a", "service": "x"}, {"hostname": "b", "service": "y"}, {"service": "z"}]
     }
@@ -175,7 +180,7 @@ def test_describe_added_removed_reordered(ingress):
             {"service": "z"},
         ]
     }
-    changes = ingress.describe_changes(before, after)
+    changes = ingress_module.describe_changes(before, after)
     assert "added rule c -> w" in changes
     assert any(c.startswith("reordered rules: b, a") for c in changes)
-    assert ingress.describe_changes(after, before)[0] == "removed rule c"
+    assert ingress_module.describe_changes(after, before)[0] == "removed rule c"
