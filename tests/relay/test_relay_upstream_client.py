@@ -6,10 +6,13 @@ import asyncio
 import base64
 import contextlib
 import json
+import socket
 import ssl
+import time
 
 import pytest
 from aiohttp import web
+from llm_relay.server.upstream import _Connection
 from relay_support import bearer, provider_toml
 
 from lab import ca
@@ -137,24 +140,55 @@ async def test_broken_upstream_answers_are_502(relay_factory, http, answer):
         assert (await r.json())["error"]["code"] in ("protocol", "reset")
 
 
-async def test_stale_keep_alive_connection_is_retried_once(relay_factory, http):
-    """A pooled connection the provider drops without answering (its idle-timeout race) is retried once."""
+def _second_request_dropped():
+    """A script whose connections read their second request and close without a byte of answer: the
+    request reached the provider, which may have acted on it (billed a completion)."""
     served_on: dict[int, int] = {}
 
     async def script(writer, head, body):
         n = served_on[id(writer)] = served_on.get(id(writer), 0) + 1
         if n == 2:
-            return False  # second request on this connection: closed without a byte of answer
+            return False
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
         return True
 
-    async with canned(relay_factory, script) as (up, relay):
+    return script
+
+
+async def test_post_dropped_after_it_reached_the_provider_is_not_sent_again(relay_factory, http):
+    async with canned(relay_factory, _second_request_dropped()) as (up, relay):
+        async with http.post(relay.url + "/canned/v1/x", data=b"{}", headers=bearer(relay.token)) as r:
+            assert r.status == 200 and await r.read() == b"ok"
+        async with http.post(relay.url + "/canned/v1/x", data=b"{}", headers=bearer(relay.token)) as r:
+            assert r.status == 502 and (await r.json())["error"]["code"] == "reset"
+        assert len(up.requests) == 2  # sent once, never twice
+
+
+async def test_safe_request_on_a_dropped_connection_is_sent_again_once(relay_factory, http):
+    async with canned(relay_factory, _second_request_dropped()) as (up, relay):
         for _ in range(2):
-            async with http.post(relay.url + "/canned/v1/x", data=b"{}", headers=bearer(relay.token)) as r:
+            async with http.get(relay.url + "/canned/v1/models", headers=bearer(relay.token)) as r:
                 assert r.status == 200 and await r.read() == b"ok"
         # request 1 on connection A; request 2 dropped by A, then sent again on a fresh connection B
         assert up.connections == 2 and len(up.requests) == 3
+
+
+async def test_connection_the_provider_closed_while_idle_is_not_used(relay_factory, http):
+    """The provider closes each connection right after answering (its keep-alive timeout, early): the
+    relay sees the FIN before writing the next request, so a POST goes out once, on a fresh connection."""
+
+    async def script(writer, head, body):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        return False  # close: the relay pooled the connection (the answer said keep-alive)
+
+    async with canned(relay_factory, script) as (up, relay):
+        for _ in range(3):
+            async with http.post(relay.url + "/canned/v1/x", data=b"{}", headers=bearer(relay.token)) as r:
+                assert r.status == 200 and await r.read() == b"ok"
+            await asyncio.sleep(0.05)  # the FIN is on the relay's socket, maybe not yet seen by its loop
+        assert up.connections == 3 and len(up.requests) == 3
 
 
 async def test_no_retry_once_the_provider_answered_something(relay_factory, http):
@@ -264,3 +298,19 @@ async def test_outbound_proxy_connect_for_https_and_absolute_form_for_http(
     assert proxy.seen[1].startswith("GET http://127.0.0.1:") and proxy.seen[1].endswith("/api/v1/models")
     assert len(proxy.seen) == 2  # the no_proxy provider went direct
     await proxy.close()
+
+
+async def test_idle_connection_check_sees_a_fin_the_loop_has_not_read():
+    """What acquire() relies on: poll(0) sees the provider's FIN before the event loop delivers it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    loop = asyncio.get_running_loop()
+    try:
+        _, conn = await loop.create_connection(lambda: _Connection(loop), *listener.getsockname())
+        peer, _ = listener.accept()
+        assert conn.idle_and_open()
+        peer.close()
+        time.sleep(0.05)  # noqa: ASYNC251 - blocks the loop on purpose: the FIN arrives unseen
+        assert not conn.closed and not conn.idle_and_open()
+        conn.abort()
+    finally:
+        listener.close()

@@ -26,7 +26,7 @@ from .errors import RelayError
 from .forward import Outbound, Outcome, forward
 from .headers import from_mapping, upstream_request_headers
 from .http11 import Request, Response
-from .logs import AccessLog
+from .logs import AccessLog, log_path
 from .metrics import Metrics
 from .reply import PlainReply, SealedReply
 from .state import Provider, RelayState
@@ -34,6 +34,16 @@ from .upstream import UpstreamError
 
 log = logging.getLogger("llm_relay.server")
 PLAIN = PlainReply()
+# JSON bodies up to this size are parsed to check them; larger ones only get a shape check. Parsing runs
+# on the event loop and its cost grows with the number of values, not bytes (a 9 MB object of 900k keys
+# took 2-4 s here, with ~150 MB of transient objects): unbounded, one authenticated client could stall
+# every other connection. The provider validates what it receives anyway and its 400 passes through.
+JSON_CHECK_BYTES = 64 * 1024
+_JSON_BLANK = b" \t\r\n"
+MISSING_CREDENTIAL_MESSAGE = (
+    "no client token: use Authorization: Bearer, X-Relay-Token, a /t/<token>/ path prefix or the "
+    "envelope's token"
+)
 
 
 class Route:
@@ -87,7 +97,7 @@ class RelayApp:
         state = self.state
         raw_path = request.raw_path
         path, _, query = raw_path.partition("?")
-        info = RequestInfo(path)
+        info = RequestInfo(log_path(path))
         outcome = Outcome()
         self.in_flight += 1
         self.metrics.in_flight += 1
@@ -125,9 +135,7 @@ class RelayApp:
     def rejected(self, method: str, path: str, status: int, code: str) -> None:
         """Access line + metrics for a request refused before the handler (400/408/413/414/431)."""
         self.metrics.observe("-", "-", status, 0.0)
-        if path.startswith("/t/"):
-            path = "/t/***"
-        path = path.partition("?")[0][:256]
+        path = log_path(path.partition("?")[0])
         self.access_log.write(
             {
                 "event": "request",
@@ -139,6 +147,30 @@ class RelayApp:
                 "error": code,
             }
         )
+
+    def admit(self, request: Request, max_body: int) -> int:
+        """Runs when the request head is complete, before any body byte is read (http11's admission
+        hook): checks the header or path token, so an unauthenticated client never gets to send a body
+        (401 at once). Returns the request's body cap. An envelope whose token is inside is
+        unauthenticated until opened: without a valid outer token its body gets the smaller
+        `max_envelope_body_bytes` cap. What it found is kept on the request, so the token is hashed once."""
+        path = request.path
+        if path == "/healthz" or path == "/readyz":
+            return max_body
+        state = self.state
+        headers = request.headers
+        token = path[3:].partition("/")[0] if path.startswith("/t/") else None
+        token = token or token_from_headers(headers)
+        name = state.tokens.authenticate(token) if token else None
+        if request.method == "POST" and (headers.get("Content-Type") or "").startswith(envelope.CONTENT_TYPE):
+            if name is None:
+                return min(max_body, state.server.max_envelope_body_bytes)
+        elif name is None:
+            if not token:
+                raise RelayError(401, "missing_token", MISSING_CREDENTIAL_MESSAGE)
+            raise RelayError(401, "invalid_token", "unknown client token")
+        request.admitted = (state, token, name)
+        return max_body
 
     def _finish(
         self,
@@ -193,7 +225,7 @@ class RelayApp:
         if path.startswith("/t/"):
             path_token, sep, rest = path[3:].partition("/")
             path = "/" + rest
-            info.path = "/t/***" + path  # never log the token
+            info.path = "/t/***" + log_path(path)  # never log the token
             if not sep or not path_token:
                 raise RelayError(404, "unknown_route", "no route after the path token")
         headers = request.headers
@@ -201,7 +233,7 @@ class RelayApp:
         if request.method == "POST" and ctype.startswith(envelope.CONTENT_TYPE):
             return await self._envelope(request, state, path_token, info, outcome)
         token = path_token or token_from_headers(headers)
-        self._authenticate(state, token, info)
+        self._authenticate(state, token, info, request.admitted)
         route = self._route(state, request.method, path)
         if route.kind == "local":
             return self._local(state, path, PLAIN)
@@ -221,15 +253,15 @@ class RelayApp:
         out = Outbound(request.method, route.upstream_path + qs, client_headers, body)
         return await forward(request, route.provider, out, PLAIN, outcome, self.metrics)
 
-    def _authenticate(self, state: RelayState, token: str | None, info: RequestInfo) -> None:
+    def _authenticate(
+        self, state: RelayState, token: str | None, info: RequestInfo, admitted: object = None
+    ) -> None:
         if not token:
-            raise RelayError(
-                401,
-                "missing_token",
-                "no client token: use Authorization: Bearer, X-Relay-Token, a /t/<token>/ path prefix "
-                "or the envelope's token",
-            )
-        name = state.tokens.authenticate(token)
+            raise RelayError(401, "missing_token", MISSING_CREDENTIAL_MESSAGE)
+        if admitted is not None and admitted[0] is state and admitted[1] == token:  # type: ignore[index]
+            name = admitted[2]  # type: ignore[index]
+        else:
+            name = state.tokens.authenticate(token)
         if name is None:
             raise RelayError(401, "invalid_token", "unknown client token")
         info.token_name = name
@@ -316,10 +348,10 @@ class RelayApp:
         # Sealed under the key that opened the request, so a client still on the previous key of a rotation
         # reads the answer.
         reply = SealedReply(key)
-        info.path = inner.path if not inner.path.startswith("/t/") else "/t/***"
+        info.path = log_path(inner.path)
         try:
             token = inner.token or path_token or token_from_headers(request.headers)
-            self._authenticate(state, token, info)
+            self._authenticate(state, token, info, request.admitted)
             if inner.path.startswith("/t/") or len(inner.body) > state.server.max_body_bytes:
                 raise RelayError(400, "invalid_envelope", "inner request path or body not allowed")
             route = self._route(state, inner.method, inner.path)
@@ -344,6 +376,14 @@ class RelayApp:
 
 
 def _check_json(body: bytes, require_object: bool) -> bytes:
+    """400 for a body that is not JSON (not a JSON object, when required). Parsed in full up to
+    JSON_CHECK_BYTES; beyond, only its first and last characters are checked (see JSON_CHECK_BYTES)."""
+    if len(body) > JSON_CHECK_BYTES:
+        stripped = body.strip(_JSON_BLANK)
+        first, last = stripped[:1], stripped[-1:]
+        if not ((first == b"{" and last == b"}") or (first == b"[" and last == b"]" and not require_object)):
+            raise RelayError(400, "invalid_json", "request body must be a JSON object or array")
+        return body
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting

@@ -38,6 +38,9 @@ class ServerSettings:
     drain_timeout: float = 30.0
     max_line_bytes: int = 8190
     max_headers: int = 100
+    max_head_bytes: int = 32768
+    max_connections: int = 1024
+    max_envelope_body_bytes: int = 2 * 1024 * 1024
     access_log: bool = True
     log_level: str = "info"
 
@@ -255,6 +258,9 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
         drain_timeout=s.number("drain_timeout", 30.0),
         max_line_bytes=int(s.number("max_line_bytes", 8190, 256)),
         max_headers=int(s.number("max_headers", 100, 8)),
+        max_head_bytes=int(s.number("max_head_bytes", 32768, 1024)),
+        max_connections=int(s.number("max_connections", 1024, 1)),
+        max_envelope_body_bytes=int(s.number("max_envelope_body_bytes", 2 * 1024 * 1024, 1024)),
         access_log=s.get("access_log", bool, True),
         log_level=log_level,
     )

@@ -70,8 +70,15 @@ def build_head(provider: Provider, out: Outbound) -> bytes:
     return b"".join(parts)
 
 
+# Methods RFC 9110 §9.2.1 calls safe: sending one twice changes nothing and bills nothing.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def _exchange(provider: Provider, out: Outbound) -> _Connection:
-    """Send the request; retry once on a fresh connection if a pooled one turns out to be dead."""
+    """Send the request. Only a safe request is sent again (once, on a fresh connection) when a pooled
+    connection turns out dead: anything else may have reached the provider and been acted on (a
+    completion billed) even if no byte came back, so it fails with 502 instead. Connections found dead
+    before anything is written (UpstreamPool.acquire) are not a re-send: nothing was sent on them."""
     pool = provider.pool
     ps = provider.settings
     head = build_head(provider, out)
@@ -82,9 +89,7 @@ async def _exchange(provider: Provider, out: Outbound) -> _Connection:
         return conn
     except UpstreamError as exc:
         conn.abort()
-        # A keep-alive connection the provider closed while idle fails before any byte comes back; the
-        # request never reached it, so sending it again cannot duplicate work.
-        if not (reused and exc.kind == "reset" and not conn.got_bytes):
+        if not (reused and exc.kind == "reset" and not conn.got_bytes and out.method in SAFE_METHODS):
             raise
     conn = await pool._connect()
     try:

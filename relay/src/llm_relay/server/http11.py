@@ -3,14 +3,28 @@
 Why not aiohttp's server: on this machine it alone costs ~4x the CPU per request of a bare httptools
 protocol (measured for issue 6), and the relay's whole job is per-request overhead. This server does
 only what the relay needs, strictly:
-- one request at a time per connection, pipelined requests queued in order (bounded; reading pauses);
-- the whole request body is read before the handler runs (bodies are capped by `max_body_bytes`):
-  a declared Content-Length over the cap is refused before reading (413), `Expect: 100-continue` is
-  honoured only for acceptable bodies, chunked bodies are counted as they arrive;
+- limits hold while the bytes arrive (as nginx and Envoy do): bytes are fed to llhttp in slices of
+  `SLICE` bytes, and after each slice the head so far is measured against `max_head_bytes`, so a
+  never-ending header is refused (431) with at most `max_head_bytes + 2 * SLICE` bytes buffered, instead
+  of when llhttp finally hands it over;
+- an admission hook runs when the head is complete, before any body byte is read: it authenticates the
+  request (401 with the body unread) and sets the request's body cap;
+- one request at a time per connection, pipelined requests queued in order (bounded: reading stops
+  while `MAX_PIPELINED` requests wait, and the rest of a received chunk waits unparsed);
+- back-pressure: while the client does not read our answers (the transport called `pause_writing`),
+  no further pipelined request is answered and nothing more is read from it;
+- `max_connections` per listener: over it a new connection gets 503 and is closed at once;
+- the whole request body is read before the handler runs (bodies are capped by `max_body_bytes` or the
+  admission hook's cap): a declared Content-Length over the cap is refused before reading (413),
+  `Expect: 100-continue` is honoured only for acceptable bodies, chunked bodies are counted as they
+  arrive;
 - one deadline per request covering head and body (`body_timeout`): slow senders get 408, including
   slow *heads* (slowloris); idle keep-alive connections close after `keepalive_timeout`;
 - limits on request-line and header sizes (414/431) and on header count; anything llhttp rejects
-  (bad framing, CL+TE smuggling, bad characters) is a 400 and the connection closes;
+  (bad framing, CL+TE smuggling, bad characters) is a 400; CONNECT is a 405. After such an answer the
+  connection closes *lingering* (our side sends FIN, then reads and drops for a bounded time what the
+  client still sends), so the client gets the answer instead of a reset; a bad request pipelined behind
+  others is answered after them;
 - responses with Content-Length, or chunked streams with flow control (writes wait while the client's
   socket buffer is full); a client that disconnects cancels its handler (which aborts the provider call).
 """
@@ -32,14 +46,26 @@ from .errors import RelayError
 log = logging.getLogger("llm_relay.server")
 SERVER_NAME = b"llm-relay"
 MAX_PIPELINED = 8
+SLICE = 8192  # bytes fed to llhttp at a time: the granularity of the head limit and of pipelining stops
 SWEEP_INTERVAL = 0.25  # seconds between deadline checks
+LINGER_SECONDS = 2.0  # after an error answer: how long to drop what the client still sends
+LINGER_BYTES = 1 << 20  # ... and how much of it, before the connection is cut
+MAX_REFUSING = 256  # connections being refused (503) that may linger at once; beyond, closed at once
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
 class Limits:
     """Per-listener limits; read from the current settings when a connection needs them."""
 
-    __slots__ = ("body_timeout", "keepalive_timeout", "max_body", "max_headers", "max_line")
+    __slots__ = (
+        "body_timeout",
+        "keepalive_timeout",
+        "max_body",
+        "max_connections",
+        "max_head",
+        "max_headers",
+        "max_line",
+    )
 
     def __init__(
         self,
@@ -48,9 +74,12 @@ class Limits:
         max_line: int = 8190,
         max_headers: int = 100,
         keepalive_timeout: float = 75.0,
+        max_head: int = 32768,
+        max_connections: int = 1024,
     ) -> None:
         self.max_body, self.body_timeout = max_body, body_timeout
         self.max_line, self.max_headers, self.keepalive_timeout = max_line, max_headers, keepalive_timeout
+        self.max_head, self.max_connections = max_head, max_connections
 
 
 class Headers:
@@ -76,7 +105,7 @@ class Headers:
 
 
 class Request:
-    __slots__ = ("body", "conn", "headers", "keep_alive", "method", "raw_path", "version")
+    __slots__ = ("admitted", "body", "conn", "headers", "keep_alive", "method", "raw_path", "version")
 
     def __init__(
         self, conn: HttpConnection, method: str, raw_path: str, headers: Headers, version: str
@@ -88,6 +117,7 @@ class Request:
         self.version = version
         self.body = b""
         self.keep_alive = True
+        self.admitted: object = None  # what the admission hook found (e.g. the authenticated client)
 
     @property
     def path(self) -> str:
@@ -105,6 +135,9 @@ class Response:
 
 Handler = Callable[[Request], Awaitable[Response | None]]
 RejectHook = Callable[[str, str, int, str], None]  # method, path, status, code
+# Runs when a request's head is complete, before its body is read: returns the body cap in bytes, or
+# raises RelayError to refuse the request (its body then is never read).
+AdmitHook = Callable[[Request, int], int]
 
 
 class _Clock:
@@ -133,24 +166,48 @@ def _head(status: int, headers: list[tuple[str, str]], extra: bytes) -> bytes:
     )
 
 
+def _error_bytes(err: RelayError) -> bytes:
+    body = err.body()
+    fields = [("Content-Type", "application/json"), *err.headers.items()]
+    return _head(err.status, fields, b"Connection: close\r\nContent-Length: %d\r\n" % len(body)) + body
+
+
+def _origin_form(url: str) -> str | None:
+    """The origin-form of an absolute-form target (RFC 9112 §3.2.2: a server must accept it), or None."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.isalpha():
+        return None
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else "/"
+
+
 class HttpServer:
     """Shared by all connections of one listener: the handler, the limits and the open connections."""
 
     def __init__(
-        self, handler: Handler, limits: Callable[[], Limits], on_reject: RejectHook | None = None
+        self,
+        handler: Handler,
+        limits: Callable[[], Limits],
+        on_reject: RejectHook | None = None,
+        admit: AdmitHook | None = None,
     ) -> None:
         self.handler = handler
         self.limits = limits
         self.on_reject = on_reject
+        self.admit = admit
         self.connections: set[HttpConnection] = set()
+        self.refusing = 0  # connections being answered 503 (not in `connections`)
         self.closing = False
         self._sweeping = False
 
-    def __call__(self) -> HttpConnection:
+    def __call__(self) -> asyncio.Protocol:
         if not self._sweeping:
             self._sweeping = True
             asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
-        return HttpConnection(self)
+        limits = self.limits()
+        if len(self.connections) >= limits.max_connections:
+            return _Refused(self)
+        return HttpConnection(self, limits)
 
     def _sweep(self) -> None:
         """Fire expired connection deadlines: one timer per listener instead of two per request (those
@@ -176,28 +233,76 @@ class HttpServer:
             conn.abort()
 
 
-class HttpConnection(asyncio.Protocol):
+class _Refused(asyncio.Protocol):
+    """A connection over `max_connections`: 503 at once, then closed (lingering briefly, so the answer is
+    read rather than reset, unless too many are being refused already)."""
+
+    ANSWER = RelayError(
+        503, "too_many_connections", "the relay is at its connection limit; retry", {"Retry-After": "1"}
+    )
+
     def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        if server.on_reject is not None:
+            server.on_reject("-", "-", 503, "too_many_connections")
+        self.transport.write(_error_bytes(self.ANSWER))  # type: ignore[union-attr]
+        if server.refusing >= MAX_REFUSING or not self.transport.can_write_eof():  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]
+            return
+        server.refusing += 1
+        self.transport.write_eof()  # type: ignore[union-attr]
+        self.timer = asyncio.get_running_loop().call_later(LINGER_SECONDS / 4, self.transport.abort)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        pass  # dropped: nothing this connection sends is wanted
+
+    def eof_received(self) -> bool:
+        return False  # the client is done too: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.server.refusing -= 1
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, server: HttpServer, limits: Limits) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.limits = server.limits()
+        self.limits = limits
         self.queue: deque[Request] = deque()
         self.current: asyncio.Task | None = None
         self.closed = False
         self.read_paused = False
         self.write_paused = False
+        self.stopped = False  # no more requests will be parsed on this connection
+        self.pending = b""  # received but not yet parsed (waits while the pipeline is full)
+        self.feeding = False
+        self.fed = 0  # bytes fed to the parser so far (before the slice being fed)
+        self.deferred: RelayError | None = None  # error answer due after the requests before it
+        self.lingering = False
+        self.dropped = 0
         self.drain_waiter: asyncio.Future | None = None
         self.deadline = 0.0  # loop time after which on_deadline() fires (0 = none)
         # per-message parsing state
         self.url = bytearray()
         self.header_pairs: list[tuple[str, str]] = []
         self.head_bytes = 0
+        self.head_start = 0
+        self.in_head = False
         self.request: Request | None = None
         self.body: list[bytes] = []
         self.body_size = 0
-        self.reject: tuple[int, str, str] | None = None
+        self.body_cap = limits.max_body
+        self.reject: RelayError | None = None
         self.in_message = False
         # response state
         self.streaming = False
@@ -212,6 +317,8 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.lingering = False
+        self.pending = b""
         self.server.connections.discard(self)
         self._disarm()
         if self.current is not None and not self.current.done():
@@ -222,41 +329,86 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
+            if self.lingering:
+                self.dropped += len(data)
+                if self.dropped > LINGER_BYTES:
+                    self.transport.abort()  # type: ignore[union-attr]
             return
+        if self.pending:  # only after a pause; keep the order of the bytes
+            data, self.pending = self.pending + data, b""
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Parse `data` slice by slice, checking the head limit after each slice and stopping (keeping the
+        rest in `pending`) once the pipeline is full or the client does not read our answers."""
+        self.feeding = True
+        parser = self.parser
         try:
-            self.parser.feed_data(data)
+            if len(data) <= SLICE:
+                parser.feed_data(data)
+                self.fed += len(data)
+                if self.in_head and self.fed - self.head_start > self.limits.max_head + SLICE:
+                    self._head_too_large()
+                return
+            view = memoryview(data)
+            size, pos = len(view), 0
+            while pos < size:
+                if self.read_paused or self.closed or self.stopped:
+                    if not (self.closed or self.stopped):
+                        self.pending = bytes(view[pos:])
+                    return
+                piece = view[pos : pos + SLICE]
+                parser.feed_data(piece)
+                pos += len(piece)
+                self.fed += len(piece)
+                if self.in_head and self.fed - self.head_start > self.limits.max_head + SLICE:
+                    self._head_too_large()
+                    return
         except httptools.HttpParserUpgrade:
-            if self.request is None or self.request.method == "CONNECT":
-                self._fail(400, "invalid_request", "protocol upgrades are not supported")
+            if self.request is None:
+                self._fail(RelayError(400, "invalid_request", "protocol upgrades are not supported"))
             else:
                 # e.g. `Upgrade: h2c` on a complete request: answer it in HTTP/1.1, then close.
                 self.request.keep_alive = False
-                self.read_paused = True
-                self.transport.pause_reading()  # type: ignore[union-attr]
+                self._stop_reading()
         except httptools.HttpParserError as exc:
-            status, code, message = self.reject or (
-                400,
-                "bad_request",
-                f"malformed HTTP request ({exc.__class__.__name__})",
+            self._fail(
+                self.reject
+                or RelayError(400, "bad_request", f"malformed HTTP request ({exc.__class__.__name__})")
             )
-            self._fail(status, code, message)
+        finally:
+            self.feeding = False
+
+    def _head_too_large(self) -> None:
+        self._fail(RelayError(431, "headers_too_large", "request header fields too large"))
 
     def pause_writing(self) -> None:
+        # Our unwritten output is over the transport's high-water mark: stop taking new requests.
         self.write_paused = True
+        self._flow()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.drain_waiter is not None and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
+        if self.closed:
+            return
+        if self.current is None:
+            self._continue()
+        elif self.read_paused:
+            self._flow()  # read again during a long answer: a client that leaves is noticed
 
     # --- httptools callbacks ---
     def on_message_begin(self) -> None:
         self.in_message = True
+        self.in_head = True
+        self.head_start = self.fed
         self.url.clear()
         self.header_pairs = []
         self.head_bytes = 0
         self.body = []
         self.body_size = 0
+        self.body_cap = self.limits.max_body
         self.reject = None
         self.request = None
         self._arm(self.limits.body_timeout)
@@ -264,44 +416,62 @@ class HttpConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > self.limits.max_line:
-            self.reject = (414, "uri_too_long", "request target too long")
+            self.reject = RelayError(414, "uri_too_long", "request target too long")
             raise ValueError("url too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value)
-        if len(name) + len(value) > self.limits.max_line or len(self.header_pairs) >= self.limits.max_headers:
-            self.reject = (431, "headers_too_large", "request header fields too large")
+        size = len(name) + len(value)
+        self.head_bytes += size + 4
+        limits = self.limits
+        if (
+            size > limits.max_line
+            or len(self.header_pairs) >= limits.max_headers
+            or self.head_bytes + len(self.url) > limits.max_head
+        ):
+            self.reject = RelayError(431, "headers_too_large", "request header fields too large")
             raise ValueError("headers too large")
         self.header_pairs.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         parser = self.parser
         headers = Headers(self.header_pairs)
-        request = Request(
-            self,
-            parser.get_method().decode("latin-1"),
-            self.url.decode("latin-1"),
-            headers,
-            parser.get_http_version(),
-        )
+        method = parser.get_method().decode("latin-1")
+        url = self.url.decode("latin-1")
+        if url[:1] != "/" and url != "*":
+            url = _origin_form(url) or ""
+        request = Request(self, method, url, headers, parser.get_http_version())
         request.keep_alive = parser.should_keep_alive()
         self.request = request
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limits.max_body:
-            self.reject = (413, "body_too_large", f"request body over the {self.limits.max_body}-byte limit")
-        elif (
-            (headers.get("expect") or "").lower() == "100-continue"
-            and not self.queue
-            and self.current is None
-        ):
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+        if method == "CONNECT":
+            self.reject = RelayError(405, "method_not_allowed", "CONNECT is not supported")
+        elif not url:
+            self.reject = RelayError(400, "bad_request", "request target must be a path or an http URL")
+        elif self.server.admit is not None:
+            try:
+                self.body_cap = self.server.admit(request, self.limits.max_body)
+            except RelayError as err:
+                self.reject = err  # answered now: the body is never read
+        if self.reject is None:
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.body_cap:
+                self.reject = self._too_large()
+            elif (
+                (headers.get("expect") or "").lower() == "100-continue"
+                and not self.queue
+                and self.current is None
+            ):
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
         if self.reject is not None:
             raise ValueError("refused")  # stop parsing: the body is not wanted
 
+    def _too_large(self) -> RelayError:
+        return RelayError(413, "body_too_large", f"request body over the {self.body_cap}-byte limit")
+
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
-        if self.body_size > self.limits.max_body:
-            self.reject = (413, "body_too_large", f"request body over the {self.limits.max_body}-byte limit")
+        if self.body_size > self.body_cap:
+            self.reject = self._too_large()
             raise ValueError("body too large")
         self.body.append(body)
 
@@ -313,22 +483,44 @@ class HttpConnection(asyncio.Protocol):
         request.body = body[0] if len(body) == 1 else b"".join(body)
         self.body = []
         self.queue.append(request)
-        if len(self.queue) >= MAX_PIPELINED and not self.read_paused:
-            self.read_paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        if len(self.queue) >= MAX_PIPELINED:
+            self._flow()
         if self.current is None:
             self._disarm()
             self._next()
+
+    # --- flow control ---
+    def _flow(self) -> None:
+        """Read from the client only while fewer than MAX_PIPELINED requests wait and the client reads
+        our answers (resuming at half the queue, so a pipelining client does not flap)."""
+        transport = self.transport
+        if self.write_paused or len(self.queue) >= MAX_PIPELINED:
+            if not self.read_paused:
+                self.read_paused = True
+                transport.pause_reading()  # type: ignore[union-attr]
+        elif self.read_paused and len(self.queue) < MAX_PIPELINED // 2 and not self.stopped:
+            self.read_paused = False
+            transport.resume_reading()  # type: ignore[union-attr]
+            if self.pending and not self.feeding:
+                data, self.pending = self.pending, b""
+                self._feed(data)
+
+    def _stop_reading(self) -> None:
+        self.stopped = True
+        self.pending = b""
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
 
     # --- request processing ---
     def _next(self) -> None:
         if not self.queue or self.closed:
             return
         request = self.queue.popleft()
-        if self.read_paused and len(self.queue) < MAX_PIPELINED // 2 and request.keep_alive:
-            self.read_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+        # `current` first: resuming may parse waiting bytes, whose requests must queue behind this one.
         self.current = self.loop.create_task(self._run(request))
+        if self.read_paused:
+            self._flow()
 
     async def _run(self, request: Request) -> None:
         self.head_only = request.method == "HEAD"
@@ -358,10 +550,23 @@ class HttpConnection(asyncio.Protocol):
         if not keep:
             self.close()
             return
-        if self.queue:
-            self._next()
-        else:
-            self._arm(self.limits.body_timeout if self.in_message else self.limits.keepalive_timeout)
+        self._continue()
+
+    def _continue(self) -> None:
+        """After an answer: the next pipelined request, a deferred error answer, or wait for more."""
+        if self.queue or self.deferred is not None:
+            if self.write_paused:
+                # The client is not reading our answers: answer no more until it does (resume_writing),
+                # and give up on it if it does not within body_timeout.
+                self._arm(self.limits.body_timeout)
+            elif self.queue:
+                self._next()
+            else:
+                self._answer_and_linger(self.deferred)  # type: ignore[arg-type]
+            return
+        if self.read_paused:
+            self._flow()
+        self._arm(self.limits.body_timeout if self.in_message else self.limits.keepalive_timeout)
 
     def _write_response(self, response: Response, keep: bool) -> None:
         status, body = response.status, response.body
@@ -402,34 +607,38 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
 
     # --- connection management ---
-    def _fail(self, status: int, code: str, message: str) -> None:
-        """Answer a request we refuse to parse further, then close (its remaining bytes are unusable)."""
-        if self.closed:
+    def _fail(self, err: RelayError) -> None:
+        """Refuse a request we will not parse further: answer it (after the requests before it, which
+        are still answered), then close (its remaining bytes are unusable)."""
+        if self.closed or self.stopped:
             return
         request = self.request
         if self.server.on_reject is not None:
             method = request.method if request else "-"
-            path = request.path if request else "-"
-            self.server.on_reject(method, path, status, code)
+            path = request.raw_path if request else "-"
+            self.server.on_reject(method, path, err.status, err.code)
+        self._stop_reading()
         if self.current is None and not self.queue:
-            err = RelayError(status, code, message)
-            self.transport.write(  # type: ignore[union-attr]
-                _head(
-                    status,
-                    [("Content-Type", "application/json")],
-                    b"Connection: close\r\nContent-Length: %d\r\n" % len(err.body()),
-                )
-                + err.body()
-            )
-            self.close()
+            self._answer_and_linger(err)
         else:
-            # Earlier pipelined requests are still being answered: stop reading, let them finish.
-            self.read_paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
-            for queued in self.queue:
-                queued.keep_alive = False
-            if self.current is None:
-                self.close()
+            self.deferred = err
+
+    def _answer_and_linger(self, err: RelayError) -> None:
+        """Write an error answer and close without losing it: send FIN, then drop what the client still
+        sends for a bounded time and size. Closing with unread bytes pending would reset the connection,
+        and a reset can destroy the answer before the client reads it."""
+        self.deferred = None
+        transport = self.transport
+        transport.write(_error_bytes(err))  # type: ignore[union-attr]
+        if not transport.can_write_eof():  # type: ignore[union-attr]
+            self.close()
+            return
+        self.closed = self.lingering = True
+        transport.write_eof()  # type: ignore[union-attr]
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()  # type: ignore[union-attr]
+        self._arm(LINGER_SECONDS)
 
     def _arm(self, seconds: float) -> None:
         self.deadline = self.loop.time() + seconds
@@ -438,10 +647,15 @@ class HttpConnection(asyncio.Protocol):
         self.deadline = 0.0
 
     def on_deadline(self) -> None:
+        if self.lingering:
+            self.transport.abort()  # type: ignore[union-attr]
+            return
         if self.closed or self.current is not None:
             return
-        if self.in_message:
-            self._fail(408, "body_timeout", "request not received in time")
+        if self.write_paused and (self.queue or self.deferred is not None):
+            self.abort()  # answers pile up unread
+        elif self.in_message:
+            self._fail(RelayError(408, "body_timeout", "request not received in time"))
         else:
             self.close()  # idle keep-alive connection
 

@@ -10,10 +10,28 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import sys
 import time
 from json.encoder import encode_basestring_ascii as _quote  # C-accelerated JSON string quoting
 from typing import Any, TextIO
+
+# A path segment after a `t` segment (the /t/<token>/ channel, wherever it appears: `//t/...`,
+# `/x/t/...`), and anything shaped like a client token.
+_PATH_TOKEN = re.compile(r"(?<=/t/)[^/]+|lrt_[^/]*")
+LOG_PATH_MAX = 256
+
+
+def log_path(path: str) -> str:
+    """`path` as the access log may hold it: no query (the caller drops it), no token in any form.
+
+    The HTTP server turns absolute-form targets into origin-form before the handler sees them, so a path
+    here starts with "/" unless the target was `*` or unusable; anything else is logged as "-"."""
+    if path[:1] != "/":
+        return "*" if path == "*" else "-"
+    if "/t/" in path or "lrt_" in path:
+        path = _PATH_TOKEN.sub("***", path)
+    return path[:LOG_PATH_MAX]
 
 
 class JsonFormatter(logging.Formatter):

@@ -51,17 +51,24 @@ class RelayServer:
 
     def _limits(self) -> Limits:
         s = self.settings.server  # read per connection: a reload applies to new connections
-        return Limits(s.max_body_bytes, s.body_timeout, s.max_line_bytes, s.max_headers)
+        return Limits(
+            s.max_body_bytes,
+            s.body_timeout,
+            s.max_line_bytes,
+            s.max_headers,
+            max_head=s.max_head_bytes,
+            max_connections=s.max_connections,
+        )
 
-    def _http_server(self, handler, on_reject=None) -> HttpServer:
-        server = HttpServer(handler, self._limits, on_reject)
+    def _http_server(self, handler, on_reject=None, admit=None) -> HttpServer:
+        server = HttpServer(handler, self._limits, on_reject, admit)
         self._http.append(server)
         return server
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         host, port = self.settings.server.listen
-        http = self._http_server(self.relay.handle, self.relay.rejected)
+        http = self._http_server(self.relay.handle, self.relay.rejected, self.relay.admit)
         srv = await loop.create_server(http, host, port, backlog=2048)
         self._servers.append(srv)
         self.port = srv.sockets[0].getsockname()[1]

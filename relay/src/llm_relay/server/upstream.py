@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import select
 import ssl
 from collections import deque
 from urllib.parse import unquote, urlsplit
@@ -39,6 +40,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
+        self.fileno = -1
         self.closed = False
         self.exchanges = 0
         self._connect_buf: bytearray | None = None  # only while reading a proxy's CONNECT answer
@@ -67,6 +69,25 @@ class _Connection(asyncio.Protocol):
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        self.fileno = sock.fileno() if sock is not None else -1
+
+    def idle_and_open(self) -> bool:
+        """Whether an idle pooled connection can carry a request: nothing may be waiting on its socket.
+
+        A provider that closed the connection while it sat in the pool has sent a FIN (or a TLS alert)
+        the event loop may not have read yet; one poll(0) sees it, so the request goes on a fresh
+        connection instead of being written into one that is gone."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        if self.fileno < 0:
+            return True
+        poller = select.poll()
+        poller.register(self.fileno, select.POLLIN | select.POLLPRI)
+        try:
+            return not poller.poll(0)
+        except OSError:
+            return False
 
     def data_received(self, data: bytes) -> None:
         if self._connect_buf is not None:
@@ -266,8 +287,9 @@ class UpstreamPool:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+            if conn.idle_and_open():
                 return conn, True
+            conn.abort()
         return await self._connect(), False
 
     def release(self, conn: _Connection) -> None:
