@@ -72,6 +72,7 @@ def one_run(node, template: str) -> tuple[float, float]:
         vmid=VMID,
         ostemplate=template,
         hostname="bench-pve",
+        storage="local-lvm",
         memory=256,
         cores=1,
         net0="name=eth0,bridge=vmbr0,ip=dhcp",

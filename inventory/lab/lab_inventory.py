@@ -36,7 +36,7 @@ def lab_vars() -> dict:
         "relay_vmid_base": 101,
         "relay_ostemplate": f"{pve['storage']}:vztmpl/debian-12-standard_12.15-1_amd64.tar.zst",
         "relay_template_download": True,
-        "relay_container_storage": pve["storage"],
+        "relay_container_storage": pve["rootdir_storage"],
         "relay_bridge": "vmbr0",
         # Cloudflare API emulator
         "cloudflare_api_base_url": f"https://127.0.0.1:{cf['port']}/client/v4",

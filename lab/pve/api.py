@@ -15,6 +15,7 @@ from aiohttp import web
 from lab.pve import faults, schema
 from lab.pve.auth import AuthError, Identity
 from lab.pve.errors import ApiError
+from lab.pve.permcheck import Checker
 from lab.pve.service import Pve
 
 log = logging.getLogger("lab.pve.api")
@@ -26,6 +27,7 @@ class Call:
     pve: Pve
     params: dict[str, Any]
     ident: Identity | None
+    perms: Checker
 
     @property
     def user(self) -> str:
@@ -94,12 +96,23 @@ async def dispatch(request: web.Request) -> web.Response:
     template, path_params = found
     try:
         ident = None if template == "/access/ticket" else _authenticate(pve, request, method)
+        if "node" in path_params and faults.offline(
+            pve.state.faults, path_params["node"], ident.name if ident else ""
+        ):
+            # The receiving node cannot reach the target node: pveproxy's answer (before any check
+            # the target node would have made).
+            raise ApiError(595, "Errors during connection establishment, proxy handshake")
         raw = await _params(request)
         raw.update(path_params)
+        perms = Checker(pve.access, ident.name if ident else "")
+        if ident is not None:
+            # As PVE's REST handler: the schema's permissions are checked on the raw parameters, before
+            # they are verified (an unauthorized caller learns nothing about its bad input).
+            perms.api2(info.get("permissions"), raw)
         params = schema.validate(template, method, raw)
         if "node" in path_params:
             pve.check_node(path_params["node"])
-        data = await HANDLERS[(method, template)](Call(pve, params, ident))
+        data = await HANDLERS[(method, template)](Call(pve, params, ident, perms))
     except AuthError as exc:
         return _error(request, 401, {"data": None}, str(exc))
     except schema.ParamError as exc:
@@ -126,7 +139,7 @@ async def faults_control(request: web.Request) -> web.Response:
     pve: Pve = request.app["pve"]
     try:
         if request.method == "POST":
-            faults.apply_request(pve.state.faults, await request.json())
+            faults.apply_request(pve.state.faults, await request.json(), pve.nodes)
         elif request.method == "DELETE":
             faults.clear(pve.state.faults, everything=request.query.get("all") in ("1", "true"))
         elif request.method != "GET":

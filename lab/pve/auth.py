@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.pve.access import AccessConfig
+
 TICKET_LIFETIME = 7200
 
 
@@ -34,9 +36,8 @@ class Identity:
 
 
 class Authenticator:
-    def __init__(self, users: dict[str, str], tokens: dict[str, str], key_file: Path) -> None:
-        self.users = users
-        self.tokens = tokens
+    def __init__(self, access: AccessConfig, key_file: Path) -> None:
+        self.access = access
         self.key = self._load_key(key_file)
 
     @staticmethod
@@ -59,7 +60,7 @@ class Authenticator:
             ident = self.check_ticket(password)
             if ident.userid != userid:
                 raise AuthError("authentication failure")
-        elif not hmac.compare_digest(self.users.get(userid, "\0").encode(), password.encode()):
+        elif not self.access.password_ok(userid, password):
             raise AuthError("authentication failure")
         stamp = f"{int(time.time()):08X}"
         plain = f"PVE:{userid}:{stamp}"
@@ -103,7 +104,7 @@ class Authenticator:
                 break
         else:
             raise AuthError("invalid token value!")
-        expected = self.tokens.get(tokenid)
-        if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
-            raise AuthError("invalid token value!")
+        problem = self.access.token_problem(tokenid, secret)
+        if problem:
+            raise AuthError(problem)
         return Identity(tokenid.split("!", 1)[0], tokenid)

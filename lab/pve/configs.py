@@ -52,10 +52,14 @@ class ConfigOps:
         net.setdefault("type", "veth")
         return print_property_string(net, "name")
 
+    @staticmethod
+    def split_deletes(p: dict[str, Any]) -> list[str]:
+        return schema.formats.split_list(p.get("delete", "")) if p.get("delete") else []
+
     async def update_config(self, ct: Container, p: dict[str, Any]) -> None:
         if p.get("digest") and p["digest"] != ct.digest():
             raise ApiError(500, "detected modified configuration - file changed by other user? Try again.")
-        deletes = schema.formats.split_list(p.get("delete", "")) if p.get("delete") else []
+        deletes = self.split_deletes(p)
         changes = {k: v for k, v in p.items() if k not in ("node", "vmid", "digest", "delete", "revert")}
         if "lock" in changes or "lock" in deletes:
             # `lock` is the config lock itself (PVE keeps it as `lock:` in the config file): setting it locks

@@ -8,9 +8,16 @@ inside "Proxmox" with "No space left on device".
     POST   {"storage_full": true, "vmids": "9000-9099"}        only creates of those vmids
     POST   {"storage_full": true, "tasks": ["download"]}       only template downloads
     POST   {"storage_full": false, ...same scope...}           remove that rule
+    POST   {"node_offline": true, "nodes": ["pve2"]}           take nodes offline: every /nodes/pve2/...
+                                                               call answers 595 (the proxy to the node
+                                                               fails), lists show it `offline`/`unknown`
+    POST   {..., "users": ["u@pve!tk"]}                        the same, seen only by those callers (so
+                                                               parallel suites keep their node)
+    POST   {"node_offline": false, ...same nodes/users...}     bring them back
     DELETE                                                     remove the global (unscoped) rules
-    DELETE ?all=1                                              remove every rule
-    GET                                                        {"faults": {"storage_full": [rules]}}
+    DELETE ?all=1                                              remove every rule, every offline node
+    GET                                                        {"faults": {"storage_full": [rules],
+                                                                           "node_offline": [nodes]}}
 """
 
 from __future__ import annotations
@@ -57,10 +64,31 @@ def normalize(faults: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def apply_request(faults: dict[str, list[dict[str, Any]]], body: Any) -> None:
-    """POST: add (true) or remove (false) one scoped rule per named fault."""
+def _apply_node_offline(faults: dict[str, Any], body: dict[str, Any], known_nodes: list[str]) -> None:
+    nodes, users = body.get("nodes"), body.get("users")
+    if not set(body) <= {"node_offline", "nodes", "users"} or not isinstance(body["node_offline"], bool):
+        raise FaultError('node_offline: {"node_offline": true|false, "nodes": [names], "users": [ids]}')
+    if not isinstance(nodes, list) or not nodes or not set(nodes) <= set(known_nodes):
+        raise FaultError(f"nodes: a non-empty list of {known_nodes}")
+    if users is not None and (not isinstance(users, list) or not all(isinstance(u, str) for u in users)):
+        raise FaultError("users: a list of user or token ids")
+    rule = {"nodes": sorted(set(nodes)), "users": sorted(set(users)) if users is not None else None}
+    rules = [r for r in faults.get("node_offline", []) if r != rule]
+    if body["node_offline"]:
+        rules.append(rule)
+    if rules:
+        faults["node_offline"] = rules
+    else:
+        faults.pop("node_offline", None)
+
+
+def apply_request(faults: dict[str, Any], body: Any, known_nodes: list[str] | None = None) -> None:
+    """POST: add (true) or remove (false) one scoped rule per named fault, or take nodes off/online."""
     if not isinstance(body, dict):
         raise FaultError("body must be a JSON object")
+    if "node_offline" in body:
+        _apply_node_offline(faults, body, known_nodes or [])
+        return
     scope_keys = {"vmids", "tasks"}
     names = set(body) - scope_keys
     if not names or not names <= KNOWN or not all(isinstance(body[n], bool) for n in names):
@@ -76,13 +104,25 @@ def apply_request(faults: dict[str, list[dict[str, Any]]], body: Any) -> None:
             faults.pop(name, None)
 
 
-def clear(faults: dict[str, list[dict[str, Any]]], everything: bool) -> None:
+def clear(faults: dict[str, Any], everything: bool) -> None:
     for name in list(faults):
+        if name == "node_offline":
+            if everything:
+                del faults[name]
+            continue
         kept = [] if everything else [r for r in faults[name] if r != {"vmids": None, "tasks": None}]
         if kept:
             faults[name] = kept
         else:
             del faults[name]
+
+
+def offline(faults: dict[str, Any], node: str, authid: str) -> bool:
+    """Is `node` down for a caller authenticated as `authid`?"""
+    for rule in faults.get("node_offline", []):
+        if node in rule["nodes"] and (rule["users"] is None or authid in rule["users"]):
+            return True
+    return False
 
 
 def active(faults: dict[str, list[dict[str, Any]]], name: str, task: str, vmid: int | None = None) -> bool:

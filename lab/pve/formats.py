@@ -25,6 +25,10 @@ _VOLID = re.compile(r"^(?i:([a-z][a-z0-9\-_.]*[a-z0-9])):(.+)$")
 STORAGE_CONTENT = {"images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import"}
 TASK_STATUS = {"ok", "error", "warning", "unknown"}
 _LIST_SPLIT = re.compile(r"[;,\s]+")
+_USERID = re.compile(r"^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+$")
+_TOKENID = re.compile(r"^[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+![A-Za-z][A-Za-z0-9.\-_]+$")
+_ROLEID = re.compile(r"^[A-Za-z0-9.\-_]+$")
+_EMAIL = re.compile(r"^[\w+\-~]+(\.[\w+\-~]+)*@[a-zA-Z0-9\-]+(\.[a-zA-Z0-9\-]+)*$")
 
 
 def _split(value: str) -> list[str]:
@@ -95,7 +99,6 @@ FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
     "pve-lxc-mp-string": (_mp_string, "directory name must not contain '.' or '..' components"),
     "pve-node": (lambda v: bool(_NODE.match(v)), "value does not look like a valid node name"),
     "pve-poolid": (lambda v: bool(_POOL.match(v)), "pool name contains illegal characters"),
-    "pve-priv-list": (lambda v: all(re.match(r"^[A-Za-z.]+$", x) for x in _split(v)), "invalid privilege"),
     "pve-realm": (lambda v: bool(_REALM.match(v)), "value does not look like a valid realm"),
     "pve-startup-order": (_startup, "value does not look like a valid startup order"),
     "pve-storage-content": (lambda v: v in STORAGE_CONTENT, "invalid content type"),
@@ -108,12 +111,39 @@ FORMATS: dict[str, tuple[Callable[[str], bool], str]] = {
     "pve-task-status-type-list": (lambda v: all(x in TASK_STATUS for x in _split(v)), "invalid status"),
     "pve-vmid": (lambda v: v.isdigit(), "value does not look like a valid VM ID"),
     "pve-volume-id": (lambda v: bool(_VOLID.match(v)), "unable to parse volume ID"),
+    "pve-userid": (
+        lambda v: bool(_USERID.match(v)) and len(v) <= 64,
+        "value does not look like a valid user name",
+    ),
+    "pve-userid-list": (
+        lambda v: all(_USERID.match(x) for x in _split(v)),
+        "value does not look like a valid user name",
+    ),
+    "pve-tokenid-list": (
+        lambda v: all(_TOKENID.match(x) for x in _split(v)),
+        "value does not look like a valid token ID",
+    ),
+    "pve-roleid": (lambda v: bool(_ROLEID.match(v)), "role name contains invalid characters"),
+    "pve-roleid-list": (
+        lambda v: all(_ROLEID.match(x) for x in _split(v)),
+        "role name contains invalid characters",
+    ),
+    "pve-groupid-list": (
+        lambda v: all(_ROLEID.match(x) for x in _split(v)),
+        "group name contains invalid characters",
+    ),
+    "email-opt": (lambda v: not v or bool(_EMAIL.match(v)), "value does not look like a valid email address"),
     "disk-size": (lambda v: bool(_DISK_SIZE.match(v)), "unable to parse size"),
 }
 
 
 def check(fmt: str, value: str) -> str | None:
     """PVE's error text if `value` breaks named format `fmt`; unknown formats pass (PVE does the same)."""
+    if fmt == "pve-priv-list":  # AccessControl.pm verify_privname names the first unknown privilege
+        from lab.pve.privileges import VALID_PRIVS
+
+        bad = next((p for p in _split(value) if p not in VALID_PRIVS), None)
+        return f"invalid format - invalid privilege '{bad}'" if bad else None
     entry = FORMATS.get(fmt)
     if entry is None or entry[0](value):
         return None

@@ -1,5 +1,6 @@
 """The PVE API schema (apidata.json, a copy of /work/shared/api-schemas/proxmox-ve-api.json so the lab
-works from a clean clone) and a validator that accepts exactly what PVE::JSONSchema accepts.
+works from a clean clone; apidata_access.json adds the access-control paths) and a validator that
+accepts exactly what PVE::JSONSchema accepts.
 
 Errors are collected per parameter as PVE does: {"net0": "invalid format - ...", "foo": "property is
 not defined in schema and the schema does not allow additional properties"}.
@@ -16,6 +17,8 @@ from typing import Any
 from lab.pve import formats
 
 APIDATA = Path(__file__).with_name("apidata.json")
+# The access-control paths (users, tokens, roles, ACLs), absent from the shared schema copy.
+APIDATA_ACCESS = Path(__file__).with_name("apidata_access.json")
 UNKNOWN = "property is not defined in schema and the schema does not allow additional properties"
 MISSING = "property is missing and it is not optional"
 _INDEXED = re.compile(r"^([a-z]+)(\d+)$")
@@ -35,7 +38,7 @@ class ParamError(Exception):
 
 @functools.cache
 def paths() -> dict[str, Any]:
-    return json.loads(APIDATA.read_text())["paths"]
+    return {**json.loads(APIDATA.read_text())["paths"], **json.loads(APIDATA_ACCESS.read_text())["paths"]}
 
 
 @functools.cache

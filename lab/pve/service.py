@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -14,16 +15,19 @@ from typing import Any
 from lab import config as labconfig
 from lab import net
 from lab.pve import faults, guest, schema
+from lab.pve.access import AccessConfig
 from lab.pve.auth import Authenticator
 from lab.pve.configs import CREATE, ConfigOps, print_property_string
 from lab.pve.errors import ApiError
 from lab.pve.lxc import ID_SHIFT, Backend
+from lab.pve.permcheck import Checker
 from lab.pve.state import ClusterState, Container
-from lab.pve.storage import NodeStorage
+from lab.pve.storage import STORAGES, NodeStorage
 from lab.pve.tasks import Task, TaskFailed, TaskManager
 
 log = logging.getLogger("lab.pve")
 DEFAULT_ROOTFS_GIB = 4
+NEW_DISK_SIZE = re.compile(r"^\d+(\.\d+)?$")
 # Keys accepted at create but never stored in the config (PVE consumes them).
 CREATE_ONLY = {
     "ostemplate",
@@ -49,18 +53,17 @@ class Pve(ConfigOps):
         self.nodes: list[str] = list(cfg["nodes"])
         self.dir = state_dir / "pve"
         self.dir.mkdir(parents=True, exist_ok=True)
-        users = dict(cfg.get("users", {}))
-        users.setdefault(cfg["user"], cfg["password"])
-        tokens = dict(cfg.get("tokens", {}))
-        tokens.setdefault(f"{cfg['user']}!{cfg['token_id']}", cfg["token_secret"])
-        self.auth = Authenticator(users, tokens, self.dir / "authkey")
+        self.access = AccessConfig(self.dir / "access.json", cfg)
+        self.auth = Authenticator(self.access, self.dir / "authkey")
         self.state = ClusterState(self.dir / "cluster.json")
         self.tasks = TaskManager(self.dir / "tasks")
         self.backend = Backend(labconfig.lxc_path())
-        self.storage_id: str = cfg.get("storage", "local")
+        self.storage_id: str = cfg.get("storage", "local")  # templates
+        self.rootdir_storage: str = cfg.get("rootdir_storage", "local-lvm")  # root disks
+        total = cfg.get("storage_total_gib", 100)
         self.storages = {
             n: NodeStorage(
-                self.dir / "storage" / n / self.storage_id, self.storage_id, cfg.get("storage_total_gib", 100)
+                self.dir / "storage" / n / self.storage_id, self.storage_id, total, self.rootdir_storage
             )
             for n in self.nodes
         }
@@ -78,6 +81,30 @@ class Pve(ConfigOps):
     def check_node(self, node: str) -> None:
         if node not in self.nodes:
             raise ApiError(596, f"no such cluster node '{node}'")
+
+    def node_status(self, node: str, authid: str) -> str:
+        return "offline" if faults.offline(self.state.faults, node, authid) else "online"
+
+    def check_vmid_unused(self, vmid: int) -> None:
+        existing = self.state.containers.get(vmid)
+        if existing:
+            raise ApiError(500, f"CT {vmid} already exists on node '{existing.node}'")
+
+    def check_create_storages(self, node: str, p: dict[str, Any], perms: Checker) -> None:
+        """API2/LXC.pm create_vm check_and_activate_storage, for the root disk's storage: it must exist,
+        take container directories, and the caller needs Datastore.AllocateSpace on it."""
+        sid = p.get("storage", "local")
+        if p.get("rootfs"):
+            volume = str(schema.property_string(*CREATE, "rootfs", p["rootfs"]).get("volume", ""))
+            if ":" in volume:
+                sid = volume.partition(":")[0]
+            elif volume.startswith("/"):
+                return  # a bind mount: root@pam only, refused by the config-key check before
+        if sid not in STORAGES:
+            raise ApiError(500, f"storage '{sid}' does not exist")
+        if "rootdir" not in STORAGES[sid][1]:
+            raise schema.ParamError({"storage": f"storage '{sid}' does not support container directories"})
+        perms.check(f"/storage/{sid}", ["Datastore.AllocateSpace"])
 
     def container(self, node: str, vmid: int) -> Container:
         ct = self.state.containers.get(vmid)
@@ -130,19 +157,18 @@ class Pve(ConfigOps):
     # --- create --------------------------------------------------------------------------------
     def create(self, node: str, p: dict[str, Any], user: str) -> Task:
         vmid: int = p["vmid"]
-        existing = self.state.containers.get(vmid)
-        if existing:
-            raise ApiError(500, f"CT {vmid} already exists on node '{existing.node}'")
+        self.check_vmid_unused(vmid)
         storage = self.storages[node]
-        store_id = p.get("storage", self.storage_id)
-        if store_id != self.storage_id:
-            raise ApiError(500, f"storage '{store_id}' does not exist")
+        store_id = p.get("storage", "local")
         template = storage.template_path(p["ostemplate"])
         rootfs = schema.property_string(
             *CREATE, "rootfs", p.get("rootfs", f"{store_id}:{DEFAULT_ROOTFS_GIB}")
         )
-        vol_store, _, size = str(rootfs["volume"]).partition(":")
-        if vol_store != self.storage_id:
+        volume = str(rootfs["volume"])
+        if NEW_DISK_SIZE.match(volume):  # a bare size: on the default storage, as PVE does
+            volume = f"{store_id}:{volume}"
+        vol_store, _, size = volume.partition(":")
+        if vol_store != self.rootdir_storage:
             raise ApiError(500, f"storage '{vol_store}' does not exist")
         if not size.replace(".", "", 1).isdigit():
             raise ApiError(
@@ -280,17 +306,14 @@ class Pve(ConfigOps):
         return self._guarded(ct, "vzreboot", user, work)
 
     def destroy(self, ct: Container, user: str, force: bool) -> Task:
-        if ct.lock:  # refused inside the task, as PVE does; the CT keeps its lock and its disk
-            held = ct.lock
-
-            async def refused(task: Task) -> None:
-                raise TaskFailed(f"CT is locked ({held})")
-
-            return self.tasks.start(ct.node, "vzdestroy", str(ct.vmid), user, refused)
+        """The caller checked the lock and (without force) the running state in the call, as PVE does."""
         ct.lock = "destroyed"
 
         async def work(task: Task) -> None:
             async with self.lock(ct.vmid):
+                if force and (await self.ct_state(ct.vmid))[0] == "running":
+                    task.log("force-stopping running container")
+                    await self.backend.stop(ct.vmid)
                 task.log(f"destroying CT {ct.vmid}")
                 await self._discard(ct)
                 task.log(f"removed volume {self.storages[ct.node].volid(ct.vmid)}")

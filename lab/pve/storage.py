@@ -1,5 +1,7 @@
-"""Storage `local` (type dir) on every node: templates under template/cache, container volumes under
-images/<vmid>/subvol-<vmid>-disk-N. Both nodes are backed by directories on this machine."""
+"""The storages of a fresh PVE install, on every node: `local` (type dir: iso, vztmpl, backup) holds the
+templates, `local-lvm` (type lvmthin: rootdir, images) the containers' root disks, with PVE's volume ids
+(`local-lvm:vm-100-disk-0`). Both are backed by one directory per node on this machine: templates under
+template/cache, a root disk (a thin LV mounted, in PVE) under images/<vmid>/subvol-<vmid>-disk-N."""
 
 from __future__ import annotations
 
@@ -11,14 +13,24 @@ from typing import Any
 
 from lab.pve.errors import ApiError
 
-CONTENT = "vztmpl,rootdir,iso,backup,images"
 TEMPLATE_RE_PREFIX = "debian-12-standard_"
+# storage id -> (type, content), as a fresh install's /etc/pve/storage.cfg (content listed sorted, as
+# PVE prints it).
+STORAGES: dict[str, tuple[str, frozenset[str]]] = {
+    "local": ("dir", frozenset({"iso", "vztmpl", "backup"})),
+    "local-lvm": ("lvmthin", frozenset({"rootdir", "images"})),
+}
+
+
+def content_string(storage_id: str) -> str:
+    return ",".join(sorted(STORAGES[storage_id][1]))
 
 
 class NodeStorage:
-    def __init__(self, root: Path, storage_id: str, total_gib: int) -> None:
+    def __init__(self, root: Path, storage_id: str, total_gib: int, rootdir_id: str = "local-lvm") -> None:
         self.root = root
-        self.id = storage_id
+        self.id = storage_id  # the template storage (`local`)
+        self.rootdir_id = rootdir_id
         self.total = total_gib * 1024**3
         (root / "template" / "cache").mkdir(parents=True, exist_ok=True)
         (root / "images").mkdir(parents=True, exist_ok=True)
@@ -44,7 +56,7 @@ class NodeStorage:
         return self.root / "images" / str(vmid) / f"subvol-{vmid}-disk-{disk}"
 
     def volid(self, vmid: int, disk: int = 0) -> str:
-        return f"{self.id}:{vmid}/subvol-{vmid}-disk-{disk}.subvol"
+        return f"{self.rootdir_id}:vm-{vmid}-disk-{disk}"
 
     def free_volume(self, vmid: int) -> None:
         shutil.rmtree(self.root / "images" / str(vmid), ignore_errors=True)
@@ -53,9 +65,9 @@ class NodeStorage:
         used = sum(f.stat().st_size for f in self.template_dir.iterdir() if f.is_file())
         return {"total": self.total, "used": used, "avail": max(0, self.total - used)}
 
-    def content(self, kind: str | None, vmid: int | None) -> list[dict[str, Any]]:
+    def content(self, storage_id: str, kind: str | None, vmid: int | None) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        if kind in (None, "vztmpl") and vmid is None:
+        if storage_id == self.id and kind in (None, "vztmpl") and vmid is None:
             for f in sorted(self.template_dir.iterdir()):
                 if f.is_file() and f.name.endswith((".tar.zst", ".tar.gz", ".tar.xz")):
                     st = f.stat()
@@ -68,7 +80,7 @@ class NodeStorage:
                             "ctime": int(st.st_mtime),
                         }
                     )
-        if kind in (None, "rootdir", "images"):
+        if storage_id == self.rootdir_id and kind in (None, "rootdir", "images"):
             for d in sorted((self.root / "images").glob("*/subvol-*")):
                 owner = int(d.parent.name)
                 if vmid is not None and owner != vmid:
@@ -78,7 +90,7 @@ class NodeStorage:
                     {
                         "volid": self.volid(owner, disk),
                         "content": "rootdir",
-                        "format": "subvol",
+                        "format": "raw",
                         "size": 0,
                         "used": 0,
                         "vmid": owner,

@@ -113,6 +113,7 @@ def container(lab, tmp_path_factory):
                 vmid=vmid,
                 ostemplate=template,
                 hostname=f"edge-e2e-{vmid}",
+                storage="local-lvm",
                 memory=512,
                 cores=1,
                 net0="name=eth0,bridge=vmbr0,ip=dhcp",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
+from pathlib import Path
 
 from lab.pve import schema
 
@@ -79,3 +80,12 @@ def check_keys(template: str, data: dict, method: str = "GET") -> None:
     assert required <= keys, f"{template}: missing {required - keys}"
     extra = keys - known - REAL_EXTRAS.get(template, set())
     assert not extra, f"{template}: keys not in the schema: {extra}"
+
+
+def documented_privileges() -> list[str]:
+    """The privileges the example inventory tells users to grant the automation token (its role)."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((repo / "inventory/example/group_vars/all/main.yml").read_text())
+    return list(data["proxmox_api_role_privileges"])

@@ -27,7 +27,9 @@ from lab import config
 px = Lab(config.load()).proxmox()
 node = px.nodes("pve1")
 volid = node.storage("local").content.get(content="vztmpl")[0]["volid"]
-upid = node.lxc.post(vmid={VMID}, ostemplate=volid, net0="name=eth0,bridge=vmbr0,ip=dhcp", start=1)
+upid = node.lxc.post(
+    vmid={VMID}, ostemplate=volid, storage="local-lvm", net0="name=eth0,bridge=vmbr0,ip=dhcp", start=1
+)
 while (st := node.tasks(upid).status.get())["status"] == "running":
     time.sleep(0.2)
 print("CREATE", json.dumps(st))

@@ -12,7 +12,13 @@ UNKNOWN = "property is not defined in schema and the schema does not allow addit
 
 
 def create_args(vmid: int, template: str, **extra) -> dict:
-    return {"vmid": vmid, "ostemplate": template, "net0": "name=eth0,bridge=vmbr0,ip=dhcp", **extra}
+    base = {
+        "vmid": vmid,
+        "ostemplate": template,
+        "storage": "local-lvm",
+        "net0": "name=eth0,bridge=vmbr0,ip=dhcp",
+    }
+    return {**base, **extra}
 
 
 def refused(call, **params) -> ResourceException:
@@ -114,6 +120,15 @@ def test_unknown_template_and_storage(node, vmid):
     assert err.status_code == 500 and "does not exist" in err.content
     err = refused(node.lxc.post, **create_args(vmid, "local:vztmpl/x.tar.zst", storage="tank"))
     assert "storage 'tank' does not exist" in err.content
+    assert vmid not in [c["vmid"] for c in node.lxc.get()]
+
+
+@pytest.mark.parametrize("where", [{"storage": "local"}, {"rootfs": "local:2"}])
+def test_a_root_disk_on_the_template_storage_is_refused(node, vmid, template_volid, where):
+    """API2/LXC.pm create_vm: a storage without content `rootdir` (a fresh install's `local`) is a 400."""
+    err = refused(node.lxc.post, **create_args(vmid, template_volid, **where))
+    assert err.status_code == 400
+    assert err.errors == {"storage": "storage 'local' does not support container directories"}
     assert vmid not in [c["vmid"] for c in node.lxc.get()]
 
 

@@ -27,7 +27,7 @@ def ct(px, lab, template_volid):
             ostemplate=template_volid,
             hostname="shared-ct",
             net0="name=eth0,bridge=vmbr0,ip=10.87.0.250/24,gw=10.87.0.1",
-            rootfs="local:2",
+            rootfs="local-lvm:2",
             memory=192,
             cores=1,
             onboot=1,
@@ -77,7 +77,7 @@ def test_config_get_is_pve_shaped(ct):
     check_keys(BASE + "/config", conf)
     assert conf["hostname"] == "shared-ct" and conf["memory"] == 192 and conf["cores"] == 1
     assert conf["unprivileged"] == 1 and conf["onboot"] == 1 and conf["arch"] == "amd64"
-    assert conf["rootfs"] == f"local:{vmid}/subvol-{vmid}-disk-0.subvol,size=2G"
+    assert conf["rootfs"] == f"local-lvm:vm-{vmid}-disk-0,size=2G"
     assert conf["net0"].startswith("name=eth0,bridge=vmbr0,gw=10.87.0.1,hwaddr=BC:24:11:")
     assert conf["net0"].endswith(",ip=10.87.0.250/24,type=veth")
     assert "password" not in conf and len(conf["digest"]) == 40
@@ -161,13 +161,15 @@ def test_delete_of_a_running_container_needs_force(ct):
     node, vmid = ct
     with pytest.raises(ResourceException) as err:
         node.lxc(vmid).delete()
-    assert err.value.status_code == 500 and "is running" in err.value.content
+    assert err.value.status_code == 500
+    assert err.value.content == f"unable to destroy CT {vmid} - container is running"
 
 
 def test_rootdir_volume_in_storage_content(ct, lab):
     node, vmid = ct
-    rows = node.storage(lab.pve_storage).content.get(content="rootdir", vmid=vmid)
-    assert [r["volid"] for r in rows] == [f"local:{vmid}/subvol-{vmid}-disk-0.subvol"]
+    rows = node.storage("local-lvm").content.get(content="rootdir", vmid=vmid)
+    assert [r["volid"] for r in rows] == [f"local-lvm:vm-{vmid}-disk-0"]
+    assert node.storage(lab.pve_storage).content.get(content="rootdir", vmid=vmid) == []
 
 
 def test_cluster_resources_place_it_on_its_node(ct, px, lab):

@@ -64,9 +64,15 @@ def test_cluster_resources(px, kind):
 
 
 def test_storage_listing(node):
+    """A fresh PVE install's storages: `local` (dir) for templates, `local-lvm` (lvmthin) for root disks."""
     rows = node.storage.get()
-    assert [r["storage"] for r in rows] == ["local"]
-    check_keys("/nodes/{node}/storage", rows[0])
+    assert [(r["storage"], r["type"], r["content"]) for r in rows] == [
+        ("local", "dir", "backup,iso,vztmpl"),
+        ("local-lvm", "lvmthin", "images,rootdir"),
+    ]
+    for row in rows:
+        check_keys("/nodes/{node}/storage", row)
+    assert [r["storage"] for r in node.storage.get(content="rootdir")] == ["local-lvm"]
 
 
 def test_storage_content_lists_the_template(node, lab):

@@ -49,6 +49,7 @@ def test_container_lifecycle_leaves_nothing_behind(lab, px, vmid, template_volid
         vmid=vmid,
         ostemplate=template_volid,
         hostname="lifecycle",
+        storage="local-lvm",
         memory=256,
         swap=128,
         cores=1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lab.pve import auth, faults, schema
+from lab.pve.access import AccessConfig
 from lab.pve.tasks import TaskManager
 
 CREATE = ("/nodes/{node}/lxc", "POST")
@@ -82,8 +83,13 @@ def test_put_config_does_not_know_create_only_keys():
     assert ok["delete"] == "description,tags"
 
 
+def _access(tmp_path) -> AccessConfig:
+    cfg = {"user": "root@pam", "password": "pw-12345", "token_id": "tk", "token_secret": "s3cret"}
+    return AccessConfig(tmp_path / "access.json", cfg)
+
+
 def test_tickets_and_csrf(tmp_path):
-    authn = auth.Authenticator({"root@pam": "pw-12345"}, {"root@pam!t": "s3cret"}, tmp_path / "key")
+    authn = auth.Authenticator(_access(tmp_path), tmp_path / "key")
     login = authn.login("root@pam", "pw-12345")
     ident = authn.check_ticket(login["ticket"])
     assert ident.userid == "root@pam"
@@ -94,11 +100,11 @@ def test_tickets_and_csrf(tmp_path):
         authn.login("root@pam", "nope")
     with pytest.raises(auth.AuthError):
         authn.check_ticket(login["ticket"][:-2] + "xx")
-    assert authn.check_token("PVEAPIToken=root@pam!t=s3cret").tokenid == "root@pam!t"
+    assert authn.check_token("PVEAPIToken=root@pam!tk=s3cret").tokenid == "root@pam!tk"
     with pytest.raises(auth.AuthError):
-        authn.check_token("PVEAPIToken=root@pam!t=wrong")
+        authn.check_token("PVEAPIToken=root@pam!tk=wrong")
     # The signing key persists: a new authenticator (daemon restart) accepts old tickets.
-    again = auth.Authenticator({}, {}, tmp_path / "key")
+    again = auth.Authenticator(_access(tmp_path), tmp_path / "key")
     assert again.check_ticket(login["ticket"]).userid == "root@pam"
     assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600
 

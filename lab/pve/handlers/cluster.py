@@ -8,6 +8,7 @@ from typing import Any
 from lab.pve.api import Call, route
 from lab.pve.errors import ApiError
 from lab.pve.schema import ParamError
+from lab.pve.storage import STORAGES, content_string
 
 # What a container's cluster/resources entry shares with its status/current.
 RESOURCE_KEYS = (
@@ -57,42 +58,56 @@ async def resources(call: Call) -> list[dict[str, Any]]:
     pve, kind = call.pve, call.params.get("type")
     out: list[dict[str, Any]] = []
     if kind in (None, "vm"):
-        for ct, st in await pve.statuses(list(pve.state.containers.values())):
+        # pve-manager API2/Cluster.pm resources: guests without VM.Audit are left out, nodes without
+        # Sys.Audit are listed without their figures, storages without Datastore.Audit are left out.
+        visible = [
+            c for c in pve.state.containers.values() if call.perms.check(f"/vms/{c.vmid}", ["VM.Audit"], True)
+        ]
+        online = [c for c in visible if pve.node_status(c.node, call.user) == "online"]
+        for ct in sorted((c for c in visible if c not in online), key=lambda c: c.vmid):
+            # No status from an offline node: PVE lists the guest as `unknown` (from the cluster's vmlist).
+            name = ct.conf.get("hostname", f"CT{ct.vmid}")
+            out.append(
+                {"id": f"lxc/{ct.vmid}", "type": "lxc", "node": ct.node, "vmid": ct.vmid, "name": name}
+                | {"status": "unknown", "template": 0}
+            )
+        for ct, st in await pve.statuses(online):
             entry = {"id": f"lxc/{ct.vmid}", "type": "lxc", "node": ct.node, "maxcpu": st["cpus"]}
             entry.update({k: st[k] for k in RESOURCE_KEYS if k in st})
             out.append(entry)
     if kind in (None, "node"):
         for node in pve.nodes:
-            out.append(
-                {
-                    "id": f"node/{node}",
-                    "type": "node",
-                    "node": node,
-                    "status": "online",
-                    "maxcpu": os.cpu_count() or 1,
-                    "cpu": 0,
-                    "level": "",
-                    "cgroup-mode": 1,
-                    **_host_memory(),
-                }
-            )
+            entry = {
+                "id": f"node/{node}",
+                "type": "node",
+                "node": node,
+                "status": pve.node_status(node, call.user),
+            }
+            if call.perms.check(f"/nodes/{node}", ["Sys.Audit"], True) and entry["status"] == "online":
+                stats = {"maxcpu": os.cpu_count() or 1, "cpu": 0, "level": "", **_host_memory()}
+                entry.update(stats)
+            entry["cgroup-mode"] = 1
+            out.append(entry)
     if kind in (None, "storage"):
-        for node, store in pve.storages.items():
-            use = store.usage()
-            out.append(
-                {
-                    "id": f"storage/{node}/{store.id}",
-                    "type": "storage",
-                    "storage": store.id,
-                    "node": node,
-                    "status": "available",
-                    "plugintype": "dir",
-                    "content": "vztmpl,rootdir,iso,backup,images",
-                    "shared": 0,
-                    "maxdisk": use["total"],
-                    "disk": use["used"],
-                }
-            )
+        for sid, (plugintype, _content) in STORAGES.items():
+            if not call.perms.check(f"/storage/{sid}", ["Datastore.Audit"], True):
+                continue
+            for node, store in pve.storages.items():
+                use = store.usage()
+                out.append(
+                    {
+                        "id": f"storage/{node}/{sid}",
+                        "type": "storage",
+                        "storage": sid,
+                        "node": node,
+                        "status": "available" if pve.node_status(node, call.user) == "online" else "unknown",
+                        "plugintype": plugintype,
+                        "content": content_string(sid),
+                        "shared": 0,
+                        "maxdisk": use["total"],
+                        "disk": use["used"],
+                    }
+                )
     return out
 
 

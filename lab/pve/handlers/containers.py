@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from lab.pve import ctperms
 from lab.pve.api import Call, route
 from lab.pve.errors import ApiError
 from lab.pve.lxc import validate_ssh_keys
+from lab.pve.schema import ParamError
 
 BASE = "/nodes/{node}/lxc/{vmid}"
 
@@ -19,7 +21,12 @@ def _ct(call: Call):
 async def list_containers(call: Call) -> list[dict[str, Any]]:
     pve = call.pve
     out = []
-    for _ct, st in await pve.statuses(pve.state.on_node(call.params["node"])):
+    visible = [
+        c
+        for c in pve.state.on_node(call.params["node"])
+        if call.perms.check(f"/vms/{c.vmid}", ["VM.Audit"], True)
+    ]
+    for _ct, st in await pve.statuses(visible):
         st.pop("ha")
         out.append(st)
     return out
@@ -27,9 +34,17 @@ async def list_containers(call: Call) -> list[dict[str, Any]]:
 
 @route("POST", "/nodes/{node}/lxc")
 async def create(call: Call) -> str:
-    if call.params.get("ssh-public-keys"):
-        await validate_ssh_keys(call.params["ssh-public-keys"])
-    return call.pve.create(call.params["node"], call.params, call.user).upid
+    """In API2/LXC.pm create_vm's order: privileged needs Sys.Modify, the vmid must be free, keys must
+    parse, then VM.Allocate, the config keys' privileges, the template and the storages."""
+    p, pve = call.params, call.pve
+    if not p.get("unprivileged", True):
+        call.perms.check("/", ["Sys.Modify"])
+    pve.check_vmid_unused(p["vmid"])
+    if p.get("ssh-public-keys"):
+        await validate_ssh_keys(p["ssh-public-keys"])
+    ctperms.check_create(call.perms, p)
+    pve.check_create_storages(p["node"], p, call.perms)
+    return pve.create(p["node"], p, call.user).upid
 
 
 @route("GET", BASE)
@@ -57,10 +72,12 @@ async def index(call: Call) -> list[dict[str, str]]:
 
 @route("DELETE", BASE)
 async def destroy(call: Call) -> str:
+    """API2/LXC.pm destroy_vm: the lock and (without force) the running state are checked in the call."""
     pve, ct = call.pve, _ct(call)
+    pve.check_unlocked(ct)
     state, _ = await pve.ct_state(ct.vmid)
     if state == "running" and not call.params.get("force"):
-        raise ApiError(500, f"CT {ct.vmid} is running - destroy failed")
+        raise ApiError(500, f"unable to destroy CT {ct.vmid} - container is running")
     return pve.destroy(ct, call.user, bool(call.params.get("force"))).upid
 
 
@@ -73,9 +90,13 @@ async def get_config(call: Call) -> dict[str, Any]:
 
 @route("PUT", BASE + "/config")
 async def put_config(call: Call) -> None:
-    pve, ct = call.pve, _ct(call)
+    pve, ct, p = call.pve, _ct(call), call.params
     pve.check_unlocked(ct)
-    await pve.update_config(ct, call.params)
+    new = {k: v for k, v in p.items() if k not in ("node", "vmid", "digest", "delete", "revert")}
+    deletes = pve.split_deletes(p)
+    old = pve.state.with_pending(ct)
+    ctperms.check_modify_config(call.perms, ct.vmid, old, new, deletes, bool(old.get("unprivileged")))
+    await pve.update_config(ct, p)
     return None
 
 
@@ -97,6 +118,8 @@ async def status_current(call: Call) -> dict[str, Any]:
 
 async def _ready(call: Call, state: str):
     """The container in `state`, or PVE's error. (The config lock is checked by the task, not here.)"""
+    if call.params.get("skiplock") and not call.perms.is_root:
+        raise ParamError({"skiplock": "Only root may use this option."})
     pve, ct = call.pve, _ct(call)
     await pve.require_state(ct, state)
     return pve, ct

@@ -21,18 +21,20 @@ def _uptime() -> int:
 
 @route("GET", "/nodes")
 async def nodes(call: Call) -> list[dict[str, Any]]:
-    return [
-        {
-            "node": node,
-            "status": "online",
-            "cpu": round(os.getloadavg()[0] / (os.cpu_count() or 1), 4),
-            "maxcpu": os.cpu_count() or 1,
-            "uptime": _uptime(),
-            "level": "",
-            **_host_memory(),
-        }
-        for node in call.pve.nodes
-    ]
+    """pve-manager API2/Nodes.pm index: every node, its figures only with Sys.Audit on it (and online)."""
+    out = []
+    for node in call.pve.nodes:
+        entry: dict[str, Any] = {"node": node, "status": call.pve.node_status(node, call.user)}
+        if entry["status"] == "online" and call.perms.check(f"/nodes/{node}", ["Sys.Audit"], True):
+            entry.update(
+                cpu=round(os.getloadavg()[0] / (os.cpu_count() or 1), 4),
+                maxcpu=os.cpu_count() or 1,
+                uptime=_uptime(),
+                level="",
+                **_host_memory(),
+            )
+        out.append(entry)
+    return out
 
 
 @route("GET", "/nodes/{node}/status")

@@ -6,39 +6,45 @@ from typing import Any
 
 from lab.pve.api import Call, route
 from lab.pve.errors import ApiError
-from lab.pve.storage import CONTENT, sha512
+from lab.pve.storage import STORAGES, content_string, sha512
 from lab.pve.tasks import Task, TaskFailed
 from lab.template.build import cached_template
 
 
 def _store(call: Call):
-    store = call.pve.storages[call.params["node"]]
-    if call.params["storage"] != store.id:
+    if call.params["storage"] not in STORAGES:
         raise ApiError(500, f"storage '{call.params['storage']}' does not exist")
-    return store
+    return call.pve.storages[call.params["node"]]
 
 
 @route("GET", "/nodes/{node}/storage")
 async def list_storage(call: Call) -> list[dict[str, Any]]:
+    """Storage/Status.pm index: only storages the caller has Datastore.Audit or .AllocateSpace on."""
     p = call.params
     store = call.pve.storages[p["node"]]
-    if p.get("storage") not in (None, store.id):
-        return []
-    if p.get("content") and not set(p["content"].split(",")) <= set(CONTENT.split(",")):
-        return []
-    use = store.usage()
-    return [
-        {
-            "storage": store.id,
-            "type": "dir",
-            "content": CONTENT,
-            "active": 1,
-            "enabled": 1,
-            "shared": 0,
-            **use,
-            "used_fraction": round(use["used"] / use["total"], 6) if use["total"] else 0,
-        }
-    ]
+    out = []
+    for sid, (kind, content) in STORAGES.items():
+        if p.get("storage") not in (None, sid):
+            continue
+        if p.get("content") and not set(p["content"].split(",")) <= content:
+            continue
+        if not call.perms.check_any(f"/storage/{sid}", ["Datastore.Audit", "Datastore.AllocateSpace"], True):
+            continue
+        use = store.usage()
+        fraction = round(use["used"] / use["total"], 6) if use["total"] else 0
+        out.append(
+            {
+                "storage": sid,
+                "type": kind,
+                "content": content_string(sid),
+                "active": 1,
+                "enabled": 1,
+                "shared": 0,
+                **use,
+                "used_fraction": fraction,
+            }
+        )
+    return out
 
 
 @route("GET", "/nodes/{node}/storage/{storage}")
@@ -62,7 +68,8 @@ async def storage_index(call: Call) -> list[dict[str, str]]:
 
 @route("GET", "/nodes/{node}/storage/{storage}/content")
 async def content(call: Call) -> list[dict[str, Any]]:
-    return _store(call).content(call.params.get("content"), call.params.get("vmid"))
+    p = call.params
+    return _store(call).content(p["storage"], p.get("content"), p.get("vmid"))
 
 
 def _appliances() -> list[dict[str, Any]]:
@@ -99,6 +106,8 @@ async def aplinfo(call: Call) -> list[dict[str, Any]]:
 @route("POST", "/nodes/{node}/aplinfo")
 async def aplinfo_download(call: Call) -> str:
     store = _store(call)
+    if "vztmpl" not in STORAGES[call.params["storage"]][1]:
+        raise ApiError(500, f"storage '{call.params['storage']}' does not support templates")
     name = call.params["template"]
     if not any(a["template"] == name for a in _appliances()):
         raise ApiError(400, f"no such template '{name}'")

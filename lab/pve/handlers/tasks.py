@@ -6,6 +6,7 @@ from typing import Any
 
 from lab.pve.api import Call, route
 from lab.pve.errors import ApiError
+from lab.pve.permcheck import owns_task
 from lab.pve.tasks import Task
 
 
@@ -17,6 +18,9 @@ def _task(call: Call) -> Task:
     task = call.pve.tasks.get(upid)
     if task is None or task.node != call.params["node"]:
         raise ApiError(500, f"no such task '{upid}'")
+    # pve-manager API2/Tasks.pm: another user's task needs Sys.Audit on the node.
+    if not owns_task(call.user, task.user):
+        call.perms.check(f"/nodes/{call.params['node']}", ["Sys.Audit"])
     return task
 
 
@@ -24,6 +28,8 @@ def _task(call: Call) -> Task:
 async def list_tasks(call: Call) -> list[dict[str, Any]]:
     p = call.params
     rows = [t for t in call.pve.tasks.tasks.values() if t.node == p["node"]]
+    if not call.perms.check(f"/nodes/{p['node']}", ["Sys.Audit"], True):
+        rows = [t for t in rows if owns_task(call.user, t.user)]
     if p.get("vmid") is not None:
         rows = [t for t in rows if t.id == str(p["vmid"])]
     if p.get("typefilter"):
