@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lab import ca, config, hosts, net, server
+from lab import ca, config, hosts, net, preflight, server
 
 
 def _pidfile() -> Path:
@@ -110,6 +110,8 @@ def _exclusive() -> Iterator[None]:
 
 
 def cmd_up(_args: argparse.Namespace) -> int:
+    if preflight.main():
+        return 2
     cfg = config.load()
     net.up()
     hosts.ensure(cfg)

@@ -15,25 +15,32 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lab import preflight
 from lab.pve.errors import ApiError
 from lab.pve.tasks import TaskFailed
 
 ID_SHIFT = 100000
 ID_RANGE = 65536
-LXC_SHARE = Path("/usr/share/lxc/config")
 MEMCG = Path("/sys/fs/cgroup/memory")
 
 
 async def run(*argv: str, stdin: bytes | Path | None = None, limit: float = 300) -> str:
     """Run a command; raise TaskFailed with its output on failure. `stdin`: bytes, or a file to feed."""
     source = stdin.open("rb") if isinstance(stdin, Path) else None
+    feed = source or (asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=source or (asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=feed,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        except FileNotFoundError:
+            package = preflight.COMMANDS.get(argv[0], "unknown")
+            raise TaskFailed(
+                f"command '{argv[0]}' not found on the lab host (Debian package {package}); {preflight.HINT}"
+            ) from None
         try:
             data = None if source or stdin is None else stdin
             out, _ = await asyncio.wait_for(proc.communicate(data), limit)  # type: ignore[arg-type]
@@ -99,16 +106,16 @@ class Backend:
         lines = [
             f"lxc.uts.name = {conf.get('hostname', f'CT{vmid}')}",
             f"lxc.arch = {conf.get('arch', 'amd64')}",
-            f"lxc.include = {LXC_SHARE / 'debian.common.conf'}",
+            f"lxc.include = {preflight.LXC_COMMON}",
         ]
         if unpriv:
             lines += [
-                f"lxc.include = {LXC_SHARE / 'debian.userns.conf'}",
+                f"lxc.include = {preflight.LXC_USERNS}",
                 f"lxc.idmap = u 0 {ID_SHIFT} {ID_RANGE}",
                 f"lxc.idmap = g 0 {ID_SHIFT} {ID_RANGE}",
             ]
         if features.get("nesting"):
-            lines.append(f"lxc.include = {LXC_SHARE / 'nesting.conf'}")
+            lines.append(f"lxc.include = {preflight.LXC_NESTING}")
         lines += [
             f"lxc.rootfs.path = dir:{rootfs}",
             f"lxc.tty.max = {conf.get('tty', 2)}",
@@ -138,13 +145,27 @@ class Backend:
         """('running'|'stopped', init pid)."""
         if not self.exists(vmid):
             return "stopped", None
-        out = await run("lxc-info", *self._args(vmid), "-s", "-p")
+        try:
+            out = await run("lxc-info", *self._args(vmid), "-s", "-p")
+        except TaskFailed:
+            # A config LXC cannot load (e.g. an include missing from the host) belongs to no running
+            # container: report it stopped, as PVE would, so listings keep working and a start says why.
+            return "stopped", None
         info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
         running = info.get("State", "").strip() == "RUNNING"
         pid = int(info["PID"]) if running and info.get("PID", "").strip().isdigit() else None
         return ("running" if running else "stopped"), pid
 
+    def includes(self, vmid: int) -> list[Path]:
+        """The host files a container's LXC config includes."""
+        text = (self.lxcpath / str(vmid) / "config").read_text()
+        lines = [line for line in text.splitlines() if line.startswith("lxc.include")]
+        return [Path(line.split("=", 1)[1].strip()) for line in lines]
+
     async def start(self, vmid: int) -> None:
+        cause = preflight.explain_missing_includes(await asyncio.to_thread(self.includes, vmid))
+        if cause:
+            raise TaskFailed(f"startup for container '{vmid}' failed: {cause}")
         log = self.lxcpath / str(vmid) / "start.log"
         try:
             await run("lxc-start", *self._args(vmid), "-d", "-l", "ERROR", "-o", str(log), limit=60)
