@@ -149,6 +149,19 @@ def report(cfg: dict[str, Any], artifact: Path, changed: dict[str, int]) -> None
         print("  site.yml  changed=0 on every host: everything was already in place")
     elif changed:
         print(f"  site.yml  changed per host: {changed} (a second `make demo` converges with changed=0)")
+    rel = artifact.relative_to(ROOT) if artifact.is_relative_to(ROOT) else artifact
+    print(
+        "\n=== Use it from the PC (relay/docs/client.md)\n"
+        "  here the client is in .venv/bin; on the PC: pip install './relay[client]' and copy the artifact\n"
+        f"  export LLM_RELAY_CLIENT_CONFIG={rel}\n"
+        '  .venv/bin/llm-relay ask "hello"          # one question; add --encrypt to seal it\n'
+        "  .venv/bin/llm-relay doctor               # checks each hop, secrets masked\n"
+        "  .venv/bin/llm-relay serve-local --encrypt --port 8787 &   # OpenAI-compatible on loopback:\n"
+        "  export OPENAI_BASE_URL=http://127.0.0.1:8787/v1 OPENAI_API_KEY=unused\n"
+        "  .venv/bin/python -c 'from openai import OpenAI; print(OpenAI().chat.completions.create(\n"
+        '  model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]).choices[0].message)\'\n'
+        "  aider --openai-api-base $OPENAI_BASE_URL --model openai/openai/gpt-4o-mini"
+    )
     print(
         "\n=== Your own Proxmox VE and Cloudflare (README: 'Point it at your own Proxmox and Cloudflare')\n"
         "  cp -r inventory/example inventory/prod && cd inventory/prod/group_vars/all\n"

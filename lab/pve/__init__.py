@@ -74,11 +74,29 @@ def teardown() -> None:
 
 
 def status() -> None:
+    """What the emulator holds (its cluster state), each container with its LXC state; LXC directories the
+    state does not know (debris of a crash) are listed too, so `lab status` never shows less than there is."""
+    from lab.pve.state import ClusterState
+
     lxcpath = config.lxc_path()
-    if not lxcpath.is_dir():
-        return
-    out = subprocess.run(["lxc-ls", "-P", str(lxcpath), "-f"], capture_output=True, text=True, check=False)
-    lines = out.stdout.strip().splitlines()
-    print(f"pve      {max(0, len(lines) - 1)} container(s) under {lxcpath}")
-    for line in lines[1:]:
-        print("  " + line)
+    state = ClusterState(config.state_dir() / "pve" / "cluster.json")
+    on_disk = {e.name for e in lxcpath.iterdir() if e.is_dir()} if lxcpath.is_dir() else set()
+    print(f"pve      {len(state.containers)} container(s) in the emulator's state, LXC under {lxcpath}")
+    for vmid, ct in sorted(state.containers.items()):
+        lock = f" lock={ct.lock}" if ct.lock else ""
+        hostname = ct.conf.get("hostname", f"CT{vmid}")
+        print(f"  {vmid:<6} {ct.node:<5} {hostname:<20} {_lxc_state(lxcpath, str(vmid))}{lock}")
+    for orphan in sorted(on_disk - {str(v) for v in state.containers}, key=lambda n: (len(n), n)):
+        where = "not in the emulator's state: LXC directory left over"
+        print(f"  {orphan:<6} -     ({where}) {_lxc_state(lxcpath, orphan)}")
+
+
+def _lxc_state(lxcpath, name: str) -> str:
+    if not (lxcpath / name / "config").exists():
+        return "stopped (no LXC config yet)"
+    out = subprocess.run(
+        ["lxc-info", "-P", str(lxcpath), "-n", name, "-s"], capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        return f"stopped (LXC cannot load its config: {(out.stderr or out.stdout).strip().splitlines()[-1:]})"
+    return out.stdout.split(":", 1)[-1].strip().lower() or "unknown"
