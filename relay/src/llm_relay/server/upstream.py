@@ -40,7 +40,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self.fileno = -1
+        self.poller: select.poll | None = None
         self.closed = False
         self.exchanges = 0
         self._connect_buf: bytearray | None = None  # only while reading a proxy's CONNECT answer
@@ -70,7 +70,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
-        self.fileno = sock.fileno() if sock is not None else -1
+        if sock is not None:
+            self.poller = select.poll()  # one per connection: the check below is then one syscall
+            self.poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
 
     def idle_and_open(self) -> bool:
         """Whether an idle pooled connection can carry a request: nothing may be waiting on its socket.
@@ -80,12 +82,10 @@ class _Connection(asyncio.Protocol):
         connection instead of being written into one that is gone."""
         if self.closed or self.transport is None or self.transport.is_closing():
             return False
-        if self.fileno < 0:
+        if self.poller is None:
             return True
-        poller = select.poll()
-        poller.register(self.fileno, select.POLLIN | select.POLLPRI)
         try:
-            return not poller.poll(0)
+            return not self.poller.poll(0)
         except OSError:
             return False
 
