@@ -5,9 +5,12 @@ Real cloudflared cannot be downloaded in the lab, so this file implements the pa
 `cloudflared` role uses, and talks to the lab edge (lab/edge) instead of Cloudflare:
 
     cloudflared --version | -v | version
-    cloudflared tunnel [--no-autoupdate] [--metrics ADDR] [--protocol auto|http2|quic] [--loglevel LEVEL]
-                       [--logfile PATH] [--retries N] [--grace-period DUR] [--ha-connections N]
-                       run [--token-file PATH | --token TOKEN]        (or TUNNEL_TOKEN / TUNNEL_TOKEN_FILE)
+    cloudflared tunnel [tunnel flags] run [run flags] (--token-file PATH | --token TOKEN)
+                                                      (or TUNNEL_TOKEN / TUNNEL_TOKEN_FILE)
+
+The flags are the real ones, at the real level (TUNNEL_FLAGS / RUN_FLAGS below); usage errors exit 255
+with "See 'cloudflared tunnel run --help'.", an undefined flag prints "Incorrect Usage" and exits 0, as the
+real binary does (see parse_command_line).
 
 It serves /metrics (Prometheus text), /ready (200 only while connected, else 503, body
 {"status", "readyConnections", "connectorId"}) and /healthcheck on the metrics address, tells systemd
@@ -156,53 +159,151 @@ class Log:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Command line (urfave/cli style: global "tunnel" flags before "run", "run" flags after it).
+# Command line, as cloudflared's urfave/cli v2 parses it: `tunnel` flags before `run`, `run` flags after it;
+# each level knows only its own flags (cmd/cloudflared/tunnel/cmd.go tunnelFlags() for `tunnel`,
+# subcommands.go buildRunCommand() for `run`). Flags of the origin (configureProxyFlags) exist at both
+# levels. The stand-in accepts every flag of those lists that the role or a user's cloudflared_extra_args
+# may pass; those it has no use for (origin flags of a remotely-managed tunnel, ICMP sources...) are
+# accepted and listed in the Settings log line, as the real binary does.
 # ----------------------------------------------------------------------------------------------------
 class UsageError(Exception):
-    pass
+    """cliutil.UsageError: printed with "See 'cloudflared tunnel run --help'.", exit code 255."""
 
 
-TUNNEL_FLAGS = {  # flag -> (takes a value, environment variable, default)
-    "no-autoupdate": (False, "NO_AUTOUPDATE", False),
-    "metrics": (True, "TUNNEL_METRICS", ""),
-    "protocol": (True, "TUNNEL_TRANSPORT_PROTOCOL", "auto"),
-    "loglevel": (True, "TUNNEL_LOGLEVEL", "info"),
-    "logfile": (True, "TUNNEL_LOGFILE", ""),
-    "retries": (True, "TUNNEL_RETRIES", "5"),
-    "grace-period": (True, "TUNNEL_GRACE_PERIOD", "30s"),
-    "ha-connections": (True, None, "4"),
-    "edge-ip-version": (True, "TUNNEL_EDGE_IP_VERSION", "4"),
-    "post-quantum": (False, "TUNNEL_POST_QUANTUM", False),
+class FlagError(Exception):
+    """A flag urfave/cli cannot parse at that level: "Incorrect Usage: ..." and the command's help."""
+
+
+# flag -> (takes a value, environment variable, default, aliases)
+PROXY_FLAGS = {
+    "url": (True, "TUNNEL_URL", "", ()),
+    "hello-world": (False, "TUNNEL_HELLO_WORLD", False, ()),
+    "socks5": (False, "TUNNEL_SOCKS", False, ()),
+    "proxy-connect-timeout": (True, None, "30s", ()),
+    "proxy-tls-timeout": (True, None, "10s", ()),
+    "proxy-tcp-keepalive": (True, None, "30s", ()),
+    "proxy-no-happy-eyeballs": (False, None, False, ()),
+    "proxy-keepalive-connections": (True, None, "100", ()),
+    "proxy-keepalive-timeout": (True, None, "1m30s", ()),
+    "proxy-connection-timeout": (True, None, "1m30s", ()),
+    "proxy-expect-continue-timeout": (True, None, "1m30s", ()),
+    "http-host-header": (True, "TUNNEL_HTTP_HOST_HEADER", "", ()),
+    "origin-server-name": (True, "TUNNEL_ORIGIN_SERVER_NAME", "", ()),
+    "unix-socket": (True, "TUNNEL_UNIX_SOCKET", "", ()),
+    "origin-ca-pool": (True, "TUNNEL_ORIGIN_CA_POOL", "", ()),
+    "no-tls-verify": (False, "NO_TLS_VERIFY", False, ()),
+    "no-chunked-encoding": (False, "TUNNEL_NO_CHUNKED_ENCODING", False, ()),
+    "http2-origin": (False, "TUNNEL_ORIGIN_ENABLE_HTTP2", False, ()),
+    "bastion": (False, "TUNNEL_BASTION", False, ()),
+    "proxy-address": (True, "TUNNEL_PROXY_ADDRESS", "127.0.0.1", ()),
+    "proxy-port": (True, "TUNNEL_PROXY_PORT", "0", ()),
+}
+# Shared by both levels (cmd.go adds selectProtocolFlag and postQuantumFlag to tunnelFlags, and
+# subcommands.go to the run command's flags).
+PROTOCOL_FLAGS = {
+    "protocol": (True, "TUNNEL_TRANSPORT_PROTOCOL", "auto", ("p",)),
+    "post-quantum": (False, "TUNNEL_POST_QUANTUM", False, ("pq",)),
+}
+TUNNEL_FLAGS = {
+    "no-autoupdate": (False, "NO_AUTOUPDATE", False, ()),
+    "autoupdate-freq": (True, None, "24h", ()),
+    "metrics": (True, "TUNNEL_METRICS", "", ()),
+    "loglevel": (True, "TUNNEL_LOGLEVEL", "info", ()),
+    "transport-loglevel": (True, "TUNNEL_PROTO_LOGLEVEL", "info", ("proto-loglevel",)),
+    "logfile": (True, "TUNNEL_LOGFILE", "", ()),
+    "log-directory": (True, "TUNNEL_LOGDIRECTORY", "", ()),
+    "retries": (True, "TUNNEL_RETRIES", "5", ()),
+    "max-edge-addr-retries": (True, None, "8", ()),
+    "grace-period": (True, "TUNNEL_GRACE_PERIOD", "30s", ()),
+    "ha-connections": (True, None, "4", ()),
+    # cmd.go tunnelFlags(): `Name: cfdflags.EdgeIpVersion, Value: "auto"`.
+    "edge-ip-version": (True, "TUNNEL_EDGE_IP_VERSION", "auto", ()),
+    "edge-bind-address": (True, "TUNNEL_EDGE_BIND_ADDRESS", "", ()),
+    "region": (True, "TUNNEL_REGION", "", ()),
+    "label": (True, "TUNNEL_LABEL", "", ()),
+    "tag": (True, "TUNNEL_TAG", "", ()),
+    "pidfile": (True, "TUNNEL_PIDFILE", "", ()),
+    **PROXY_FLAGS,
+    **PROTOCOL_FLAGS,
 }
 RUN_FLAGS = {
-    "token": (True, "TUNNEL_TOKEN", ""),
-    "token-file": (True, "TUNNEL_TOKEN_FILE", ""),
+    "token": (True, "TUNNEL_TOKEN", "", ()),
+    "token-file": (True, "TUNNEL_TOKEN_FILE", "", ()),
+    "force": (False, None, False, ("f",)),
+    "credentials-file": (True, "TUNNEL_CRED_FILE", "", ("cred-file",)),
+    "credentials-contents": (True, "TUNNEL_CRED_CONTENTS", "", ()),
+    "features": (True, "TUNNEL_FEATURES", "", ("F",)),
+    "icmpv4-src": (True, "TUNNEL_ICMPV4_SRC", "", ()),
+    "icmpv6-src": (True, "TUNNEL_ICMPV6_SRC", "", ()),
+    "max-active-flows": (True, "TUNNEL_MAX_ACTIVE_FLOWS", "0", ()),
+    "dns-resolver-addrs": (True, "TUNNEL_DNS_RESOLVER_ADDRS", "", ()),
+    **PROXY_FLAGS,
+    **PROTOCOL_FLAGS,
 }
+# Flags that may be given more than once (urfave StringSliceFlag); the stand-in keeps them comma-joined.
+REPEATABLE = {"tag", "features", "dns-resolver-addrs"}
+# IntFlag / DurationFlag values urfave/cli parses with the flag (a bad one is a flag error).
+INT_FLAGS = {
+    "retries",
+    "ha-connections",
+    "max-edge-addr-retries",
+    "proxy-keepalive-connections",
+    "max-active-flows",
+}
+DURATION_FLAGS = {"grace-period", "autoupdate-freq", "proxy-connect-timeout", "proxy-tls-timeout"}
+
+
+def _canonical(spec: dict, name: str) -> str | None:
+    if name in spec:
+        return name
+    return next((flag for flag, entry in spec.items() if name in entry[3]), None)
 
 
 def parse_flags(args: list[str], spec: dict, opts: dict) -> list[str]:
-    """Consumes leading --flags of `spec` into opts; returns the remaining arguments."""
+    """Consumes the leading flags of `spec` (Go flag syntax: -x, --x, --x=v, --x v) into opts and
+    returns the rest; urfave/cli stops at the first argument that is not a flag."""
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] != "-":
-        name, _, inline = args[i].lstrip("-").partition("=")
-        if name not in spec:
-            raise UsageError(f"flag provided but not defined: -{name}")
-        takes_value = spec[name][0]
-        if takes_value:
-            if not inline:
+        if args[i] == "--":
+            return args[i + 1 :]
+        given, has_inline, inline = args[i].lstrip("-").partition("=")
+        name = _canonical(spec, given)
+        if name is None:
+            raise FlagError(f"flag provided but not defined: -{given}")
+        if spec[name][0]:
+            if not has_inline:
                 i += 1
                 if i >= len(args):
-                    raise UsageError(f"flag needs an argument: -{name}")
+                    raise FlagError(f"flag needs an argument: -{given}")
                 inline = args[i]
+            if (name in INT_FLAGS and not re.fullmatch(r"[+-]?\d+", inline)) or (
+                name in DURATION_FLAGS and not _is_duration(inline)
+            ):
+                raise FlagError(f'invalid value "{inline}" for flag -{given}: parse error')
+            if name in REPEATABLE and opts.get(name):
+                inline = f"{opts[name]},{inline}"
             opts[name] = inline
         else:
-            opts[name] = inline.lower() not in ("false", "0") if inline else True
+            if has_inline and inline.lower() not in ("true", "false", "1", "0", "t", "f"):
+                raise FlagError(f'invalid boolean value "{inline}" for -{given}: parse error')
+            opts[name] = inline.lower() in ("true", "1", "t") if has_inline else True
         i += 1
     return args[i:]
 
 
+def _is_duration(text: str) -> bool:
+    """Go's time.ParseDuration: a unit is required (only "0" goes without)."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return text == "0"
+    try:
+        parse_duration(text)
+        return True
+    except UsageError:
+        return False
+
+
 def with_env_defaults(spec: dict, opts: dict) -> dict:
-    for name, (_, env, default) in spec.items():
+    for name, (_, env, default, _aliases) in spec.items():
         if name not in opts:
             opts[name] = os.environ.get(env, default) if env else default
     return opts
@@ -238,7 +339,13 @@ def parse_token(token: str) -> dict:
         raise UsageError("Provided Tunnel token is not valid.") from exc
 
 
-def read_token(opts: dict) -> str:
+def read_token(opts: dict, args: list[str]) -> str:
+    """subcommands.go runCommand: --token, else --token-file, else a tunnel name (which the stand-in, a
+    runner of remotely-managed tunnels, cannot run), else a usage error."""
+    if len(args) > 1:
+        raise UsageError(
+            '"cloudflared tunnel run" accepts only one argument, the ID or name of the tunnel to run.'
+        )
     if opts["token"]:
         return opts["token"]
     if opts["token-file"]:
@@ -246,7 +353,10 @@ def read_token(opts: dict) -> str:
             with open(opts["token-file"], encoding="utf-8") as fh:
                 return fh.read().strip()
         except OSError as exc:
-            raise UsageError(f"Failed to read token file {opts['token-file']}: {exc.strerror}") from exc
+            reason = (exc.strerror or str(exc))[:1].lower() + (exc.strerror or str(exc))[1:]
+            raise UsageError(f"Failed to read token file: open {opts['token-file']}: {reason}") from exc
+    if args:
+        raise Fatal("the stand-in runs remotely-managed tunnels from a token only, not by name")
     raise UsageError(
         '"cloudflared tunnel run" requires the ID or name of the tunnel to run as the last command line '
         "argument or in the configuration file."
@@ -846,7 +956,8 @@ async def run_tunnel(token: str, token_data: dict, opts: dict, log: Log) -> int:
     log.info("Starting tunnel", tunnelID=token_data["t"])
     log.info(f"Version {VERSION} ({STANDIN})")
     log.info(f"GOOS: {sys.platform}, Python: {platform.python_version()}, Arch: {platform.machine()}")
-    settings = {k: v for k, v in sorted(opts.items()) if v and k not in ("token", "token-file")}
+    # Like cloudflared's "Settings" line: the flags given on the command line, the token masked.
+    settings = {k: opts[k] for k in opts.get("_given", []) if k not in ("token", "token-file")}
     settings |= {"token": "*****"} if opts["token"] else {"token-file": opts["token-file"]}
     log.info("Settings: map[" + " ".join(f"{k}:{v}" for k, v in settings.items()) + "]")
     log.info(f"Generated Connector ID: {state.connector_id}")
@@ -880,13 +991,64 @@ async def run_tunnel(token: str, token_data: dict, opts: dict, log: Log) -> int:
         metrics.shutdown()
 
 
-def check_numbers(opts: dict) -> None:
-    parse_duration(opts["grace-period"])
-    for name in ("retries", "ha-connections"):
-        if not str(opts[name]).isdigit():
-            raise UsageError(
-                f"invalid value {opts[name]!r} for flag -{name}: expected a non-negative integer"
-            )
+RUN_HELP = """NAME:
+   cloudflared tunnel run - Proxy a local web server by running the given tunnel (lab stand-in)
+
+USAGE:
+   cloudflared tunnel [tunnel command options] run [subcommand options] [TUNNEL]
+
+SUBCOMMAND OPTIONS:
+   """ + " ".join(f"--{name}" for name in RUN_FLAGS)
+TUNNEL_HELP = """NAME:
+   cloudflared tunnel - Use Cloudflare Tunnel to expose private services (lab stand-in: `run` only)
+
+USAGE:
+   cloudflared tunnel [tunnel command options] run [subcommand options] [TUNNEL]
+
+OPTIONS:
+   """ + " ".join(f"--{name}" for name in TUNNEL_FLAGS)
+# cmd/cloudflared/tunnel/cmd.go TunnelCommand: `cloudflared tunnel` without a subcommand or --url.
+TUNNEL_CMD_ERROR = """You did not specify any valid additional argument to the cloudflared tunnel command.
+
+If you are trying to run a Quick Tunnel then you need to explicitly pass the --url flag.
+Eg. cloudflared tunnel --url localhost:8080/.
+"""
+
+
+def incorrect_usage(exc: FlagError, help_text: str) -> int:
+    """urfave/cli's answer to a flag it cannot parse: "Incorrect Usage" and the help on stdout. Its error
+    goes back to cloudflared's runApp, which ignores it (cmd/cloudflared/linux_service.go, runApp:
+    `app.Run(os.Args)`), so the process ends with exit code 0 without running anything."""
+    print(f"Incorrect Usage: {exc}\n\n{help_text}")
+    return 0
+
+
+def parse_command_line(args: list[str]) -> tuple[dict, list[str]] | int:
+    """`tunnel [flags] run [flags] [TUNNEL]` -> (options, positional args), or an exit code."""
+    tunnel_opts: dict = {}
+    try:
+        rest = parse_flags(args, TUNNEL_FLAGS, tunnel_opts)
+    except FlagError as exc:
+        return incorrect_usage(exc, TUNNEL_HELP)
+    if not rest:
+        print(TUNNEL_CMD_ERROR, file=sys.stderr)
+        return EXIT_FAILURE
+    if rest[0] != "run":
+        print(
+            f"the stand-in implements only 'cloudflared tunnel [flags] run', not {rest[0]!r}", file=sys.stderr
+        )
+        return EXIT_FAILURE
+    run_opts: dict = {}
+    try:
+        rest = parse_flags(rest[1:], RUN_FLAGS, run_opts)
+    except FlagError as exc:
+        return incorrect_usage(exc, RUN_HELP)
+    # A flag both levels know: the run level's value wins (urfave looks up the subcommand's set first).
+    opts = {**tunnel_opts, **run_opts}
+    given = sorted(opts)
+    with_env_defaults({**TUNNEL_FLAGS, **RUN_FLAGS}, opts)
+    opts["_given"] = given
+    return opts, rest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -903,23 +1065,23 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    opts: dict = {}
+    parsed = parse_command_line(args[1:])
+    if isinstance(parsed, int):
+        return parsed
+    opts, rest = parsed
+    log = Log(str(opts["loglevel"]).lower(), opts["logfile"] or None)
     try:
-        rest = parse_flags(args[1:], TUNNEL_FLAGS, opts)
-        if not rest or rest[0] != "run":
-            raise UsageError("the stand-in implements only 'cloudflared tunnel [flags] run'")
-        rest = parse_flags(rest[1:], RUN_FLAGS, opts)
-        with_env_defaults({**TUNNEL_FLAGS, **RUN_FLAGS}, opts)
-        check_numbers(opts)
-        if opts["protocol"] not in ("auto", "http2", "quic"):
-            raise UsageError(f"unknown protocol {opts['protocol']!r}: use auto, http2 or quic")
-        log = Log(str(opts["loglevel"]).lower(), opts["logfile"] or None)
-        if rest:
-            raise UsageError("the stand-in runs remotely-managed tunnels from a token only, not by name")
-        token = read_token(opts)
+        token = read_token(opts, rest)
         token_data = parse_token(token)
     except UsageError as exc:
-        Log(opts.get("loglevel", "info") if isinstance(opts.get("loglevel"), str) else "info").error(str(exc))
+        # cliutil/errors.go ErrorHandler: the message, the help hint, cli.Exit(msg, -1) = exit code 255.
+        print(f"{exc}\nSee 'cloudflared tunnel run --help'.", file=sys.stderr)
+        return 255
+    except Fatal as exc:
+        log.error(str(exc))
+        return EXIT_FAILURE
+    if opts["protocol"] not in ("auto", "http2", "quic"):
+        log.error("Couldn't start tunnel", error=f"Unknown protocol {opts['protocol']}")
         return EXIT_FAILURE
     return asyncio.run(run_tunnel(token, token_data, opts, log))
 

@@ -47,38 +47,173 @@ def test_the_file_is_executable_with_a_python3_shebang():
     assert STANDIN.stat().st_mode & 0o111
 
 
-def test_malformed_token_fails_like_cloudflared_and_never_echoes_it():
+def valid_token() -> str:
+    secret = base64.b64encode(b"s" * 32).decode()
+    return base64.b64encode(json.dumps({"a": "acc", "t": str(uuid.uuid4()), "s": secret}).encode()).decode()
+
+
+def starts(*args: str, env: dict | None = None) -> str:
+    """Run the stand-in until it logs its settings (it has parsed its command line and is starting the
+    tunnel; the edge address refuses), then stop it; returns its log."""
+    proc = subprocess.Popen(
+        [sys.executable, str(STANDIN), *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LAB_EDGE_ADDR": "127.0.0.1:1", **(env or {})},
+    )
+    lines: list[str] = []
+    try:
+        while not any("Settings: map[" in line for line in lines):
+            lines.append(proc.stderr.readline())
+            assert lines[-1], f"stand-in exited ({proc.wait()}):\n" + "".join(lines) + proc.stdout.read()
+    finally:
+        proc.terminate()
+        lines += proc.communicate(timeout=20)[1].splitlines(keepends=True)
+    assert proc.returncode == 0
+    return "".join(lines)
+
+
+RUN_HINT = "See 'cloudflared tunnel run --help'."
+
+
+@pytest.fixture
+def token_file(tmp_path):
+    path = tmp_path / "token"
+    path.write_text(valid_token() + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+# The real CLI's answers, from its source (cloudflare/cloudflared):
+# - usage errors: cmd/cloudflared/cliutil/errors.go ErrorHandler prints "<msg>\nSee 'cloudflared <command
+#   full name> --help'." and exits with cli.Exit(msg, -1), i.e. exit code 255;
+# - the messages: cmd/cloudflared/tunnel/subcommands.go runCommand ("requires the ID or name of the tunnel",
+#   "Provided Tunnel token is not valid.", "accepts only one argument", "Failed to read token file");
+# - a flag the level does not define: urfave/cli v2 Command.Run prints "Incorrect Usage: flag provided but
+#   not defined: -<name>" and the help, and returns the error to cmd/cloudflared/linux_service.go runApp,
+#   whose `app.Run(os.Args)` (line 42 of the stored version 4bd17766) ignores it: exit code 0, nothing runs.
+#   Tunnel-level flags (cmd/cloudflared/tunnel/cmd.go tunnelFlags: --edge-ip-version, --retries,
+#   --ha-connections, --region, --grace-period, --metrics, --loglevel...) are not in the run command's
+#   flags (subcommands.go buildRunCommand), so after `run` they are such flags.
+USAGE_CASES = [
+    (["tunnel", "run"], '"cloudflared tunnel run" requires the ID or name of the tunnel to run'),
+    (
+        ["tunnel", "--no-autoupdate", "run", "--token", "bm90LWEtdG9rZW4="],
+        "Provided Tunnel token is not valid.",
+    ),
+    (
+        ["tunnel", "run", "--token-file", "/nonexistent/token"],
+        "Failed to read token file: open /nonexistent/token",
+    ),
+    (["tunnel", "run", "a", "b"], '"cloudflared tunnel run" accepts only one argument'),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), USAGE_CASES)
+def test_usage_errors_exit_255_with_the_help_hint(args, message):
+    out = run(*args)
+    assert out.returncode == 255, out.stderr
+    assert message in out.stderr and out.stderr.rstrip().endswith(RUN_HINT)
+
+
+@pytest.mark.parametrize(
+    "flag", ["--edge-ip-version=6", "--retries=3", "--ha-connections=2", "--region=us", "--bogus"]
+)
+def test_a_tunnel_level_or_unknown_flag_after_run_is_incorrect_usage_and_runs_nothing(flag, token_file):
+    out = run("tunnel", "run", "--token-file", token_file, flag)
+    name = flag.split("=")[0].lstrip("-")
+    assert out.returncode == 0
+    assert out.stdout.startswith(f"Incorrect Usage: flag provided but not defined: -{name}")
+    assert "Starting tunnel" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tunnel", "run", "--post-quantum", "--token-file", "{token_file}"],
+        ["tunnel", "run", "-pq", "--protocol", "quic", "--token-file", "{token_file}"],
+        ["tunnel", "--post-quantum", "run", "--token-file", "{token_file}"],
+        [
+            "tunnel",
+            "--edge-ip-version",
+            "6",
+            "--retries",
+            "3",
+            "--ha-connections",
+            "2",
+            "run",
+            "--token-file",
+            "{token_file}",
+        ],
+        [
+            "tunnel",
+            "run",
+            "--token-file",
+            "{token_file}",
+            "--features",
+            "a",
+            "--features",
+            "b",
+            "--dns-resolver-addrs",
+            "10.87.0.1:53",
+        ],
+        [
+            "tunnel",
+            "run",
+            "--token-file",
+            "{token_file}",
+            "--no-tls-verify",
+            "--origin-server-name",
+            "relay.lab.test",
+            "--url",
+            "http://127.0.0.1:8080",
+        ],
+    ],
+)
+def test_real_flags_at_their_level_run(args, token_file):
+    log = starts(*[a.format(token_file=token_file) for a in args])
+    assert "Starting tunnel" in log
+
+
+def test_defaults_follow_cloudflared(token_file):
+    """cmd.go tunnelFlags: --edge-ip-version defaults to "auto"; the token never shows in the log."""
+    from lab.cloudflared_standin import cloudflared
+
+    parsed = cloudflared.parse_command_line(["run", "--token-file", token_file])
+    opts, rest = parsed
+    assert rest == [] and opts["edge-ip-version"] == "auto" and opts["protocol"] == "auto"
+    assert opts["retries"] == "5" and opts["ha-connections"] == "4" and opts["grace-period"] == "30s"
+    log = starts("tunnel", "run", "--token", valid_token())
+    assert "token:*****" in log
+
+
+def test_bad_values_of_typed_flags_are_flag_errors():
+    out = run("tunnel", "--retries", "many", "run")
+    assert out.returncode == 0 and out.stdout.startswith(
+        'Incorrect Usage: invalid value "many" for flag -retries'
+    )
+    out = run("tunnel", "--grace-period", "30", "run")  # Go durations need a unit
+    assert out.returncode == 0 and 'invalid value "30" for flag -grace-period' in out.stdout
+
+
+def test_malformed_token_is_never_echoed():
     token = "not-a-token-" + "x" * 20
     out = run("tunnel", "--no-autoupdate", "run", env={"TUNNEL_TOKEN": token})
-    assert out.returncode == 1
-    assert "ERR Provided Tunnel token is not valid." in out.stderr
+    assert out.returncode == 255 and "Provided Tunnel token is not valid." in out.stderr
     assert token not in out.stderr + out.stdout
 
 
 def test_token_missing_fields_is_refused():
     token = base64.b64encode(json.dumps({"a": "acc", "t": "not-a-uuid", "s": "c2VjcmV0"}).encode()).decode()
     out = run("tunnel", "run", "--token", token)
-    assert out.returncode == 1
+    assert out.returncode == 255
     assert "Provided Tunnel token is not valid." in out.stderr
 
 
-def test_run_without_any_token_explains_what_is_missing():
-    out = run("tunnel", "--no-autoupdate", "run")
-    assert out.returncode == 1
-    assert '"cloudflared tunnel run" requires the ID or name of the tunnel' in out.stderr
-
-
-def test_unreadable_token_file_is_a_clear_error(tmp_path):
-    out = run("tunnel", "run", "--token-file", str(tmp_path / "missing"))
-    assert out.returncode == 1
-    assert "Failed to read token file" in out.stderr
-
-
-def test_unknown_flag_and_protocol_are_usage_errors():
-    out = run("tunnel", "--bogus", "run")
-    assert out.returncode == 1 and "flag provided but not defined: -bogus" in out.stderr
-    out = run("tunnel", "--protocol", "carrier-pigeon", "run", env={"TUNNEL_TOKEN": "x"})
-    assert out.returncode == 1 and "unknown protocol" in out.stderr
+def test_unknown_protocol_fails_to_start():
+    out = run("tunnel", "--protocol", "carrier-pigeon", "run", env={"TUNNEL_TOKEN": valid_token()})
+    assert out.returncode == 1 and "Unknown protocol carrier-pigeon" in out.stderr
 
 
 def test_without_metrics_flag_it_binds_cloudflareds_default_range_and_masks_the_token():
