@@ -14,11 +14,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 import requests
-from deploy_state import LabState, harness, lxc_dirs
+from deploy_state import LXC_PATH, LabState, harness, lxc_dirs
 
 REPO, assert_ok, deployment = harness.REPO, harness.assert_ok, harness.deployment
 
@@ -28,32 +29,31 @@ HOSTNAME, PREFIX, REPLICAS = "interrupt.lab.test", "int-", 1
 PLAYS = 5  # plays in site.yml: containers, bootstrap, tunnel, services, verify
 
 
-def run_until_play(dep, play: int, sig: signal.Signals, timeout: float = 900) -> tuple[str, int]:
-    """Start site.yml and kill its process group when it prints the header of play number `play` (1-based).
-
-    Returns the output and the exit status. Fails when the run ends before reaching that play.
-    """
-    env = {**dep.env(), "PYTHONUNBUFFERED": "1"}
+def run_and_cut(
+    dep, cut, sig: signal.Signals, grace: float = 0, timeout: float = 900
+) -> tuple[str, int, bool]:
+    """Start site.yml and kill its process group (as a terminal or a CI runner does) `grace` seconds
+    after `cut(line)` is first true for a line it prints. Returns output, exit status, whether it was cut."""
     proc = subprocess.Popen(
         dep.command("site.yml"),
         cwd=REPO,
-        env=env,
+        env={**dep.env(), "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
     lines: list[str] = []
-    seen = 0
+    was_cut = False
     deadline = time.monotonic() + timeout
     try:
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("PLAY [") and not line.startswith("PLAY RECAP"):
-                seen += 1
-                if seen == play:
-                    os.killpg(proc.pid, sig)
-                    break
+            if cut(line):
+                time.sleep(grace)
+                os.killpg(proc.pid, sig)
+                was_cut = True
+                break
             assert time.monotonic() < deadline, "".join(lines[-50:])
         lines.extend(proc.stdout)  # what it prints while stopping
         returncode = proc.wait(timeout=120)
@@ -61,10 +61,25 @@ def run_until_play(dep, play: int, sig: signal.Signals, timeout: float = 900) ->
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    output = "".join(lines)
+    return "".join(lines), returncode, was_cut
+
+
+def run_until_play(dep, play: int, sig: signal.Signals, timeout: float = 900) -> tuple[str, int]:
+    """Start site.yml and kill it when it prints the header of play number `play` (1-based).
+
+    Returns the output and the exit status. Fails when the run ends before reaching that play.
+    """
+    seen = [0]
+
+    def at_play(line: str) -> bool:
+        if line.startswith("PLAY [") and not line.startswith("PLAY RECAP"):
+            seen[0] += 1
+        return seen[0] == play
+
+    output, returncode, was_cut = run_and_cut(dep, at_play, sig, timeout=timeout)
     # Kept next to the deployment's secrets for a post-mortem of a failed convergence.
     (dep.secrets_dir.parent / f"cut-before-play-{play}.log").write_text(output)
-    assert seen == play, f"site.yml ended before play {play}:\n{output[-6000:]}"
+    assert was_cut, f"site.yml ended before play {play}:\n{output[-6000:]}"
     return output, returncode
 
 
@@ -86,6 +101,65 @@ def assert_no_orphans(state: LabState, dep, where: str) -> None:
     assert len(snap.tunnels) <= 1, (where, snap.tunnels)
     assert len(snap.records) <= 1, (where, snap.records)
     assert len(snap.containers) <= REPLICAS, (where, snap.containers)
+
+
+def lab_status_containers() -> dict[int, str]:
+    """vmid -> the line `python -m lab status` prints for it (what the emulator holds, never less)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "lab", "status"], cwd=REPO, capture_output=True, text=True, timeout=60
+    ).stdout
+    rows = [
+        line.split(None, 1)
+        for line in out.splitlines()
+        if line.startswith("  ") and line.split()[0].isdigit()
+    ]
+    return {int(vmid): rest for vmid, rest in rows}
+
+
+def assert_status_matches(state: LabState, dep, where: str) -> None:
+    """`lab status` lists every container of the deployment the PVE API shows, with its state, and no LXC
+    directory the emulator does not know."""
+    listed = lab_status_containers()
+    for ct in state.snapshot(dep).containers:
+        assert int(ct["vmid"]) in listed, (where, ct, listed)
+        assert ct["status"] in listed[int(ct["vmid"])], (where, ct, listed)
+    debris = {v: line for v, line in listed.items() if "not in the emulator's state" in line}
+    assert not debris, (where, debris)
+
+
+def test_failed_or_cut_container_creation_leaves_nothing_half_made(lab, state, dep):
+    """A create that fails inside "Proxmox" removes the half-made container; a run cut while the create
+    task runs leaves a container the next run adopts; `lab status` matches the emulator all along."""
+    faults = f"{lab.pve.url}/_lab/faults"
+    rule = {"storage_full": True, "vmids": "100-199", "tasks": ["vzcreate"]}
+    assert requests.post(faults, json=rule, verify=str(lab.ca_path), timeout=30).status_code == 200
+    try:
+        failed = dep.run("site.yml")
+    finally:
+        requests.post(faults, json={**rule, "storage_full": False}, verify=str(lab.ca_path), timeout=30)
+    assert failed.returncode != 0
+    assert "No space left on device" in failed.output, failed.output[-3000:]
+    snap = state.snapshot(dep)
+    assert snap.containers == [], snap.containers
+    assert_status_matches(state, dep, "after a failed create")
+
+    task = "TASK [Relay containers exist and run]"
+    output, returncode, was_cut = run_and_cut(
+        dep, lambda line: line.startswith(task), signal.SIGINT, grace=1.5
+    )
+    assert was_cut and returncode != 0, output[-3000:]
+    assert_status_matches(state, dep, "right after the cut inside the create")
+    assert_no_orphans(state, dep, "after the cut inside the create")
+
+    run_until_play(dep, 2, signal.SIGTERM)  # the containers play ran to its end: it adopted the create
+    snap = state.snapshot(dep)
+    assert [(c["name"], c["status"]) for c in snap.containers] == [("int-1", "running")], snap.containers
+    assert_status_matches(state, dep, "after the re-run")
+    leftovers = [
+        d.name for d in LXC_PATH.iterdir() if d.is_dir() and d.name.isdigit() and 100 <= int(d.name) < 200
+    ]
+    known = {int(c["vmid"]) for c in state.containers("")}
+    assert [v for v in leftovers if int(v) not in known] == []
 
 
 def test_killed_at_each_play_boundary_then_rerun_converges(lab, state, dep):
