@@ -103,11 +103,12 @@ def normalise(body: dict[str, Any], zone_name: str) -> dict[str, Any]:
 
 
 def refuse_conflicts(record: dict[str, Any], existing: list[dict[str, Any]]) -> None:
-    """81057 for an identical record, 81053/81054 when a CNAME would share its name with an address."""
+    """81058 for an identical record (the live API's answer since 2025; older answers said 81057 "Record
+    already exists."), 81053/81054 when a CNAME would share its name with an address."""
     same_name = [r for r in existing if r["name"] == record["name"]]
     for other in same_name:
         if (other["type"], other["content"]) == (record["type"], record["content"]):
-            raise _bad(81057, "Record already exists.")
+            raise _bad(81058, "An identical record already exists.")
     if record["type"] == "CNAME" and any(r["type"] in ADDRESS_TYPES for r in same_name):
         raise _bad(81053, "An A, AAAA, or CNAME record with that host already exists.")
     if record["type"] in ("A", "AAAA") and any(r["type"] == "CNAME" for r in same_name):

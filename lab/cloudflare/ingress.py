@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from .envelope import CloudflareError
 
 CONFIG_ERROR_CODE = 1055
-URL_SCHEMES = {"http", "https", "tcp", "ssh", "rdp", "smb", "ws", "wss"}
 SOCKET_SCHEMES = ("unix:", "unix+tls:")
 KEYWORD_SERVICES = {"hello_world", "bastion", "socks-proxy"}
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
@@ -70,12 +69,16 @@ def check_service(index: int, service: Any) -> None:
             raise _invalid(f"{service} is an invalid address, a unix socket path is required")
         return
     if service.startswith("http_status:"):
+        # cloudflared ingress/ingress.go: strconv.Atoi, then 100 <= code <= 999.
         code = service.removeprefix("http_status:")
-        if not code.isdigit() or not 100 <= int(code) <= 599:
-            raise _invalid(f"invalid HTTP status code: {code!r}")
+        if not re.fullmatch(r"[+-]?\d+", code):
+            raise _invalid(f'invalid HTTP status code: strconv.Atoi: parsing "{code}": invalid syntax')
+        if not 100 <= int(code) <= 999:
+            raise _invalid(f"invalid HTTP status code: {int(code)}")
         return
     parts = urlsplit(service)
-    if parts.scheme not in URL_SCHEMES or not parts.hostname:
+    # Any scheme: cloudflared only requires one, and a hostname (its origin types decide what they serve).
+    if not parts.scheme or not parts.hostname:
         raise _invalid(f"{service} is an invalid address, please make sure it has a scheme and a hostname")
     try:
         parts.port  # noqa: B018 - raises on a malformed port

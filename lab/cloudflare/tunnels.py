@@ -102,7 +102,12 @@ async def create(request: web.Request) -> web.Response:
     store = state(request)
     store.tunnels[tunnel["id"]] = tunnel
     store.save()
-    return ok(store.tunnel_view(tunnel))
+    # The live API answers a create with the connector token too (Cloudflare's "Create a tunnel (API)"
+    # guide shows it in the result); the OpenAPI schema and the SDK's CloudflareTunnel type do not list
+    # it (the SDK keeps it as an extra field). Later reads (GET) do not carry it.
+    view = store.tunnel_view(tunnel)
+    view["token"] = encode_token(tunnel["account_tag"], tunnel["id"], tunnel["secret"])
+    return ok(view)
 
 
 def _bool_param(query: Any, name: str) -> bool | None:

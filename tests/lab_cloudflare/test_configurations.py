@@ -86,7 +86,7 @@ def test_put_increments_version_and_notifies(sdk, http, emulator, tunnel):
             "is an invalid address",
         ),
         (
-            [{"hostname": "a.lab.test", "service": "ftp://host"}, {"service": "http_status:404"}],
+            [{"hostname": "a.lab.test", "service": "//host"}, {"service": "http_status:404"}],
             "is an invalid address",
         ),
         (
@@ -94,7 +94,12 @@ def test_put_increments_version_and_notifies(sdk, http, emulator, tunnel):
             "different path",
         ),
         ([{"hostname": "a.lab.test"}, {"service": "http_status:404"}], "has no service"),
-        ([{"service": "http_status:999"}], "invalid HTTP status code"),
+        ([{"service": "http_status:1000"}], "invalid HTTP status code: 1000"),
+        ([{"service": "http_status:99"}], "invalid HTTP status code: 99"),
+        (
+            [{"service": "http_status:abc"}],
+            'invalid HTTP status code: strconv.Atoi: parsing "abc": invalid syntax',
+        ),
         (
             [{"hostname": "a.lab.test:443", "service": "http://h"}, {"service": "http_status:404"}],
             "cannot contain a port",
@@ -125,7 +130,16 @@ def test_malformed_ingress_is_refused_with_cloudflared_message(http, emulator, t
 
 
 @pytest.mark.parametrize(
-    "service", ["unix:/run/relay.sock", "tcp://127.0.0.1:22", "ssh://h:22", "hello_world"]
+    "service",
+    # cloudflared ingress/ingress.go only asks a URL for a scheme and a hostname, and a status in 100-999.
+    [
+        "unix:/run/relay.sock",
+        "tcp://127.0.0.1:22",
+        "ssh://h:22",
+        "hello_world",
+        "ftp://host",
+        "http_status:999",
+    ],
 )
 def test_other_service_forms_are_accepted(http, tunnel, service):
     resp = put(

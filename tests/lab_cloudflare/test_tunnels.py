@@ -56,6 +56,14 @@ def test_create_defaults_to_local_config_and_validates(sdk, http):
         account_id=ACCOUNT, name="relay-remote", config_src="cloudflare", tunnel_secret=new_secret()
     )
     assert remote.config_src == "cloudflare" and remote.remote_config is True
+    # The create answer carries the connector token (the SDK keeps it as an extra field); reads do not.
+    token_now = sdk.zero_trust.tunnels.cloudflared.token.get(tunnel_id=remote.id, account_id=ACCOUNT)
+    assert remote.model_extra["token"] == token_now
+    assert decode_token(tunnel["token"])["t"] == tunnel["id"]
+    assert (
+        "token"
+        not in http.get(f"{http.api}/accounts/{ACCOUNT}/cfd_tunnel/{remote.id}", timeout=10).json()["result"]
+    )
 
 
 def test_duplicate_live_name_is_409_1013(sdk):
