@@ -232,8 +232,11 @@ class RelayApp:
         ctype = headers.get("Content-Type") or ""
         if request.method == "POST" and ctype.startswith(envelope.CONTENT_TYPE):
             return await self._envelope(request, state, path_token, info, outcome)
-        token = path_token or token_from_headers(headers)
-        self._authenticate(state, token, info, request.admitted)
+        admitted = request.admitted
+        if admitted is not None and admitted[0] is state:  # type: ignore[index]
+            self._rate_limit(state, admitted[2], info)  # type: ignore[index]
+        else:  # the settings were reloaded since admission: check again
+            self._authenticate(state, path_token or token_from_headers(headers), info)
         route = self._route(state, request.method, path)
         if route.kind == "local":
             return self._local(state, path, PLAIN)
@@ -264,6 +267,9 @@ class RelayApp:
             name = state.tokens.authenticate(token)
         if name is None:
             raise RelayError(401, "invalid_token", "unknown client token")
+        self._rate_limit(state, name, info)
+
+    def _rate_limit(self, state: RelayState, name: str, info: RequestInfo) -> None:
         info.token_name = name
         wait = state.limiter.check(name)
         if wait:

@@ -93,22 +93,26 @@ def _connection_tokens(value: str) -> set[str]:
 
 
 def upstream_request_headers(client: Iterable[tuple[str, str]], envelope: bool) -> list[tuple[str, str]]:
-    """The client headers to forward (before the relay adds Host, Authorization and its extras).
-
-    Every header is validated (a bad one is a 400: a client sending it has a bug worth seeing), then only
-    the allow-listed ones are kept, minus those a `Connection` header names."""
+    """The client headers to forward (before the relay adds Host, Authorization and its extras): the
+    allow-listed ones, minus those a `Connection` header names, each checked against RFC 9110 (a bad one
+    is a 400). An envelope's inner headers are all checked, forwarded or not: they come from JSON, and a
+    client sending a broken one has a bug worth seeing. Plain headers were checked by llhttp already;
+    the forwarded ones are checked again here, so nothing unchecked reaches the provider."""
     out = []
     named: set[str] | None = None
     for name, value in client:
-        if _TOKEN.fullmatch(name) is None or _VALUE_CTL.search(value) is not None:
-            check_header(name, value)
         low = name.lower()
         if low in FORWARDED or low.startswith(FORWARDED_PREFIXES):
+            if _TOKEN.fullmatch(name) is None or _VALUE_CTL.search(value) is not None:
+                check_header(name, value)
             if envelope and low == "accept-encoding":
                 continue  # the relay must see SSE event boundaries to seal each event: ask for identity
             out.append((name, value))
-        elif low == "connection":
-            named = (named or set()) | _connection_tokens(value)
+        else:
+            if envelope:
+                check_header(name, value)
+            if low == "connection":
+                named = (named or set()) | _connection_tokens(value)
     if named:
         out = [(n, v) for n, v in out if n.lower() not in named]
     if envelope:

@@ -665,6 +665,6 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
-        if not self.closed and self.transport is not None:
-            self.closed = True
+        if (not self.closed or self.lingering) and self.transport is not None:
+            self.closed, self.lingering = True, False
             self.transport.abort()
