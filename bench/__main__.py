@@ -41,7 +41,8 @@ def main(argv: list[str]) -> int:
     if flags and not wanted:
         print("flags need the benchmark(s) they are for: python -m bench NAME --flag ...", file=sys.stderr)
         return 2
-    wanted = wanted or names
+    if not wanted:  # all of them, except those that only make sense with arguments (relay_ab)
+        wanted = [n for n in names if "NEEDS_ARGUMENTS = True" not in (HERE / f"{n}.py").read_text()]
     unknown = [n for n in wanted if n not in names]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names)}", file=sys.stderr)
