@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from llm_relay.server.logs import AccessLog
+from llm_relay.server.logs import AccessLog, log_path
 
 CASES = [
     ("bench", "openrouter", "POST", "/v1/chat/completions", 200, 0.0012345, 116, 275, False, False, ""),
@@ -48,3 +48,20 @@ def test_disabled_log_writes_nothing():
     sink = io.StringIO()
     AccessLog(stream=sink, enabled=False).request(*CASES[0])
     assert sink.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/t/lrt_secret/v1/models", "/t/***/v1/models"),
+        ("//t/lrt_secret/v1/models", "//t/***/v1/models"),
+        ("/v1/t/notatoken/x", "/v1/t/***/x"),
+        ("/v1/chat/completions", "/v1/chat/completions"),
+        ("/x/lrt_AbC-_9/y", "/x/***/y"),
+        ("http://host/t/lrt_secret/v1", "-"),  # the server passes origin-form; anything else is not logged
+        ("*", "*"),
+        ("", "-"),
+    ],
+)
+def test_log_path_never_holds_a_token(path, logged):
+    assert log_path(path) == logged
