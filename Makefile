@@ -6,14 +6,21 @@ BIN   := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup host-deps venv collection-link lint test test-unit test-lab bench demo lab-up lab-down clean
+.PHONY: setup host-deps venv collection-link sanity-venvs lint test test-unit test-lab bench demo lab-up lab-down clean
 
-setup: host-deps venv collection-link
+setup: host-deps venv collection-link sanity-venvs
 
 # The checkout is the collection llm_relay.homelab: ansible.cfg's collections_path finds it through this link.
 COLLECTION_LINK := .ansible/collections/ansible_collections/llm_relay/homelab
 collection-link:
 	@test -L $(COLLECTION_LINK) || { mkdir -p $(dir $(COLLECTION_LINK)) && ln -sfnT ../../../.. $(COLLECTION_LINK); }
+
+# ansible-test sanity's own pinned venvs, built once from PyPI so lint runs offline (tools/run_ansible_test.py).
+SANITY_STAMP := .ansible/ansible-test/home/.primed
+sanity-venvs: $(SANITY_STAMP)
+$(SANITY_STAMP): $(VENV)/.stamp tools/run_ansible_test.py tools/get_pip_standin.py
+	$(PY) tools/run_ansible_test.py prime
+	@touch $@
 
 # Debian packages the lab and tests need; installs only what is missing.
 host-deps:
@@ -33,11 +40,14 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
+	$(PY) tools/run_ansible_test.py sanity --python 3.11
 
 test: setup lint
+	$(PY) tools/run_ansible_test.py units --python 3.11
 	$(PY) -m pytest tests/ $(PYTEST_ARGS)
 
 test-unit: setup
+	$(PY) tools/run_ansible_test.py units --python 3.11
 	$(PY) -m pytest tests/ -m "not lab" $(PYTEST_ARGS)
 
 bench: setup

@@ -11,27 +11,24 @@ options:
       - Never logged; prefer the environment variable or a vaulted variable over a literal.
       - The SDK's own C(CLOUDFLARE_API_KEY)/C(CLOUDFLARE_EMAIL) environment variables are ignored, so
         this token is the only credential sent.
+      - Falls back to the E(CLOUDFLARE_API_TOKEN) environment variable.
     type: str
     required: false
-    env:
-      - name: CLOUDFLARE_API_TOKEN
   account_id:
     description:
       - Cloudflare account id (32 hex characters) owning the tunnels.
-      - Required by the tunnel modules; optional for M(cloudflare_dns_record), where it narrows the zone
-        lookup by name.
+      - Required by the tunnel modules; optional for M(llm_relay.homelab.cloudflare_dns_record), where it
+        narrows the zone lookup by name.
+      - Falls back to the E(CLOUDFLARE_ACCOUNT_ID) environment variable.
     type: str
     required: false
-    env:
-      - name: CLOUDFLARE_ACCOUNT_ID
   api_base_url:
     description:
       - Base URL of the Cloudflare API v4, up to and including C(/client/v4).
       - Point it at an emulator or a proxy; the lab sets C(https://127.0.0.1:8443/client/v4).
+      - Falls back to the E(CLOUDFLARE_BASE_URL) environment variable.
     type: str
     default: https://api.cloudflare.com/client/v4
-    env:
-      - name: CLOUDFLARE_BASE_URL
   ca_path:
     description:
       - PEM CA bundle used to verify the API's TLS certificate instead of the system store.

@@ -57,7 +57,7 @@ options:
       - Seconds to wait for one API request (not for a task; see the module's own timeout).
       - Also how long a refused connection is tried again, so a restarting API (pveproxy reload) does not
         fail the run; writes are retried only when they cannot have reached the server.
-      - Falls back to E(PROXMOX_TIMEOUT).
+      - Falls back to E(PROXMOX_API_TIMEOUT) (community.proxmox's name), then E(PROXMOX_TIMEOUT).
     type: int
     default: 10
 requirements:

@@ -37,7 +37,10 @@ def proxmox_auth_argument_spec():
         api_token_secret=dict(type="str", no_log=True, fallback=(env_fallback, ["PROXMOX_TOKEN_SECRET"])),
         validate_certs=dict(type="bool", default=True, fallback=(env_fallback, ["PROXMOX_VALIDATE_CERTS"])),
         ca_path=dict(type="path", fallback=(env_fallback, ["PROXMOX_CA_PATH"])),
-        api_timeout=dict(type="int", default=10, fallback=(env_fallback, ["PROXMOX_TIMEOUT"])),
+        # PROXMOX_API_TIMEOUT is community.proxmox's name; PROXMOX_TIMEOUT, ours before, stays an alias.
+        api_timeout=dict(
+            type="int", default=10, fallback=(env_fallback, ["PROXMOX_API_TIMEOUT", "PROXMOX_TIMEOUT"])
+        ),
     )
 
 

@@ -118,7 +118,7 @@ class LxcRun:
         if not ostemplate:
             raise Failure("ostemplate: required to create a container")
         if ":" in ostemplate:
-            storage, _, path = ostemplate.partition(":")
+            storage, _sep, path = ostemplate.partition(":")
             name = path.rpartition("/")[2]
         else:
             storage, name = self.params["template_storage"], ostemplate
@@ -440,7 +440,7 @@ def interface_addresses(interfaces):
         found = [a.get("ip-address") for a in iface.get("ip-addresses") or [] if a.get("ip-address")]
         for key in ("inet", "inet6"):
             if iface.get(key):
-                found.append(str(iface[key]).split("/")[0])
+                found.append(str(iface[key]).split("/", maxsplit=1)[0])
         for text in found:
             try:
                 addr = ipaddress.ip_address(text.split("/")[0])

@@ -208,7 +208,7 @@ def parse_rootfs(text):
     """'local:9100/vm-9100-disk-0.raw,size=8G' (or 'local-lvm:8') → {'storage', 'size_gb', 'volume'}."""
     raw = parse_propstr(text, default_key="volume")
     volume = raw.get("volume", "")
-    storage, _, rest = volume.partition(":")
+    storage, _sep, rest = volume.partition(":")
     out = {"storage": storage or None, "volume": volume}
     if raw.get("size"):
         out["size_gb"] = parse_size_gib(raw["size"])
@@ -243,7 +243,7 @@ def normalise_features(items):
 def render_features(items):
     values = {}
     for item in normalise_features(items):
-        key, _, value = item.partition("=")
+        key, _sep, value = item.partition("=")
         values[key] = value if key == "mount" else True
     return render_propstr(values)
 

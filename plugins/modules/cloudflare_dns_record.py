@@ -17,7 +17,7 @@ description:
     same name (error 81053); the module reports that code and message as they come.
 version_added: "1.0.0"
 author:
-  - llm-relay-homelab team
+  - llm-relay maintainers (@llm-relay)
 extends_documentation_fragment:
   - llm_relay.homelab.cloudflare_auth
 options:
@@ -47,7 +47,7 @@ options:
     type: str
   tunnel_id:
     description:
-      - Route O(name) to this Cloudflare Tunnel (RV(cloudflare_tunnel#module:tunnel_id)).
+      - Route O(name) to this Cloudflare Tunnel (RV(llm_relay.homelab.cloudflare_tunnel#module:tunnel_id)).
     type: str
   proxied:
     description:
@@ -77,23 +77,24 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reads only; reports what would be created, updated or deleted.
+    description: Reads only; reports what would be created, updated or deleted.
   diff_mode:
     support: full
+    description: Before/after of the record's managed fields.
 seealso:
-  - module: cloudflare_tunnel
+  - module: llm_relay.homelab.cloudflare_tunnel
 """
 
 EXAMPLES = r"""
 - name: relay.example.com routes to the relay tunnel
-  cloudflare_dns_record:
+  llm_relay.homelab.cloudflare_dns_record:
     zone: example.com
     name: relay.example.com
     tunnel_id: "{{ relay_tunnel.tunnel_id }}"
     comment: managed by ansible (llm-relay)
 
 - name: A record, not proxied, 5 minutes
-  cloudflare_dns_record:
+  llm_relay.homelab.cloudflare_dns_record:
     zone: example.com
     name: home
     type: A
@@ -101,14 +102,14 @@ EXAMPLES = r"""
     ttl: 300
 
 - name: Re-point an existing CNAME on purpose
-  cloudflare_dns_record:
+  llm_relay.homelab.cloudflare_dns_record:
     zone: example.com
     name: relay.example.com
     tunnel_id: "{{ new_tunnel.tunnel_id }}"
     overwrite: true
 
 - name: The tunnel's hostname is gone
-  cloudflare_dns_record:
+  llm_relay.homelab.cloudflare_dns_record:
     zone: example.com
     name: relay.example.com
     type: CNAME

@@ -10,13 +10,14 @@ description:
   - Manages one remotely-managed (C(config_src=cloudflare)) Cloudflare Tunnel, identified by its O(name).
   - An existing non-deleted tunnel with that name is adopted, never duplicated; two tunnels with the same
     name are an error the module will not guess its way out of.
-  - Its ingress rules are managed by M(cloudflare_tunnel_ingress); its DNS record by
-    M(cloudflare_dns_record) (O(cloudflare_dns_record#module:tunnel_id) = RV(tunnel_id)).
+  - Its ingress rules are managed by M(llm_relay.homelab.cloudflare_tunnel_ingress); its DNS record by
+    M(llm_relay.homelab.cloudflare_dns_record)
+    (O(llm_relay.homelab.cloudflare_dns_record#module:tunnel_id) = RV(tunnel_id)).
   - The connector token (what C(cloudflared tunnel run --token) / C(TUNNEL_TOKEN) consumes) is returned
     only when O(return_token=true). Register such a task with C(no_log) set to C(true).
 version_added: "1.0.0"
 author:
-  - llm-relay-homelab team
+  - llm-relay maintainers (@llm-relay)
 extends_documentation_fragment:
   - llm_relay.homelab.cloudflare_auth
 options:
@@ -50,22 +51,23 @@ options:
     type: bool
     default: false
 seealso:
-  - module: cloudflare_tunnel_ingress
-  - module: cloudflare_dns_record
+  - module: llm_relay.homelab.cloudflare_tunnel_ingress
+  - module: llm_relay.homelab.cloudflare_dns_record
   - name: Cloudflare Tunnel API
     description: Create a remotely-managed tunnel with the API.
     link: https://developers.cloudflare.com/cloudflare-one/connections/connect-networks/get-started/create-remote-tunnel-api/
 attributes:
   check_mode:
     support: full
-    details: Reads only; reports what would be created, rotated or deleted.
+    description: Reads only; reports what would be created, rotated or deleted.
   diff_mode:
     support: full
+    description: Before/after of the tunnel's existence and secret rotation.
 """
 
 EXAMPLES = r"""
 - name: Relay tunnel exists (token kept out of logs)
-  cloudflare_tunnel:
+  llm_relay.homelab.cloudflare_tunnel:
     name: llm-relay
     account_id: "{{ cloudflare_account_id }}"
     api_token: "{{ cloudflare_api_token }}"
@@ -74,7 +76,7 @@ EXAMPLES = r"""
   no_log: true
 
 - name: Rotate the connector secret (deploy relay_tunnel_rotated.token afterwards)
-  cloudflare_tunnel:
+  llm_relay.homelab.cloudflare_tunnel:
     name: llm-relay
     rotate_secret: true
     return_token: true
@@ -82,7 +84,7 @@ EXAMPLES = r"""
   no_log: true
 
 - name: Tunnel is gone, connections cleaned up
-  cloudflare_tunnel:
+  llm_relay.homelab.cloudflare_tunnel:
     name: llm-relay
     state: absent
 """

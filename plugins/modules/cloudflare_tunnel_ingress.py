@@ -20,14 +20,14 @@ description:
   - The C(warp-routing) setting is not managed; its current value is kept.
 version_added: "1.0.0"
 author:
-  - llm-relay-homelab team
+  - llm-relay maintainers (@llm-relay)
 extends_documentation_fragment:
   - llm_relay.homelab.cloudflare_auth
 options:
   tunnel_id:
     description:
-      - UUID of the tunnel (RV(cloudflare_tunnel#module:tunnel_id)). Exactly one of O(tunnel_id) and
-        O(tunnel_name).
+      - UUID of the tunnel (RV(llm_relay.homelab.cloudflare_tunnel#module:tunnel_id)).
+        Exactly one of O(tunnel_id) and O(tunnel_name).
       - In check mode an empty value (the tunnel would be created by an earlier task) reports the
         configuration that would be written.
     type: str
@@ -62,90 +62,95 @@ options:
         type: str
         required: true
       origin_request:
-        description: Per-rule origin settings; same keys as the tunnel-wide O(origin_request).
+        description:
+          - Origin settings of this rule; each one set here overrides the tunnel-wide O(origin_request).
+          - Options left unset are not sent, so the tunnel-wide value or cloudflared's own default applies.
         type: dict
+        # One list of keys for both levels (YAML anchor), as cloudflared takes the same originRequest keys.
+        suboptions: &origin_request_options
+          connect_timeout:
+            description: Seconds to establish a TCP connection to the origin (cloudflared default 30).
+            type: int
+          tls_timeout:
+            description: Seconds to complete the TLS handshake with an https origin.
+            type: int
+          tcp_keep_alive:
+            description: Seconds between TCP keepalive packets to the origin.
+            type: int
+          keep_alive_connections:
+            description: Maximum idle keepalive connections to the origin.
+            type: int
+          keep_alive_timeout:
+            description: Seconds after which an idle keepalive connection is closed.
+            type: int
+          no_happy_eyeballs:
+            description: Disable the happy eyeballs IPv4/IPv6 fallback.
+            type: bool
+          http_host_header:
+            description: Host header sent to the origin.
+            type: str
+          origin_server_name:
+            description: Hostname expected in the origin's certificate.
+            type: str
+          ca_pool:
+            description: Path, on the connector host, of a CA bundle for the origin's certificate.
+            type: str
+          no_tls_verify:
+            description: Accept any certificate from the origin. Only for origins on the connector's host.
+            type: bool
+          disable_chunked_encoding:
+            description: Disable chunked transfer encoding (useful for WSGI servers).
+            type: bool
+          http2_origin:
+            description: Talk HTTP/2 to an https origin.
+            type: bool
+          proxy_type:
+            description: Proxy started by cloudflared for C(bastion)/TCP services; V("") or V(socks).
+            type: str
+            choices: ["", socks]
+          access:
+            description: Require a valid Cloudflare Access JWT on each request.
+            type: dict
+            suboptions:
+              required:
+                description: Deny requests without a valid Access token.
+                type: bool
+                default: false
+              team_name:
+                description: Zero Trust team name; needed when O(origin_request.access.aud_tag) is set.
+                type: str
+              aud_tag:
+                description: Access application audience tags allowed.
+                type: list
+                elements: str
   origin_request:
     description:
       - Tunnel-wide defaults for the connection from cloudflared to the origin (C(originRequest)).
       - Options left unset are not sent, so cloudflared's own defaults apply.
     type: dict
-    suboptions:
-      connect_timeout:
-        description: Seconds to establish a TCP connection to the origin (cloudflared default 30).
-        type: int
-      tls_timeout:
-        description: Seconds to complete the TLS handshake with an https origin.
-        type: int
-      tcp_keep_alive:
-        description: Seconds between TCP keepalive packets to the origin.
-        type: int
-      keep_alive_connections:
-        description: Maximum idle keepalive connections to the origin.
-        type: int
-      keep_alive_timeout:
-        description: Seconds after which an idle keepalive connection is closed.
-        type: int
-      no_happy_eyeballs:
-        description: Disable the happy eyeballs IPv4/IPv6 fallback.
-        type: bool
-      http_host_header:
-        description: Host header sent to the origin.
-        type: str
-      origin_server_name:
-        description: Hostname expected in the origin's certificate.
-        type: str
-      ca_pool:
-        description: Path, on the connector host, of a CA bundle for the origin's certificate.
-        type: str
-      no_tls_verify:
-        description: Accept any certificate from the origin. Only for origins on the connector's host.
-        type: bool
-      disable_chunked_encoding:
-        description: Disable chunked transfer encoding (useful for WSGI servers).
-        type: bool
-      http2_origin:
-        description: Talk HTTP/2 to an https origin.
-        type: bool
-      proxy_type:
-        description: Proxy started by cloudflared for C(bastion)/TCP services; V("") or V(socks).
-        type: str
-        choices: ["", socks]
-      access:
-        description: Require a valid Cloudflare Access JWT on each request.
-        type: dict
-        suboptions:
-          required:
-            description: Deny requests without a valid Access token.
-            type: bool
-            default: false
-          team_name:
-            description: Zero Trust team name; needed when O(origin_request.access.aud_tag) is set.
-            type: str
-          aud_tag:
-            description: Access application audience tags allowed.
-            type: list
-            elements: str
+    suboptions: *origin_request_options
   catch_all:
     description:
       - Service of the catch-all rule appended when the last of O(rules) is not one.
     type: str
     default: http_status:404
 seealso:
-  - module: cloudflare_tunnel
+  - module: llm_relay.homelab.cloudflare_tunnel
   - name: Ingress rules
     description: cloudflared's ingress rule semantics.
     link: https://developers.cloudflare.com/cloudflare-one/connections/connect-networks/configure-tunnels/local-management/configuration-file/
 attributes:
   check_mode:
     support: full
-    details: Reads the current configuration and reports the diff; never PUTs.
+    description: Reads the current configuration and reports the diff; never PUTs.
   diff_mode:
     support: full
+    description: Before/after of the tunnel's ingress rules.
 """
 
 EXAMPLES = r"""
 - name: relay.example.com goes to the relay, everything else gets 404
-  cloudflare_tunnel_ingress:
+  llm_relay.homelab.cloudflare_tunnel_ingress:
     tunnel_id: "{{ relay_tunnel.tunnel_id }}"
     rules:
       - hostname: relay.example.com
@@ -155,7 +160,7 @@ EXAMPLES = r"""
       keep_alive_connections: 50
 
 - name: Two hostnames, an API path with its own Host header, explicit catch-all
-  cloudflare_tunnel_ingress:
+  llm_relay.homelab.cloudflare_tunnel_ingress:
     tunnel_name: llm-relay
     rules:
       - hostname: relay.example.com

@@ -15,7 +15,7 @@ description:
   - "Runs on the controller (C(delegate_to: localhost)); the target needs no Python."
 version_added: "1.0.0"
 author:
-  - llm-relay maintainers
+  - llm-relay maintainers (@llm-relay)
 extends_documentation_fragment:
   - llm_relay.homelab.proxmox_auth
 attributes:
@@ -136,10 +136,12 @@ options:
     elements: str
   ssh_public_keys:
     description:
-      - Public keys (OpenSSH format) for root, installed at create. Proxmox cannot report them back, so they
-        are not compared on an existing container.
+      - Public keys (OpenSSH format) for root, installed at create. One key as a string is taken too,
+        so community.proxmox's C(pubkey) works unchanged.
+      - Proxmox cannot report them back, so they are not compared on an existing container.
     type: list
     elements: str
+    aliases: [pubkey]
   password:
     description:
       - Root password set at create. Never logged. Like O(ssh_public_keys), not compared afterwards.
@@ -150,9 +152,11 @@ options:
   memory_mb:
     description: Memory in MiB. Default on create V(512).
     type: int
+    aliases: [memory]
   swap_mb:
     description: Swap in MiB. Default on create V(512).
     type: int
+    aliases: [swap]
   unprivileged:
     description:
       - Run the container unprivileged. Set at create only (default V(true)); a different value on an
@@ -214,6 +218,21 @@ options:
 notes:
   - The hostname identifies the container; renaming is not done by this module.
   - Volumes are neither moved nor resized; password and SSH keys apply at create only.
+  - "Coming from community.proxmox's C(proxmox) module, option by option (theirs -> here):"
+  - "C(memory), C(swap), C(pubkey) -> the same names work (aliases of O(memory_mb), O(swap_mb),
+    O(ssh_public_keys)); E(PROXMOX_API_TIMEOUT) is read for O(api_timeout)."
+  - "C(disk: 'local-lvm:8') (a string) or C(disk_volume: {storage: local-lvm, size: 8}) ->
+    O(disk) V({storage: local-lvm, size_gb: 8}); C(storage) -> O(disk.storage)."
+  - "C(netif: {net0: 'name=eth0,bridge=vmbr0,ip=dhcp'}) (a dict of strings) -> O(netif)
+    V([{name: eth0, bridge: vmbr0, ip: dhcp}]) (a list of dicts; the position is the index)."
+  - "C(startup: ['order=1', 'up=30']) (strings) -> O(startup) V({order: 1, up: 30})."
+  - "C(nameserver), C(searchdomain) (one space-separated string) -> the same names; a string is taken,
+    a list too. C(features: ['nesting=1']) is taken as is (V(nesting) alone means the same)."
+  - "Default C(state): V(present) there (created, left stopped) -> V(started) here; write
+    O(state=present) for their behaviour. C(update: true) -> not needed (an existing container is always
+    updated); C(timeout) (default 30) -> O(timeout) (default 120)."
+  - The options whose type differs fail with a message saying how to write them here, rather than being
+    read another way.
 seealso:
   - name: Proxmox VE API viewer
     description: The API this module calls.
@@ -222,7 +241,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Minimal container (Debian 12, 8 GiB, eth0 on vmbr0 with DHCP, 1 core, 512 MiB), started
-  proxmox_lxc:
+  llm_relay.homelab.proxmox_lxc:
     api_host: pve1.example.com
     api_user: root@pam
     api_token_id: ansible
@@ -239,7 +258,7 @@ EXAMPLES = r"""
     msg: "relay1 is {{ ct.vmid }} at {{ ct.ip_addresses | first }}"
 
 - name: Fully specified container, template fetched when missing
-  proxmox_lxc:
+  llm_relay.homelab.proxmox_lxc:
     api_host: pve1.example.com
     api_user: root@pam
     api_password: "{{ vault_pve_password }}"
@@ -264,7 +283,7 @@ EXAMPLES = r"""
   delegate_to: localhost
 
 - name: Grow memory and apply pending changes by rebooting
-  proxmox_lxc:
+  llm_relay.homelab.proxmox_lxc:
     api_host: pve1.example.com
     api_user: root@pam
     api_token_id: ansible
@@ -276,7 +295,7 @@ EXAMPLES = r"""
   delegate_to: localhost
 
 - name: Stop it
-  proxmox_lxc:
+  llm_relay.homelab.proxmox_lxc:
     api_host: pve1.example.com
     api_user: root@pam
     api_token_id: ansible
@@ -286,7 +305,7 @@ EXAMPLES = r"""
   delegate_to: localhost
 
 - name: Remove it with its volumes
-  proxmox_lxc:
+  llm_relay.homelab.proxmox_lxc:
     api_host: pve1.example.com
     api_user: root@pam
     api_token_id: ansible
@@ -413,7 +432,7 @@ cleanup:
   sample: removed the half-made container
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, _load_params
 from ansible_collections.llm_relay.homelab.plugins.module_utils.proxmox import (
     PROXMOX_AUTH_MUTUALLY_EXCLUSIVE,
     PROXMOX_AUTH_REQUIRED_ONE_OF,
@@ -422,6 +441,9 @@ from ansible_collections.llm_relay.homelab.plugins.module_utils.proxmox import (
     ProxmoxError,
     TaskFailed,
     proxmox_auth_argument_spec,
+)
+from ansible_collections.llm_relay.homelab.plugins.module_utils.proxmox_lxc_compat import (
+    community_proxmox_forms,
 )
 from ansible_collections.llm_relay.homelab.plugins.module_utils.proxmox_lxc_config import Failure
 from ansible_collections.llm_relay.homelab.plugins.module_utils.proxmox_lxc_run import LxcRun, task_details
@@ -458,11 +480,11 @@ def argument_spec():
             ),
         ),
         features=dict(type="list", elements="str"),
-        ssh_public_keys=dict(type="list", elements="str", no_log=False),
+        ssh_public_keys=dict(type="list", elements="str", no_log=False, aliases=["pubkey"]),
         password=dict(type="str", no_log=True),
         cores=dict(type="int"),
-        memory_mb=dict(type="int"),
-        swap_mb=dict(type="int"),
+        memory_mb=dict(type="int", aliases=["memory"]),
+        swap_mb=dict(type="int", aliases=["swap"]),
         unprivileged=dict(type="bool"),
         onboot=dict(type="bool"),
         startup=dict(
@@ -481,13 +503,20 @@ def argument_spec():
 
 
 def main():
+    spec = argument_spec()
+    # Values in community.proxmox's form for options of another type here: accepted by the spec just long
+    # enough to say which option differs and how to write it.
+    foreign = community_proxmox_forms(_load_params() or {})
+    spec.update({name: dict(type="raw") for name in foreign})
     module = AnsibleModule(
-        argument_spec=argument_spec(),
+        argument_spec=spec,
         required_one_of=[("vmid", "hostname"), *PROXMOX_AUTH_REQUIRED_ONE_OF],
         required_together=PROXMOX_AUTH_REQUIRED_TOGETHER,
         mutually_exclusive=PROXMOX_AUTH_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
+    if foreign:
+        module.fail_json(msg="; ".join(foreign[name] for name in sorted(foreign)))
     try:
         client = ProxmoxClient(module.params)
         result = LxcRun(module, client).run()

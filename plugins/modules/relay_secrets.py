@@ -51,18 +51,18 @@ notes:
     and new ones are not generated).
   - Every returned value is a secret; register it with C(no_log) in tasks that print.
 author:
-  - llm-relay-homelab maintainers
+  - llm-relay maintainers (@llm-relay)
 """
 
 EXAMPLES = r"""
 - name: Client token and Fernet key exist (generated on first run)
-  relay_secrets:
+  llm_relay.homelab.relay_secrets:
     path: "{{ playbook_dir }}/.secrets/relay.example.com"
   register: relay_store
   no_log: true
 
 - name: Rotation, phase 1 - new client tokens and Fernet key next to the old ones
-  relay_secrets:
+  llm_relay.homelab.relay_secrets:
     path: "{{ playbook_dir }}/.secrets/relay.example.com"
     rotate: [client_tokens, fernet]
     phase: begin
@@ -70,7 +70,7 @@ EXAMPLES = r"""
   no_log: true
 
 - name: Rotation, phase 2 - old ones are gone
-  relay_secrets:
+  llm_relay.homelab.relay_secrets:
     path: "{{ playbook_dir }}/.secrets/relay.example.com"
     rotate: [client_tokens, fernet]
     phase: finish

@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 import requests
+from collection_build import user_env
 
 REPO = Path(__file__).resolve().parents[2]
+LAB_INVENTORY = REPO / "inventory" / "lab" / "lab_inventory.py"
 VENV_BIN = REPO / ".venv" / "bin"
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
@@ -51,6 +53,9 @@ class Deployment:
     replicas: int
     artifacts_dir: Path
     secrets_dir: Path
+    # A user project with the built collection installed (collection_build.install): playbooks are then
+    # run by FQCN from there, with that project's config and the lab inventory, never from the checkout.
+    project: Path | None = None
 
     @property
     def extra_vars(self) -> dict[str, Any]:
@@ -65,6 +70,8 @@ class Deployment:
         }
 
     def env(self) -> dict[str, str]:
+        if self.project is not None:
+            return user_env(self.project)
         env = dict(os.environ)
         env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
         env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
@@ -73,6 +80,20 @@ class Deployment:
         return env
 
     def command(self, playbook: str, *args: str) -> list[str]:
+        """`playbook` is a path in the checkout (site.yml, playbooks/destroy.yml) or, with a project, a
+        collection playbook name (llm_relay.homelab.site)."""
+        if self.project is not None:
+            # The relay's Python source is not part of the collection (README: relay_source_dir).
+            extra = {**self.extra_vars, "relay_source_dir": str(REPO / "relay")}
+            return [
+                str(VENV_BIN / "ansible-playbook"),
+                "-i",
+                str(LAB_INVENTORY),
+                playbook,
+                "-e",
+                json.dumps(extra),
+                *args,
+            ]
         return [
             str(VENV_BIN / "ansible-playbook"),
             str(REPO / playbook),
@@ -84,7 +105,7 @@ class Deployment:
     def run(self, playbook: str = "site.yml", *args: str, timeout: float = 1500) -> PlaybookRun:
         proc = subprocess.run(
             self.command(playbook, *args),
-            cwd=REPO,
+            cwd=self.project or REPO,
             env=self.env(),
             capture_output=True,
             text=True,

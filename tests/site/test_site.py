@@ -1,4 +1,8 @@
-"""site.yml from nothing to an answered question, a second run that changes nothing, and destroy.yml.
+"""site.yml from nothing to an answered question, a second run that changes nothing, and destroy.yml,
+all run as a user who never cloned the repository runs them: the collection is built, its tarball installed
+into an empty path of a project of its own, and its playbooks called by FQCN (llm_relay.homelab.site,
+llm_relay.homelab.destroy) with the lab inventory. The checkout's root site.yml is run by the other suites
+(rotation, interrupted runs) and by `make demo`.
 
 One deployment for site.lab.test (containers site-1 on pve1, site-2 on pve2), shared by the tests of this
 module in order:
@@ -22,6 +26,7 @@ import uuid
 
 import pytest
 import requests
+from collection_build import build, install
 from deploy_state import harness, lxc_dirs
 
 REPO, VENV_BIN, assert_ok, deployment = harness.REPO, harness.VENV_BIN, harness.assert_ok, harness.deployment
@@ -49,9 +54,11 @@ def providers(lab) -> list[dict]:
 @pytest.fixture(scope="module")
 def site(lab, state, tmp_path_factory):
     dep = deployment(tmp_path_factory, HOSTNAME, PREFIX, REPLICAS)
+    dep.project = tmp_path_factory.mktemp("user-project")
+    install(build(tmp_path_factory.mktemp("build")), dep.project)
     extra = ("-e", json.dumps({"relay_providers": providers(lab)}))
-    dep.site = lambda: dep.run("site.yml", *extra)
-    dep.destroy = lambda *a: dep.run("playbooks/destroy.yml", *extra, *a)
+    dep.site = lambda: dep.run("llm_relay.homelab.site", *extra)
+    dep.destroy = lambda *a: dep.run("llm_relay.homelab.destroy", *extra, *a)
     # "From nothing": a crashed earlier session may have left this hostname's resources behind.
     before = state.snapshot(dep)
     if before.tunnels or before.records or before.containers:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build the relay's wheel bundle ON THE CONTROLLER for a target that has no PyPI access.
 
 A bundle is a directory of wheels (the relay package + every dependency, pinned to exactly what was

@@ -47,7 +47,7 @@ def test_503_retried_with_backoff(scripted_api):
 
 
 def test_retry_budget_exhausted_reports_cloudflare_error(scripted_api):
-    for _ in range(3):
+    for _attempt in range(3):
         scripted_api.push(503, envelope(errors=[{"code": 10000, "message": "service unavailable"}]))
     client = client_for(scripted_api, max_retries=2)
     with pytest.raises(cf_utils.CloudflareAPIError) as caught:
@@ -84,7 +84,7 @@ def test_http_errors_carry_code_and_message(scripted_api, status, code, message)
 
 
 def test_hang_beyond_budget_is_a_clear_timeout(scripted_api):
-    for _ in range(2):
+    for _attempt in range(2):
         scripted_api.push(200, envelope({}), delay=3)
     client = client_for(scripted_api, timeout=0.5, max_retries=1)
     started = time.monotonic()
@@ -112,7 +112,7 @@ def test_list_all_pages_until_short_page(scripted_api):
 
 
 def test_list_all_stops_when_server_ignores_page(scripted_api):
-    for _ in range(3):
+    for _attempt in range(3):
         scripted_api.push(200, envelope([{"id": "a"}, {"id": "b"}]))
     items = client_for(scripted_api).list_all("/zones", per_page=2)
     assert [i["id"] for i in items] == ["a", "b"]

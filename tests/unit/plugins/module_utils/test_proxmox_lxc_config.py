@@ -96,7 +96,7 @@ def test_removed_netif_suboption_and_interface():
     want = lxc_config.desired_config(
         params(netif=[{"name": "eth0", "bridge": "vmbr0", "ip": "dhcp"}]), creating=False
     )
-    changes, _ = lxc_config.compare(current, want)
+    changes, _create_only = lxc_config.compare(current, want)
     assert set(changes) == {"netif"}
     put, delete = lxc_config.update_params(current, changes)
     # firewall is dropped, the generated MAC and the unmanaged trunks are kept, net1 is deleted.
@@ -110,7 +110,7 @@ def test_emptied_options_are_deleted():
         params(tags=[], features=[], description="", startup={}, nameserver=[], timezone=""),
         creating=False,
     )
-    changes, _ = lxc_config.compare(current, want)
+    changes, _create_only = lxc_config.compare(current, want)
     put, delete = lxc_config.update_params(current, changes)
     assert put == {}
     assert sorted(delete) == sorted(["tags", "features", "description", "startup", "nameserver", "timezone"])

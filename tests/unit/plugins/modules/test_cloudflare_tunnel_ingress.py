@@ -183,4 +183,6 @@ def test_describe_added_removed_reordered():
     changes = ingress_module.describe_changes(before, after)
     assert "added rule c -> w" in changes
     assert any(c.startswith("reordered rules: b, a") for c in changes)
-    assert ingress_module.describe_changes(after, before)[0] == "removed rule c"
+    # The other way round (pylint flags swapped names; the swap is the point).
+    old, new = after, before
+    assert ingress_module.describe_changes(old, new)[0] == "removed rule c"
