@@ -99,11 +99,23 @@ class Relay:
     def fernet(self):
         return envelope.make_fernet(self.fernet_keys)
 
+    def client_key(self, name: str = "alice") -> str:
+        """The envelope v2 key of client `name` (alice holds `token`, bob `other_token`)."""
+        lines = (self.dir / "client-keys").read_text().splitlines()
+        return next(line.partition(":")[2] for line in lines if line.startswith(name + ":"))
+
     def write_config(self, text: str) -> None:
         (self.dir / "relay.toml").write_text(text)
 
 
-def relay_toml(upstream_base: str, extra_server: str = "", extra: str = "", rate_limit: int = 0) -> str:
+def relay_toml(
+    upstream_base: str,
+    extra_server: str = "",
+    extra: str = "",
+    rate_limit: int = 0,
+    ttl: int = 120,
+    extra_envelope: str = "",
+) -> str:
     return f"""
 [server]
 listen = "127.0.0.1:0"
@@ -118,7 +130,8 @@ rate_limit_per_minute = {rate_limit}
 
 [envelope]
 keys_file = "fernet-keys"
-ttl = 120
+ttl = {ttl}
+{extra_envelope}
 
 [providers.openrouter]
 base_url = "{upstream_base}"
@@ -140,6 +153,9 @@ def make_relay_dir(directory: Path, upstream_base: str, **kw) -> tuple[str, str,
     lines = [tokens.format_token_line("alice", token), tokens.format_token_line("bob", other)]
     write_secret(directory / "client-tokens", "# test tokens\n" + "\n".join(lines) + "\n")
     write_secret(directory / "fernet-keys", "\n".join(keys) + "\n")
+    # Envelope v2: a key per client, found by the relay under the default name `client-keys`.
+    own = {"alice": envelope.generate_key(), "bob": envelope.generate_key()}
+    write_secret(directory / "client-keys", "".join(f"{n}:{k}\n" for n, k in own.items()))
     write_secret(directory / "openrouter-keys", "\n".join(UPSTREAM_KEYS) + "\n")
     (directory / "relay.toml").write_text(relay_toml(upstream_base, **kw))
     return token, other, keys

@@ -112,19 +112,22 @@ def test_splitter_line_endings_and_remainder():
 
 def test_replay_cache_window_and_spelling_variants(keys):
     f = env.make_fernet(keys)
-    token = f.encrypt(b"{}")
+    token = f.encrypt_at_time(b"{}", 1000)
+    expires = env.replay_expiry(token, 120)
+    assert expires == 1000 + 120 + env.FERNET_CLOCK_SKEW  # the token's own date, not when it was seen
     cache = env.ReplayCache(ttl=120)
-    assert cache.check_and_add(token, now=0)
-    assert not cache.check_and_add(token, now=1)
+    assert cache.check_and_add(env.replay_key(token), expires, now=1000)
+    assert not cache.check_and_add(env.replay_key(token), expires, now=1001)
     # Fernet's base64 decoding skips stray characters, so this spelling decrypts to the same token: a replay.
     variant = token[:10] + b"!" + token[10:]
     assert f.decrypt(variant) == b"{}"
-    assert not cache.check_and_add(variant, now=2)
-    assert cache.check_and_add(f.encrypt(b"{}"), now=3)
-    assert cache.check_and_add(token, now=200)  # window passed: the TTL check rejects it instead
+    assert not cache.check_and_add(env.replay_key(variant), expires, now=1002)
+    assert cache.check_and_add(env.replay_key(f.encrypt(b"{}")), expires, now=1003)
+    assert not cache.check_and_add(env.replay_key(token), expires, now=expires - 1)
+    assert cache.check_and_add(env.replay_key(token), expires, now=expires)  # its date refuses it now
     bounded = env.ReplayCache(ttl=120, max_entries=10)
     for i in range(100):
-        bounded.check_and_add(f.encrypt(str(i).encode()), now=i / 1000)
+        bounded.check_and_add(env.replay_key(f.encrypt(str(i).encode())), 5000 + i, now=i / 1000)
     assert len(bounded) <= 10
 
 

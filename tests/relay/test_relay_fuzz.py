@@ -201,8 +201,11 @@ async def test_ten_thousand_malformed_requests_only_4xx(tmp_path, upstream):
             async def send(method, path, headers, body):
                 try:
                     async with http.request(method, url + path, headers=headers, data=body) as r:
-                        await r.read()
-                        statuses[r.status] += 1
+                        data = await r.read()
+                        status = r.status
+                        if status == 200 and r.headers.get("Content-Type") == env.CONTENT_TYPE:
+                            status = env.open_response(fernet, data).status  # sealed: the real status
+                        statuses[status] += 1
                 except aiohttp.ClientError as exc:
                     failures[type(exc).__name__] += 1
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import json
 import re
 import time
@@ -25,6 +26,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 CONTENT_TYPE = "application/vnd.llm-relay.fernet"
 VERSION = 1
 DEFAULT_TTL = 120
+FERNET_CLOCK_SKEW = 60  # cryptography.fernet accepts tokens dated this far ahead
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _SSE_DATA_PREFIX = b"data: "
 # Characters an inner request may not carry where they would break or smuggle into the HTTP head.
@@ -74,9 +76,15 @@ class KeyRing(MultiFernet):
     the new key first, while clients that still hold only the previous one must be able to read the answer.
     """
 
-    def __init__(self, fernets: Sequence[Fernet]) -> None:
+    def __init__(self, fernets: Sequence[Fernet], owners: Sequence[str | None] = ()) -> None:
         super().__init__(fernets)
         self.fernets = tuple(fernets)
+        # A client's own key (envelope v2's key, also a Fernet key) opens only that client's v1 envelopes.
+        self._owners = {id(f): o for f, o in zip(self.fernets, owners, strict=False)}
+
+    def owner(self, key: Fernet | MultiFernet) -> str | None:
+        """The client name a key belongs to; None for the shared keys of the fernet-keys file."""
+        return self._owners.get(id(key))
 
     def decrypt_keyed(self, token: bytes, ttl: int | None = None) -> tuple[bytes, Fernet]:
         for key in self.fernets:
@@ -87,11 +95,23 @@ class KeyRing(MultiFernet):
         raise InvalidToken
 
 
-def make_fernet(keys: Sequence[str | bytes]) -> KeyRing:
-    """KeyRing over `keys`, newest first: encrypts with the first, decrypts with any."""
-    if not keys:
+def make_fernet(keys: Sequence[str | bytes], client_keys: Sequence[tuple[str, str | bytes]] = ()) -> KeyRing:
+    """KeyRing over `keys` (newest first: encrypts with the first, decrypts with any), then each client's
+    own key, which opens only that client's envelopes."""
+    every = [*keys, *(k for _, k in client_keys)]
+    if not every:
         raise ValueError("at least one Fernet key is required")
-    return KeyRing([Fernet(k if isinstance(k, bytes) else k.encode("ascii")) for k in keys])
+    owners = [None] * len(keys) + [name for name, _ in client_keys]
+    return KeyRing([Fernet(k if isinstance(k, bytes) else k.encode("ascii")) for k in every], owners)
+
+
+def fernet_timestamp(token: bytes) -> int:
+    """The creation time a Fernet token carries (bytes 1-8, big endian); 0 when it has none."""
+    try:
+        raw = base64.urlsafe_b64decode(token.strip())
+    except (binascii.Error, ValueError):
+        return 0
+    return int.from_bytes(raw[1:9], "big") if len(raw) > 9 else 0
 
 
 def generate_key() -> str:
@@ -128,7 +148,8 @@ def _unb64(text: object, what: str) -> bytes:
         raise EnvelopeError(f"envelope field {what!r} is not valid base64") from None
 
 
-def _headers(value: object) -> dict[str, str]:
+def check_headers(value: object) -> dict[str, str]:
+    """An envelope's `headers` field: an object of strings that cannot break an HTTP head."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(
@@ -139,6 +160,18 @@ def _headers(value: object) -> dict[str, str]:
         if not k or _BAD_NAME.search(k) or _BAD_VALUE.search(v):
             raise EnvelopeError("envelope field 'headers' holds an invalid header")
     return dict(value)
+
+
+def check_path(path: object) -> str:
+    if not isinstance(path, str) or not path.startswith("/") or _BAD_PATH.search(path):
+        raise EnvelopeError("envelope field 'path' must be an absolute path without query")
+    return path
+
+
+def check_query(query: object) -> str:
+    if not isinstance(query, str) or _BAD_QUERY.search(query):
+        raise EnvelopeError("envelope field 'query' must be a string")
+    return query.removeprefix("?")
 
 
 def _decrypt(fernet: MultiFernet, data: bytes, ttl: int | None) -> dict:
@@ -197,21 +230,18 @@ def open_request_keyed(
     doc, key = _decrypt_keyed(fernet, data.strip(), ttl)
     if doc.get("v") != VERSION:
         raise EnvelopeError("unsupported envelope version (expected v=1)")
-    method, path, query = doc.get("method"), doc.get("path"), doc.get("query", "")
+    method = doc.get("method")
     if not isinstance(method, str) or method.upper() not in METHODS:
         raise EnvelopeError("envelope field 'method' must be an HTTP method")
-    if not isinstance(path, str) or not path.startswith("/") or _BAD_PATH.search(path):
-        raise EnvelopeError("envelope field 'path' must be an absolute path without query")
-    if not isinstance(query, str) or _BAD_QUERY.search(query):
-        raise EnvelopeError("envelope field 'query' must be a string")
+    path, query = check_path(doc.get("path")), check_query(doc.get("query", ""))
     token = doc.get("token")
     if token is not None and not isinstance(token, str):
         raise EnvelopeError("envelope field 'token' must be a string")
     request = InnerRequest(
         method=method.upper(),
         path=path,
-        query=query.removeprefix("?"),
-        headers=_headers(doc.get("headers")),
+        query=query,
+        headers=check_headers(doc.get("headers")),
         body=_unb64(doc.get("body", ""), "body"),
         token=token,
     )
@@ -233,7 +263,7 @@ def _status(value: object) -> int:
 def open_response(fernet: MultiFernet, data: bytes, ttl: int | None = None) -> InnerResponse:
     doc = _decrypt(fernet, data.strip(), ttl)
     return InnerResponse(
-        _status(doc.get("status")), _headers(doc.get("headers")), _unb64(doc.get("body"), "body")
+        _status(doc.get("status")), check_headers(doc.get("headers")), _unb64(doc.get("body"), "body")
     )
 
 
@@ -254,7 +284,7 @@ def seal_stream_event(fernet: MultiFernet, raw_event: bytes) -> bytes:
 
 def open_stream_head(fernet: MultiFernet, token: bytes, ttl: int | None = None) -> tuple[int, dict[str, str]]:
     doc = _decrypt(fernet, token, ttl)
-    return _status(doc.get("status")), _headers(doc.get("headers"))
+    return _status(doc.get("status")), check_headers(doc.get("headers"))
 
 
 def open_stream_event(fernet: MultiFernet, token: bytes, ttl: int | None = None) -> bytes:
@@ -320,35 +350,46 @@ def iter_sse_data(splitter: SSESplitter, chunk: bytes) -> list[bytes]:
 
 
 class ReplayCache:
-    """Fernet tokens seen within the TTL window; a token seen twice is a replay.
+    """Envelopes already accepted, each remembered until its own timestamp can refuse it.
 
-    Keyed by the token's decoded 32-byte HMAC (unique per token, and immune to base64 spelling variants that
-    decode to the same bytes), kept in insertion order so expiry is a pop from the front. Memory is bounded
-    by `max_entries`; when full the oldest entries go first (a token that old is near its own expiry).
+    An entry lives until the envelope's timestamp + TTL + the allowed clock skew (wall clock, the clock the
+    timestamps use): an envelope dated ahead of the relay's clock stays acceptable by its timestamp for
+    longer than TTL after it was first seen, so its entry must too. Only envelopes that authenticated
+    (decrypted, and their token is the key owner's) are added, so forged traffic cannot fill the cache.
+    Expiry is a heap pop; memory is bounded by `max_entries` (when full, the entry nearest its expiry goes).
     """
 
     def __init__(self, ttl: int = DEFAULT_TTL, max_entries: int = 1_000_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self._seen: dict[bytes, float] = {}
+        self._expiries: list[tuple[float, bytes]] = []
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def check_and_add(self, token: bytes, now: float | None = None) -> bool:
-        """Record `token`; return False when it was already seen (a replay)."""
-        now = time.monotonic() if now is None else now
-        seen = self._seen
-        while seen:
-            oldest = next(iter(seen))
-            if seen[oldest] > now and len(seen) < self.max_entries:
-                break
-            del seen[oldest]
-        try:
-            key = base64.urlsafe_b64decode(token.strip())[-32:]
-        except (binascii.Error, ValueError):
-            key = token.strip()
+    def check_and_add(self, key: bytes, expires: float, now: float | None = None) -> bool:
+        """Record `key` until `expires` (unix time); return False when it is already recorded (a replay)."""
+        now = time.time() if now is None else now
+        seen, heap = self._seen, self._expiries
+        while heap and (heap[0][0] <= now or len(seen) >= self.max_entries):
+            _, old = heapq.heappop(heap)
+            seen.pop(old, None)
         if key in seen:
             return False
-        seen[key] = now + self.ttl
+        seen[key] = expires
+        heapq.heappush(heap, (expires, key))
         return True
+
+
+def replay_key(token: bytes) -> bytes:
+    """A v1 token's identity: its decoded 32-byte HMAC (immune to base64 spelling variants)."""
+    try:
+        return base64.urlsafe_b64decode(token.strip())[-32:]
+    except (binascii.Error, ValueError):
+        return token.strip()
+
+
+def replay_expiry(token: bytes, ttl: int) -> float:
+    """Until when a v1 token must be remembered: Fernet accepts tokens dated up to 60 s ahead."""
+    return fernet_timestamp(token) + ttl + FERNET_CLOCK_SKEW

@@ -8,7 +8,8 @@ Routes (any method unless noted; all but /healthz and /readyz need a client toke
   /v1/{path}                        default provider, passed through
   /{provider}/v1/{path}             that provider, passed through
   /t/{token}/...                    any of the above, authenticated by the path token
-  POST with Content-Type application/vnd.llm-relay.fernet on any path: Envelope v1
+  POST with Content-Type application/octet-stream on a path that is none of the above: Envelope v2
+  POST with Content-Type application/vnd.llm-relay.fernet on any path: Envelope v1 (unless refused)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import time
 from urllib.parse import unquote
 
-from llm_relay import envelope
+from llm_relay import envelope, envelope_v2
 
 from .auth import retry_after_header, token_from_headers
 from .errors import RelayError
@@ -28,7 +29,7 @@ from .headers import from_mapping, upstream_request_headers
 from .http11 import Request, Response
 from .logs import AccessLog, log_path
 from .metrics import Metrics
-from .reply import PlainReply, SealedReply
+from .reply import PlainReply, SealedReply, SealedReplyV2
 from .state import Provider, RelayState
 from .upstream import UpstreamError
 
@@ -44,6 +45,7 @@ MISSING_CREDENTIAL_MESSAGE = (
     "no client token: use Authorization: Bearer, X-Relay-Token, a /t/<token>/ path prefix or the "
     "envelope's token"
 )
+_KEY_NOT_TOKENS = (403, "envelope_rejected", "envelope key and token belong to different clients")
 
 
 class Route:
@@ -162,7 +164,7 @@ class RelayApp:
         token = path[3:].partition("/")[0] if path.startswith("/t/") else None
         token = token or token_from_headers(headers)
         name = state.tokens.authenticate(token) if token else None
-        if request.method == "POST" and (headers.get("Content-Type") or "").startswith(envelope.CONTENT_TYPE):
+        if request.method == "POST" and _envelope_form(state, headers.get("Content-Type") or "", path):
             if name is None:
                 return min(max_body, state.server.max_envelope_body_bytes)
         elif name is None:
@@ -230,8 +232,11 @@ class RelayApp:
                 raise RelayError(404, "unknown_route", "no route after the path token")
         headers = request.headers
         ctype = headers.get("Content-Type") or ""
-        if request.method == "POST" and ctype.startswith(envelope.CONTENT_TYPE):
-            return await self._envelope(request, state, path_token, info, outcome)
+        if request.method == "POST":
+            if ctype.startswith(envelope.CONTENT_TYPE):
+                return await self._envelope(request, state, path_token, info, outcome)
+            if state.client_keys and ctype.startswith(envelope_v2.CONTENT_TYPE) and _v2_path(path):
+                return await self._envelope_v2(request, state, info, outcome)
         admitted = request.admitted
         if admitted is not None and admitted[0] is state:  # type: ignore[index]
             self._rate_limit(state, admitted[2], info)  # type: ignore[index]
@@ -259,6 +264,13 @@ class RelayApp:
     def _authenticate(
         self, state: RelayState, token: str | None, info: RequestInfo, admitted: object = None
     ) -> None:
+        self._identify(state, token, info, admitted)
+        self._rate_limit(state, info.token_name, info)
+
+    def _identify(
+        self, state: RelayState, token: str | None, info: RequestInfo, admitted: object = None
+    ) -> None:
+        """401 unless `token` is a client's; its name goes to `info` (no rate limit counted yet)."""
         if not token:
             raise RelayError(401, "missing_token", MISSING_CREDENTIAL_MESSAGE)
         if admitted is not None and admitted[0] is state and admitted[1] == token:  # type: ignore[index]
@@ -267,7 +279,7 @@ class RelayApp:
             name = state.tokens.authenticate(token)
         if name is None:
             raise RelayError(401, "invalid_token", "unknown client token")
-        self._rate_limit(state, name, info)
+        info.token_name = name
 
     def _rate_limit(self, state: RelayState, name: str, info: RequestInfo) -> None:
         info.token_name = name
@@ -341,23 +353,74 @@ class RelayApp:
     ) -> Response | None:
         info.envelope = True
         if state.fernet is None:
-            raise RelayError(400, "envelope_disabled", "envelope mode is not configured on this relay")
+            raise RelayError(400, "envelope_disabled", "envelope v1 is not enabled on this relay")
         sealed = request.body
         info.bytes_in = len(sealed)
         try:
             inner, key = envelope.open_request_keyed(state.fernet, sealed, ttl=state.settings.envelope_ttl)
         except envelope.EnvelopeError as exc:
             raise RelayError(exc.status, exc.code, str(exc)) from None
-        if not state.replay.check_and_add(sealed):
-            raise RelayError(403, "envelope_replayed", "envelope already used (replay)")
         # From here on every answer, errors included, is sealed: the proxy learns nothing more.
         # Sealed under the key that opened the request, so a client still on the previous key of a rotation
         # reads the answer.
         reply = SealedReply(key)
-        info.path = log_path(inner.path)
         try:
             token = inner.token or path_token or token_from_headers(request.headers)
-            self._authenticate(state, token, info, request.admitted)
+            self._identify(state, token, info, request.admitted)
+            owner = state.fernet.owner(key)
+            if owner is not None and owner != info.token_name:
+                raise RelayError(*_KEY_NOT_TOKENS)
+            # Only authenticated envelopes enter the replay cache: forged ones cannot fill it.
+            expires = envelope.replay_expiry(sealed, state.settings.envelope_ttl)
+            if not state.replay.check_and_add(envelope.replay_key(sealed), expires):
+                raise RelayError(403, "envelope_replayed", "envelope already used (replay)")
+        except RelayError as err:
+            return reply.error(err)
+        return await self._inner(request, state, inner, reply, info, outcome)
+
+    async def _envelope_v2(
+        self, request: Request, state: RelayState, info: RequestInfo, outcome: Outcome
+    ) -> Response | None:
+        info.envelope = True
+        sealed = request.body
+        info.bytes_in = len(sealed)
+        assert state.client_keys is not None
+        try:
+            opened = envelope_v2.open_request(state.client_keys, sealed)
+        except envelope.EnvelopeError as exc:
+            # Nothing opened: no key to seal with, so this answer is plain (it concerns no client's data).
+            raise RelayError(exc.status, exc.code, str(exc)) from None
+        sealer = envelope_v2.ReplySealer(opened.key, opened.nonce, state.settings.envelope_pad_to)
+        reply = SealedReplyV2(sealer)
+        inner = opened.request
+        ttl = state.settings.envelope_ttl
+        try:
+            envelope_v2.check_timestamp(opened.timestamp, ttl)
+            self._identify(state, inner.token, info)
+            if info.token_name != opened.key.name:
+                raise RelayError(*_KEY_NOT_TOKENS)
+            replay_id = opened.key.kid + opened.nonce
+            if not state.replay.check_and_add(replay_id, envelope_v2.replay_expiry(opened.timestamp, ttl)):
+                raise RelayError(403, "envelope_replayed", "envelope already used (replay)")
+        except envelope.EnvelopeError as exc:
+            return reply.error(RelayError(exc.status, exc.code, str(exc)))
+        except RelayError as err:
+            return reply.error(err)
+        return await self._inner(request, state, inner, reply, info, outcome)
+
+    async def _inner(
+        self,
+        request: Request,
+        state: RelayState,
+        inner: envelope.InnerRequest,
+        reply: PlainReply,
+        info: RequestInfo,
+        outcome: Outcome,
+    ) -> Response | None:
+        """The request an envelope carried, from an authenticated client; every answer sealed by `reply`."""
+        info.path = log_path(inner.path)
+        try:
+            self._rate_limit(state, info.token_name, info)
             if inner.path.startswith("/t/") or len(inner.body) > state.server.max_body_bytes:
                 raise RelayError(400, "invalid_envelope", "inner request path or body not allowed")
             route = self._route(state, inner.method, inner.path)
@@ -379,6 +442,20 @@ class RelayApp:
             return reply.error(err)
         except UpstreamError as exc:
             return reply.error(RelayError(exc.status, exc.kind, str(exc)))
+
+
+def _envelope_form(state: RelayState, ctype: str, path: str) -> bool:
+    """A POST that is an envelope (v1 by its content type, v2 by its content type on a v2 path)."""
+    if ctype.startswith(envelope.CONTENT_TYPE):
+        return True
+    return bool(state.client_keys) and ctype.startswith(envelope_v2.CONTENT_TYPE) and _v2_path(path)
+
+
+def _v2_path(path: str) -> bool:
+    """Envelope v2 is posted to a path that routes nowhere else, so no plain upload is mistaken for one."""
+    if path.startswith("/v1/") or path == "/relay":
+        return False
+    return not path[1:].partition("/")[2].startswith("v1")
 
 
 def _check_json(body: bytes, require_object: bool) -> bytes:

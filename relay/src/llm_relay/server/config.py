@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from llm_relay import envelope, tokens
+from llm_relay import envelope, envelope_v2, tokens
 
 from .headers import valid_name, valid_value
 
@@ -96,6 +96,9 @@ class Settings:
     rate_limit_per_minute: int = 600
     fernet_keys: tuple[bytes, ...] = field(default=(), repr=False)
     envelope_ttl: int = envelope.DEFAULT_TTL
+    client_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (token name, key), v2
+    accept_v1: bool = True  # the transition: v1 envelopes still open (false refuses them)
+    envelope_pad_to: int = envelope_v2.DEFAULT_PAD
 
 
 def parse_hostport(value: Any, what: str) -> tuple[str, int]:
@@ -272,7 +275,9 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
     except tokens.TokenLineError as exc:
         raise ConfigError(f"[auth] tokens_file {tokens_path}: {exc}") from None
 
-    e = _Table(raw.get("envelope", {}), "envelope", {"keys_file", "ttl"})
+    e = _Table(
+        raw.get("envelope", {}), "envelope", {"keys_file", "ttl", "client_keys_file", "accept_v1", "pad_to"}
+    )
     keys_name = e.get("keys_file", str, "fernet-keys")
     keys_path = resolve_secret(keys_name, config_dir)
     fernet_keys: list[bytes] = []
@@ -281,6 +286,7 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
             fernet_keys = envelope.parse_keys(read_secret(keys_path, "[envelope] keys_file"))
         except ValueError as exc:
             raise ConfigError(f"[envelope] keys_file {keys_path}: {exc}") from None
+    client_keys = _client_keys(e, config_dir, token_hashes)
 
     providers_raw = raw.get("providers", {"openrouter": {}})
     if not isinstance(providers_raw, dict) or not providers_raw:
@@ -300,4 +306,24 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
         rate_limit_per_minute=int(a.number("rate_limit_per_minute", 600)),
         fernet_keys=tuple(fernet_keys),
         envelope_ttl=int(e.number("ttl", envelope.DEFAULT_TTL, 1)),
+        client_keys=client_keys,
+        accept_v1=e.get("accept_v1", bool, True),
+        envelope_pad_to=int(e.number("pad_to", envelope_v2.DEFAULT_PAD, 0)),
     )
+
+
+def _client_keys(e: _Table, config_dir: Path, token_hashes: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Envelope v2's key per client: `name:key` lines, each name one of the tokens file's names."""
+    path = resolve_secret(e.get("client_keys_file", str, "client-keys"), config_dir)
+    if "client_keys_file" not in e.data and not path.exists():
+        return ()
+    try:
+        pairs = envelope_v2.parse_client_keys(read_secret(path, "[envelope] client_keys_file"))
+        envelope_v2.KeyTable(envelope_v2.ClientKey(k, n) for n, k in pairs)
+    except ValueError as exc:
+        raise ConfigError(f"[envelope] client_keys_file {path}: {exc}") from None
+    names = set(token_hashes.values())
+    for name, _ in pairs:
+        if name not in names:
+            raise ConfigError(f"[envelope] client_keys_file {path}: {name!r} is not a token name")
+    return tuple(pairs)

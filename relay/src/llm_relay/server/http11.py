@@ -44,7 +44,6 @@ import httptools
 from .errors import RelayError
 
 log = logging.getLogger("llm_relay.server")
-SERVER_NAME = b"llm-relay"
 MAX_PIPELINED = 8
 SLICE = 8192  # bytes fed to llhttp at a time: the granularity of the head limit and of pipelining stops
 SWEEP_INTERVAL = 0.25  # seconds between deadline checks
@@ -156,11 +155,11 @@ class _Clock:
 
 def _head(status: int, headers: list[tuple[str, str]], extra: bytes) -> bytes:
     fields = "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1")
-    return b"HTTP/1.1 %d %s\r\n%sServer: %s\r\nDate: %s\r\n%s\r\n" % (
+    # No Server header: naming the tool would let a proxy on the path fingerprint it (issue 15).
+    return b"HTTP/1.1 %d %s\r\n%sDate: %s\r\n%s\r\n" % (
         status,
         _REASONS.get(status, b"Unknown"),
         fields,
-        SERVER_NAME,
         _Clock.date(),
         extra,
     )

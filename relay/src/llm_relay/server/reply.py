@@ -1,4 +1,4 @@
-"""How an answer goes back to the client: as is, or sealed in Envelope v1 (CONTRIBUTING.md).
+"""How an answer goes back to the client: as is, or sealed in Envelope v2 or v1 (CONTRIBUTING.md).
 
 The forwarder and the local routes produce (status, headers, body) or a stream of chunks; a Reply turns
 them into responses of our HTTP server (http11.py), so envelope mode is one object swapped in, not a
@@ -11,7 +11,7 @@ import json
 
 from cryptography.fernet import Fernet, MultiFernet
 
-from llm_relay import envelope
+from llm_relay import envelope, envelope_v2
 
 from .errors import RelayError
 from .headers import as_dict
@@ -77,7 +77,8 @@ class PlainReply:
 
 
 class SealedReply(PlainReply):
-    """Answers after a successful decryption are sealed; the outer status mirrors the inner one."""
+    """Envelope v1: answers after a successful decryption are sealed; the outer status is 200 (v1 clients
+    read the inner one), so the proxy no longer sees 401, 429 or 500."""
 
     sealed = True
 
@@ -86,7 +87,7 @@ class SealedReply(PlainReply):
 
     def full(self, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
         sealed = envelope.seal_response(self.fernet, envelope.InnerResponse(status, as_dict(headers), body))
-        return Response(status, [("Content-Type", envelope.CONTENT_TYPE)], sealed)
+        return Response(200, [("Content-Type", envelope.CONTENT_TYPE)], sealed)
 
     async def open_stream(
         self, request: Request, status: int, headers: list[tuple[str, str]]
@@ -94,4 +95,48 @@ class SealedReply(PlainReply):
         request.conn.start_stream(200, [("Content-Type", "text/event-stream"), *STREAM_HEADERS])
         writer = SealedStreamWriter(request, self.fernet)
         await StreamWriter.write(writer, envelope.seal_stream_head(self.fernet, status, as_dict(headers)))
+        return writer
+
+
+# Every sealed v2 answer, buffered or streamed, errors included: status 200 and these headers only.
+V2_HEADERS = [("Content-Type", envelope_v2.CONTENT_TYPE), ("Cache-Control", "no-store")]
+
+
+class SealedStreamWriterV2(StreamWriter):
+    """One DATA frame per upstream SSE event, then the END frame: the client detects a cut stream."""
+
+    def __init__(self, request: Request, sealer: envelope_v2.ReplySealer) -> None:
+        super().__init__(request)
+        self.sealer = sealer
+        self.splitter = envelope.SSESplitter()
+
+    async def write(self, chunk: bytes) -> None:
+        events = self.splitter.feed(chunk)
+        if events:
+            await super().write(b"".join(self.sealer.data(e) for e in events))
+
+    async def finish(self) -> None:
+        rest = self.splitter.flush()
+        await super().write((self.sealer.data(rest) if rest else b"") + self.sealer.end())
+        await super().finish()
+
+
+class SealedReplyV2(PlainReply):
+    """Envelope v2: frames under the client's own response key, bound to the request's nonce."""
+
+    sealed = True
+
+    def __init__(self, sealer: envelope_v2.ReplySealer) -> None:
+        self.sealer = sealer
+
+    def full(self, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
+        inner = envelope.InnerResponse(status, as_dict(headers), body)
+        return Response(200, list(V2_HEADERS), self.sealer.full(inner))
+
+    async def open_stream(
+        self, request: Request, status: int, headers: list[tuple[str, str]]
+    ) -> StreamWriter:
+        request.conn.start_stream(200, list(V2_HEADERS))
+        writer = SealedStreamWriterV2(request, self.sealer)
+        await StreamWriter.write(writer, self.sealer.head(status, as_dict(headers)))
         return writer

@@ -6,9 +6,7 @@ changes keys, limits or pools under a running request or stream.
 
 from __future__ import annotations
 
-from cryptography.fernet import MultiFernet
-
-from llm_relay import envelope
+from llm_relay import envelope, envelope_v2
 
 from .auth import RateLimiter, TokenStore
 from .config import ProviderSettings, Settings
@@ -38,8 +36,18 @@ class RelayState:
         self.settings = settings
         self.server = settings.server
         self.tokens = TokenStore(settings.token_hashes)
-        self.fernet: MultiFernet | None = (
-            envelope.make_fernet(settings.fernet_keys) if settings.fernet_keys else None
+        # Envelope v1 (refused once `accept_v1 = false`): the shared keys, then each client's own key.
+        v1_keys = settings.fernet_keys or settings.client_keys
+        self.fernet: envelope.KeyRing | None = (
+            envelope.make_fernet(settings.fernet_keys, settings.client_keys)
+            if v1_keys and settings.accept_v1
+            else None
+        )
+        # Envelope v2: one key per client, found by the key id the envelope carries.
+        self.client_keys: envelope_v2.KeyTable | None = (
+            envelope_v2.KeyTable(envelope_v2.ClientKey(k, n) for n, k in settings.client_keys)
+            if settings.client_keys
+            else None
         )
         # Limiter buckets and the replay window outlive reloads: a reload must not reset either.
         if previous is not None:
