@@ -139,8 +139,9 @@ SQUID_CONF = """\
 http_port 127.0.0.1:{port}
 pid_filename {dir}/squid.pid
 cache_log {dir}/cache.log
-# The capture: client address, method, full URL, status and every request header as received.
-logformat capture %ts.%03tu %>a %rm %ru %>Hs headers=[%>h]
+# The capture: client address, method, full URL, status, every request header as received and every
+# reply header as sent back to the client.
+logformat capture %ts.%03tu %>a %rm %ru %>Hs headers=[%>h] reply=[%<h]
 access_log stdio:{dir}/access.log capture
 cache deny all
 visible_hostname corporate-proxy.test
@@ -305,13 +306,17 @@ class RelayServer:
         token_lines: list[str],
         fernet_keys: list[str],
         upstream_key: str = UPSTREAM_KEY,
+        client_key_lines: list[str] | None = None,
     ) -> None:
+        """`client_key_lines` (`name:key`) enable envelope v2; without them the relay answers v1 only."""
         workdir.mkdir(parents=True, exist_ok=True)
         secrets = {
             "client-tokens": token_lines,
             "fernet-keys": fernet_keys,
             "openrouter-keys": [upstream_key],
         }
+        if client_key_lines:
+            secrets["client-keys"] = client_key_lines
         for name, lines in secrets.items():
             path = workdir / name
             path.write_text("\n".join(lines) + "\n")

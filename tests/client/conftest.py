@@ -40,10 +40,13 @@ def relay_factory(tmp_path_factory: pytest.TempPathFactory, upstream: ServedApp)
     started: list[RelayServer] = []
 
     def start(
-        token_lines: list[str], fernet_keys: list[str], upstream_key: str = UPSTREAM_KEY
+        token_lines: list[str],
+        fernet_keys: list[str],
+        upstream_key: str = UPSTREAM_KEY,
+        client_key_lines: list[str] | None = None,
     ) -> RelayServer:
         workdir = tmp_path_factory.mktemp("relay")
-        server = RelayServer(workdir, upstream.url, token_lines, fernet_keys, upstream_key)
+        server = RelayServer(workdir, upstream.url, token_lines, fernet_keys, upstream_key, client_key_lines)
         started.append(server)
         return server
 
@@ -54,6 +57,13 @@ def relay_factory(tmp_path_factory: pytest.TempPathFactory, upstream: ServedApp)
 
 @pytest.fixture(scope="session")
 def relay(relay_factory, keys: dict[str, str]) -> RelayServer:
+    """A current relay: this client's own key in client-keys (envelope v2), v1 still accepted."""
+    return relay_factory([keys["token_line"]], [], client_key_lines=[keys["client_key_line"]])
+
+
+@pytest.fixture(scope="session")
+def older_relay(relay_factory, keys: dict[str, str]) -> RelayServer:
+    """A relay as before envelope v2: one shared Fernet key, no client-keys file."""
     return relay_factory([keys["token_line"]], [keys["fernet_key"]])
 
 

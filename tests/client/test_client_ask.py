@@ -98,15 +98,17 @@ def test_keygen_text_output_is_paste_ready_for_both_sides(cli, relay_factory):
     vault_part, client_part = result.stdout.split("[profiles.home]")
     vault = yaml.safe_load(vault_part)  # the role's variables, as the vault holds them
     profile = tomllib.loads("[profiles.home]" + client_part)["profiles"]["home"]
-    assert vault["relay_fernet_keys"] == [profile["fernet_key"]]
     (entry,) = vault["relay_client_tokens"]
+    assert entry["key"] == profile["fernet_key"]  # the client's own key, on both sides
     assert entry["name"] == "alice-laptop" and profile["token"] not in vault_part
     # The relay gets what the role renders from the vault; the client exactly the config snippet.
-    server = relay_factory([f"{entry['name']}:{entry['sha256']}"], vault["relay_fernet_keys"])
+    lines = [f"{entry['name']}:{entry['sha256']}"], [f"{entry['name']}:{entry['key']}"]
+    server = relay_factory(lines[0], [], client_key_lines=lines[1])
     cli.write_config(f'default_profile = "home"\n[profiles.home]\nurl = "{server.url}"' + client_part)
     answer = cli.run("ask", PROMPT)
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout == expected_answer(PROMPT) + "\n"
+    assert '"envelope":true' in server.log.read_text()  # it went sealed
 
 
 def test_connect_to_dials_another_address_keeping_the_name_for_tls(cli, bg, relay, keys, tmp_path):

@@ -35,7 +35,12 @@ def _connection_options() -> argparse.ArgumentParser:
         "--encrypt",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="wrap requests in Fernet envelopes (default: on when a fernet_key is configured)",
+        help="wrap requests in encrypted envelopes (default: on when a fernet_key is configured)",
+    )
+    group.add_argument(
+        "--envelope",
+        choices=("auto", "v2", "v1"),
+        help="envelope version (default: auto = v2, v1 against a relay that does not answer v2)",
     )
     group.add_argument(
         "--token-channel",
@@ -49,7 +54,7 @@ def _connection_options() -> argparse.ArgumentParser:
 def _profile(args: argparse.Namespace) -> Profile:
     overrides = {
         k: getattr(args, k)
-        for k in ("url", "proxy", "no_proxy", "ca_bundle", "timeout", "encrypt", "token_channel")
+        for k in ("url", "proxy", "no_proxy", "ca_bundle", "timeout", "encrypt", "envelope", "token_channel")
     }
     return load_profile(args.profile, config_path=args.config, **overrides)
 
@@ -103,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="local OpenAI-compatible endpoint on 127.0.0.1",
         description="Serve http://127.0.0.1:PORT/v1 and forward every request to the relay "
-        "(token added; with --encrypt, sealed in Fernet envelopes). Point tools at it with "
+        "(token added; with --encrypt, sealed in encrypted envelopes). Point tools at it with "
         "OPENAI_API_BASE=http://127.0.0.1:8787/v1 and any API key.",
     )
     serve.add_argument("--port", type=int, default=8787, help="local port (default 8787; 0 = any free port)")
@@ -176,13 +181,22 @@ def _api_error_message(exc: Exception) -> str | None:
         return f"the upstream provider rejected the relay's API key (401: {message})"
     if isinstance(exc, openai.APIStatusError):
         return f"the relay answered {exc.status_code}: {exc.message}"
-    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, envelope.EnvelopeError):
-        return (
-            f"cannot open the relay's sealed answer ({exc.__cause__}): is fernet_key the relay's newest key?"
-        )
+    sealed = _envelope_cause(exc)
+    if sealed is not None:
+        return f"cannot use the relay's sealed answer ({sealed}): is fernet_key this client's key?"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
         return f"cannot reach the relay: {type(cause).__name__}: {cause}"
+    return None
+
+
+def _envelope_cause(exc: BaseException) -> BaseException | None:
+    """The EnvelopeError behind an SDK or transport error (a reply that failed to open or to check)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, envelope.EnvelopeError):
+            return exc
+        exc, seen = exc.__cause__, seen + 1
     return None
 
 

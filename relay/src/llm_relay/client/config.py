@@ -20,6 +20,7 @@ from cryptography.fernet import Fernet
 from llm_relay import tokens
 
 TOKEN_CHANNELS = ("path", "header", "bearer")
+ENVELOPE_VERSIONS = ("auto", "v2", "v1")
 DEFAULT_TIMEOUT = 300.0  # seconds: long completions stream for minutes
 CONFIG_ENV = "LLM_RELAY_CLIENT_CONFIG"  # not LLM_RELAY_CONFIG: that one is the server's
 PROFILE_ENV = "LLM_RELAY_PROFILE"
@@ -38,6 +39,8 @@ class Profile:
     token: str = field(default="", repr=False)
     fernet_key: str = field(default="", repr=False)
     encrypt: bool | None = None  # None: encrypt whenever a Fernet key is configured
+    envelope: str = "auto"  # auto: v2, falling back to v1 against a relay that does not answer v2
+    pad_to: int = 128  # envelope v2: request sizes rounded up to a multiple of this (0: off)
     token_channel: str = "path"  # noqa: S105 - a channel name, not a secret
     proxy: str | None = None  # None: from HTTPS_PROXY/HTTP_PROXY; "": explicitly direct
     no_proxy: str = ""
@@ -80,6 +83,8 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "fernet_key": str,
     "fernet_key_file": str,
     "encrypt": bool,
+    "envelope": str,
+    "pad_to": int,
     "token_channel": str,
     "proxy": str,
     "no_proxy": (str, list),
@@ -204,6 +209,10 @@ def validate(profile: Profile) -> Profile:
             raise ConfigError(f"{where}: fernet_key is not a Fernet key (44 urlsafe-base64 chars)") from None
     if profile.encrypting and not profile.fernet_key:
         raise ConfigError(f"{where}: encrypt = true needs a fernet_key (or LLM_RELAY_FERNET_KEY)")
+    if profile.envelope not in ENVELOPE_VERSIONS:
+        raise ConfigError(f"{where}: envelope must be one of {', '.join(ENVELOPE_VERSIONS)}")
+    if profile.pad_to < 0:
+        raise ConfigError(f"{where}: pad_to must be 0 (off) or a positive number of bytes")
     if profile.token_channel not in TOKEN_CHANNELS:
         raise ConfigError(f"{where}: token_channel must be one of {', '.join(TOKEN_CHANNELS)}")
     if profile.proxy:

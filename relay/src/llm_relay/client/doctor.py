@@ -28,6 +28,7 @@ def effective_config(profile: Profile) -> dict[str, str]:
         "token": mask_secret(profile.token),
         "fernet_key": mask_secret(profile.fernet_key),
         "encrypt": str(profile.encrypting).lower(),
+        "envelope": profile.envelope if profile.encrypting else "(plain mode)",
         "token_channel": "inside envelope" if profile.encrypting else profile.token_channel,
         "proxy": route,
         "no_proxy": profile.no_proxy or "(none)",

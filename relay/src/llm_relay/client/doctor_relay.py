@@ -11,13 +11,14 @@ import email.utils
 import time
 from typing import Any
 
-from llm_relay import envelope
+from llm_relay import envelope, envelope_v2
 
 from ._http import httpx
+from .codec_v2 import fallback_reason, is_v2_answer
 from .config import Profile
 from .doctor_net import Check, Timer
 from .factory import http_client, openai_client, raw_http_client
-from .transport import ENVELOPE_PATH, USER_AGENT, RelayCodec
+from .transport import ENVELOPE_PATH, RelayCodec
 
 # The relay's own codes for a refused client token (llm_relay.server.app); any other 401 is the upstream's.
 RELAY_TOKEN_CODES = ("missing_token", "invalid_token")
@@ -73,38 +74,76 @@ def check_health(profile: Profile) -> Check:
 
 
 def check_envelope(profile: Profile) -> Check:
-    """Seal `GET /healthz` with the configured key and no token: any sealed answer proves the key works."""
+    """Which envelope version this client speaks with the relay, and why.
+
+    Seals `GET /healthz` without a token (any sealed answer proves the key works): first as v2, then, when
+    the relay answers that as an older relay does (`envelope = auto`), as v1.
+    """
     if not profile.fernet_key:
         return Check("envelope", "skip", "no fernet_key configured (encrypt off)")
     codec = RelayCodec(profile.with_overrides(encrypt=True))
-    sealed = envelope.seal_request(codec.fernet, envelope.InnerRequest(method="GET", path="/healthz"))
-    headers = {"Content-Type": envelope.CONTENT_TYPE, "User-Agent": USER_AGENT}
+    probe = httpx.Request("GET", profile.root + "/healthz")
+    version, nonce = "v1", b""
     with Timer() as timer, raw_http_client(profile) as raw:
         try:
-            response = raw.post(profile.root + ENVELOPE_PATH, content=sealed, headers=headers)
+            v2 = codec.sealed_v2(probe, b"")
+            if v2 is not None:
+                version, nonce = "v2", v2[1]
+                response = raw.send(v2[0])
+                reason = None if is_v2_answer(response) else fallback_reason(response, response.content)
+                if reason is not None and profile.envelope == "auto":
+                    codec.fall_back(reason)
+                    version = "v1"
+            if version == "v1":
+                inner = envelope.InnerRequest(method="GET", path="/healthz")
+                headers = {"Content-Type": envelope.CONTENT_TYPE, "Accept": "*/*"}
+                sealed = envelope.seal_request(codec.fernet, inner)
+                response = raw.post(profile.root + ENVELOPE_PATH, content=sealed, headers=headers)
         except httpx.HTTPError as exc:
             return _transport_failure("envelope", exc)
-    if codec.kind(response) == "sealed":
-        try:
-            inner_response = envelope.open_response(codec.fernet, response.content)
-        except envelope.EnvelopeError as exc:
-            return Check(
-                "envelope",
-                "fail",
-                f"relay answered with a key we cannot open: {exc}",
-                "fernet_key_rejected",
-                "the relay encrypts answers with its newest key: update fernet_key",
-            )
-        detail = (
-            f"relay opened the sealed request and sealed its answer (inner status {inner_response.status})"
+    if version == "v2":
+        if is_v2_answer(response):
+            return _v2_opened(codec, response, nonce, timer)
+        return _refused(response, "v2")
+    if codec.kind(response) != "sealed":
+        return _refused(response, "v1")
+    try:
+        inner_response = envelope.open_response(codec.fernet, response.content)
+    except envelope.EnvelopeError as exc:
+        return Check(
+            "envelope",
+            "fail",
+            f"relay answered with a key we cannot open: {exc}",
+            "fernet_key_rejected",
+            "the relay encrypts answers with its newest key: update fernet_key",
         )
+    detail = f"envelope v1 ({codec.reason}); relay opened it (inner status {inner_response.status})"
+    if profile.envelope == "v1":
         return Check("envelope", "ok", detail, ms=timer.ms)
+    hint = "v1 shows the proxy more (a named content type, no reply binding): add this client's key to "
+    hint += "the relay's client-keys (site.yml does) or upgrade the relay"
+    return Check("envelope", "warn", detail, "envelope_v1", hint, ms=timer.ms)
+
+
+def _v2_opened(codec: RelayCodec, response: Any, nonce: bytes, timer: Timer) -> Check:
+    opener = envelope_v2.ReplyOpener(codec.v2.key, nonce)
+    try:
+        opener.feed(response.content)
+        opener.close()
+    except envelope.EnvelopeError as exc:
+        return Check("envelope", "fail", f"relay's sealed answer is unusable: {exc}", "sealed_reply_invalid")
+    status = opener.head[0] if opener.head else 0
+    detail = f"envelope v2 ({codec.reason}); relay opened it and sealed its answer (inner status {status})"
+    return Check("envelope", "ok", detail, ms=timer.ms)
+
+
+def _refused(response: Any, version: str) -> Check:
     code, message = error_of(response)
     if response.status_code == 403 and "replay" not in code:
         return Check(
             "envelope",
             "fail",
-            f"relay could not open the envelope ({response.status_code} {code}: {message})",
+            f"relay could not open the {version} envelope ({response.status_code} {code}: {message})",
             "fernet_key_rejected",
             "fernet_key differs from the relay's keys (or the clocks differ by more than the TTL)",
         )
@@ -112,9 +151,9 @@ def check_envelope(profile: Profile) -> Check:
         return Check(
             "envelope",
             "fail",
-            "the relay has no Fernet keys: envelope mode is disabled there",
+            "the relay does not accept envelope v1 and has no v2 key for this client",
             "envelope_disabled",
-            "add the key to the relay's vault (llm-relay keygen)",
+            "add the client's key to the relay's vault (llm-relay keygen)",
         )
     return Check(
         "envelope", "fail", f"unexpected answer {response.status_code} {code}: {message}", "envelope_failed"

@@ -1,7 +1,9 @@
-"""`llm-relay keygen`: a new client token and Fernet key, printed ready to paste.
+"""`llm-relay keygen`: a new client token and this client's own envelope key, printed ready to paste.
 
 The relay side needs only the token's `name:sha256hex` line (the server never stores a token) and the
-Fernet key; the client side needs the token itself and the same Fernet key.
+client's key under the same name (`name:key`, the relay's client-keys file); the client side needs the
+token itself and the same key. The key is 32 random bytes in Fernet's text form: envelope v2 derives its
+AES-GCM keys from it, and a relay still on v1 accepts it as this client's Fernet key.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from llm_relay import envelope, tokens
 
 def generate(name: str) -> dict[str, str]:
     token = tokens.generate_token()
+    key = envelope.generate_key()
     return {
         "name": name,
         "token": token,
         "token_line": tokens.format_token_line(name, token),
-        "fernet_key": envelope.generate_key(),
+        "fernet_key": key,
+        "client_key_line": f"{name}:{key}",
     }
 
 
@@ -27,13 +31,13 @@ def render(keys: dict[str, str], fmt: str, profile: str) -> str:
     if fmt == "env":
         return f"LLM_RELAY_TOKEN={keys['token']}\nLLM_RELAY_FERNET_KEY={keys['fernet_key']}\n"
     return f"""\
-# ---- relay side: merge into the inventory vault (role `relay`: relay_client_tokens, relay_fernet_keys) --
-# Only the token's SHA-256 goes there: the plain token never needs to leave this PC.
+# ---- relay side: merge into the inventory vault (role `relay`: relay_client_tokens) ----
+# Only the token's SHA-256 goes there: the plain token never needs to leave this PC. `key` is this
+# client's own envelope key (the relay's client-keys file); no other client's key opens its traffic.
 relay_client_tokens:
   - name: {keys["name"]}
     sha256: {keys["token_line"].split(":", 1)[1]}
-relay_fernet_keys:  # newest first: put this key on top of any existing one
-  - "{keys["fernet_key"]}"
+    key: "{keys["fernet_key"]}"
 
 # ---- client side: paste into the client config (llm-relay doctor prints its path), chmod 600 ----
 [profiles.{profile}]

@@ -4,10 +4,11 @@ Plain mode adds the client token through the configured channel (path prefix `/t
 or `Authorization: Bearer`) and drops whatever `Authorization` the caller set (the OpenAI SDK always sends
 its own placeholder key; corporate proxies strip that header anyway).
 
-Encrypting mode seals the whole request - method, path, headers, body and token - into an Envelope v1
-(llm_relay.envelope) posted to `<relay>/envelope` with nothing but generic headers, and opens the answer:
-one sealed response, or an SSE stream of sealed events that is decrypted event by event as it arrives.
-The caller (the OpenAI SDK, serve-local) sees a normal response either way.
+Encrypting mode seals the whole request - method, path, headers, body and token - into an envelope and
+opens the answer, a buffered one or an SSE stream decrypted event by event as it arrives; the caller (the
+OpenAI SDK, serve-local) sees a normal response either way. Envelope v2 (codec_v2.py) is spoken by default;
+against a relay that answers v2 as an older relay does, the transport falls back to v1 (a Fernet token
+posted to `<relay>/envelope`) for the rest of its life and says why in `codec.reason` (doctor prints it).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from urllib.parse import urlsplit
 from llm_relay import envelope
 
 from ._http import httpx
+from .codec_v2 import DROP_OPENED, V2Codec, fallback_reason, is_v2_answer
 from .config import Profile
 
-USER_AGENT = "llm-relay-client/1"
-ENVELOPE_PATH = "/envelope"
+ENVELOPE_PATH = "/envelope"  # v1 only; v2 posts to the relay's root
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -42,8 +43,7 @@ _DROP_INNER = HOP_BY_HOP | {
     "accept-encoding",
     "cookie",
 }
-# Not copied from an opened inner response: the body we hand over is already decoded and complete.
-_DROP_OPENED = frozenset({"content-length", "transfer-encoding", "content-encoding", "connection"})
+_DROP_OPENED = DROP_OPENED
 
 
 class RelayCodec:
@@ -53,6 +53,16 @@ class RelayCodec:
         self.profile = profile
         self.prefix = urlsplit(profile.url).path.rstrip("/")
         self.fernet = envelope.make_fernet([profile.fernet_key]) if profile.encrypting else None
+        self.v2 = V2Codec(profile.fernet_key, self.prefix, profile.pad_to) if profile.encrypting else None
+        self.version = 1 if profile.envelope == "v1" else 2
+        self.reason = {
+            "v1": "envelope = v1 in the configuration",
+            "v2": "envelope = v2 in the configuration",
+            "auto": "the default (v2; v1 only for a relay that does not answer v2)",
+        }[profile.envelope]
+
+    def fall_back(self, reason: str) -> None:
+        self.version, self.reason = 1, reason + ": using envelope v1"
 
     def relay_path(self, url: object) -> str:
         """The request path relative to the relay root (`/v1/chat/completions`)."""
@@ -76,8 +86,8 @@ class RelayCodec:
             request.method, url, headers=headers, content=body, extensions=request.extensions
         )
 
-    def sealed_request(self, request: object, body: bytes) -> object:
-        inner = envelope.InnerRequest(
+    def inner_request(self, request: object, body: bytes) -> envelope.InnerRequest:
+        return envelope.InnerRequest(
             method=request.method,
             path=self.relay_path(request.url),
             query=request.url.query.decode("ascii"),
@@ -85,17 +95,31 @@ class RelayCodec:
             body=body,
             token=self.profile.token,
         )
-        sealed = envelope.seal_request(self.fernet, inner)
+
+    def sealed_request(self, request: object, body: bytes) -> object:
+        """Envelope v1 (the transition): the content type still names it; the rest is generic."""
+        sealed = envelope.seal_request(self.fernet, self.inner_request(request, body))
         url = request.url.copy_with(raw_path=(self.prefix + ENVELOPE_PATH).encode())
-        headers = {
-            "Content-Type": envelope.CONTENT_TYPE,
-            "Accept": f"{envelope.CONTENT_TYPE}, text/event-stream",
-            "User-Agent": USER_AGENT,
-        }
+        headers = {"Content-Type": envelope.CONTENT_TYPE, "Accept": "*/*"}
         return httpx.Request("POST", url, headers=headers, content=sealed, extensions=request.extensions)
 
     def outgoing(self, request: object, body: bytes) -> object:
         return self.sealed_request(request, body) if self.fernet else self.plain_request(request, body)
+
+    def sealed_v2(self, request: object, body: bytes) -> tuple[object, bytes] | None:
+        """(outer request, nonce) while v2 is in use; None once on v1 (or in plain mode)."""
+        if self.v2 is None or self.version != 2:
+            return None
+        return self.v2.outgoing(request, self.inner_request(request, body))
+
+    def after_v2(self, outer: object, body: bytes) -> bool:
+        """True when this plain answer to a v2 request means: try v1 (only in `envelope = auto`)."""
+        if self.profile.envelope != "auto":
+            return False
+        reason = fallback_reason(outer, body)
+        if reason is not None:
+            self.fall_back(reason)
+        return reason is not None
 
     @staticmethod
     def kind(response: object) -> str:
@@ -175,7 +199,16 @@ class RelayTransport(httpx.BaseTransport):
         self.inner = inner
 
     def handle_request(self, request: object) -> object:
-        outer = self.inner.handle_request(self.codec.outgoing(request, request.read()))
+        body = request.read()
+        v2 = self.codec.sealed_v2(request, body)
+        if v2 is not None:
+            outer = self.inner.handle_request(v2[0])
+            if is_v2_answer(outer):
+                return self.codec.v2.open_sync(request, outer, v2[1])
+            if not self.codec.after_v2(outer, outer.read()):
+                return outer
+            outer.close()
+        outer = self.inner.handle_request(self.codec.outgoing(request, body))
         kind = self.codec.kind(outer) if self.codec.fernet else "plain"
         if kind == "plain":
             return outer
@@ -203,7 +236,16 @@ class AsyncRelayTransport(httpx.AsyncBaseTransport):
         self.inner = inner
 
     async def handle_async_request(self, request: object) -> object:
-        outer = await self.inner.handle_async_request(self.codec.outgoing(request, await request.aread()))
+        body = await request.aread()
+        v2 = self.codec.sealed_v2(request, body)
+        if v2 is not None:
+            outer = await self.inner.handle_async_request(v2[0])
+            if is_v2_answer(outer):
+                return await self.codec.v2.open_async(request, outer, v2[1])
+            if not self.codec.after_v2(outer, await outer.aread()):
+                return outer
+            await outer.aclose()
+        outer = await self.inner.handle_async_request(self.codec.outgoing(request, body))
         kind = self.codec.kind(outer) if self.codec.fernet else "plain"
         if kind == "plain":
             return outer

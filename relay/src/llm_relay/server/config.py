@@ -286,7 +286,7 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
             fernet_keys = envelope.parse_keys(read_secret(keys_path, "[envelope] keys_file"))
         except ValueError as exc:
             raise ConfigError(f"[envelope] keys_file {keys_path}: {exc}") from None
-    client_keys = _client_keys(e, config_dir, token_hashes)
+    client_keys = _client_keys(e, config_dir)
 
     providers_raw = raw.get("providers", {"openrouter": {}})
     if not isinstance(providers_raw, dict) or not providers_raw:
@@ -312,7 +312,7 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
     )
 
 
-def _client_keys(e: _Table, config_dir: Path, token_hashes: dict[str, str]) -> tuple[tuple[str, str], ...]:
+def _client_keys(e: _Table, config_dir: Path) -> tuple[tuple[str, str], ...]:
     """Envelope v2's key per client: `name:key` lines, each name one of the tokens file's names."""
     path = resolve_secret(e.get("client_keys_file", str, "client-keys"), config_dir)
     if "client_keys_file" not in e.data and not path.exists():
@@ -322,8 +322,6 @@ def _client_keys(e: _Table, config_dir: Path, token_hashes: dict[str, str]) -> t
         envelope_v2.KeyTable(envelope_v2.ClientKey(k, n) for n, k in pairs)
     except ValueError as exc:
         raise ConfigError(f"[envelope] client_keys_file {path}: {exc}") from None
-    names = set(token_hashes.values())
-    for name, _ in pairs:
-        if name not in names:
-            raise ConfigError(f"[envelope] client_keys_file {path}: {name!r} is not a token name")
+    # A key whose name has no token is not an error (tokens and keys are rotated in two steps): it opens
+    # envelopes, but no token can pass the owner check, so it authenticates nothing.
     return tuple(pairs)

@@ -1,0 +1,188 @@
+"""The client side of Envelope v2 (llm_relay.envelope_v2): seal a request, open its framed answer.
+
+The outer request is what any API client sends: `POST <relay>/` with `Content-Type:
+application/octet-stream`, `Accept: */*` and the HTTP library's own User-Agent; nothing names the tool, the
+API, the model or the path. Every answer the relay seals is status 200 with the same content type; the
+frames inside carry the real status, and each is bound to this request's nonce, numbered, and followed by
+a terminator, so a swapped, reordered, duplicated, dropped or truncated answer raises instead of being used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from llm_relay import envelope, envelope_v2
+
+from ._http import httpx
+
+V2_PATH = "/"
+OUTER_HEADERS = {"Content-Type": envelope_v2.CONTENT_TYPE, "Accept": "*/*"}
+# Plain answers of a relay that does not speak v2 to us: an older relay (no v2 route: the POST is a plain
+# request without token) or a relay that has no v2 key for this client yet. Only then is v1 tried.
+FALLBACK_CODES = {"missing_token": "an older relay", "envelope_unknown_key": "this key is not a v2 key there"}
+# Not copied from an opened inner response: the body we hand over is already decoded and complete.
+DROP_OPENED = frozenset({"content-length", "transfer-encoding", "content-encoding", "connection"})
+
+
+def reply_failure(exc: envelope.EnvelopeError) -> Exception:
+    return httpx.RemoteProtocolError(f"sealed answer from the relay: {exc}")
+
+
+def is_v2_answer(response: object) -> bool:
+    ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return response.status_code == 200 and ctype == envelope_v2.CONTENT_TYPE
+
+
+def fallback_reason(response: object, body: bytes) -> str | None:
+    """Why v1 should be tried after this plain answer to a v2 request; None when it should not."""
+    try:
+        code = httpx.Response(response.status_code, content=body).json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if code not in FALLBACK_CODES:
+        return None
+    return f"the relay answered envelope v2 with {response.status_code} {code} ({FALLBACK_CODES[code]})"
+
+
+class V2Codec:
+    def __init__(self, key_text: str, prefix: str, pad_to: int) -> None:
+        self.key = envelope_v2.ClientKey(key_text)
+        self.prefix, self.pad_to = prefix, pad_to
+
+    def outgoing(self, request: object, inner: envelope.InnerRequest) -> tuple[object, bytes]:
+        sealed, nonce = envelope_v2.seal_request(self.key, inner, pad_to=self.pad_to)
+        url = request.url.copy_with(raw_path=(self.prefix + V2_PATH).encode())
+        outer = httpx.Request(
+            "POST", url, headers=OUTER_HEADERS, content=sealed, extensions=request.extensions
+        )
+        return outer, nonce
+
+    @staticmethod
+    def response(request: object, opener: envelope_v2.ReplyOpener, **content: object) -> object:
+        assert opener.head is not None
+        status, headers = opener.head
+        kept = [(k, v) for k, v in headers.items() if k.lower() not in DROP_OPENED]
+        return httpx.Response(status, headers=kept, request=request, **content)
+
+    @staticmethod
+    def streams(opener: envelope_v2.ReplyOpener) -> bool:
+        assert opener.head is not None
+        ctype = next((v for k, v in opener.head[1].items() if k.lower() == "content-type"), "")
+        return ctype.startswith("text/event-stream")
+
+    def open_sync(self, request: object, outer: object, nonce: bytes) -> object:
+        opener = envelope_v2.ReplyOpener(self.key, nonce)
+        chunks = iter(outer.stream)
+        try:
+            first = _until_head(opener, chunks)
+            if self.streams(opener):
+                return self.response(request, opener, stream=_SyncFrames(opener, first, chunks, outer))
+            parts = first + [p for chunk in chunks for p in opener.feed(chunk)]
+            opener.close()
+        except envelope.EnvelopeError as exc:
+            outer.close()
+            raise reply_failure(exc) from exc
+        outer.close()
+        return self.response(request, opener, content=b"".join(parts))
+
+    async def open_async(self, request: object, outer: object, nonce: bytes) -> object:
+        opener = envelope_v2.ReplyOpener(self.key, nonce)
+        chunks = aiter(outer.stream)
+        try:
+            first: list[bytes] = []
+            while opener.head is None:
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    opener.close()
+                first += opener.feed(chunk)
+            if self.streams(opener):
+                return self.response(request, opener, stream=_AsyncFrames(opener, first, chunks, outer))
+            async for chunk in chunks:
+                first += opener.feed(chunk)
+            opener.close()
+        except envelope.EnvelopeError as exc:
+            await outer.aclose()
+            raise reply_failure(exc) from exc
+        await outer.aclose()
+        return self.response(request, opener, content=b"".join(first))
+
+
+def _until_head(opener: envelope_v2.ReplyOpener, chunks: Iterator[bytes]) -> list[bytes]:
+    parts: list[bytes] = []
+    while opener.head is None:
+        chunk = next(chunks, None)
+        if chunk is None:
+            opener.close()  # raises: truncated before the head
+        parts += opener.feed(chunk)
+    return parts
+
+
+class _SyncFrames(httpx.SyncByteStream):
+    def __init__(self, opener, first: list[bytes], chunks: Iterator[bytes], outer: object) -> None:
+        self._opener, self._first, self._chunks, self._outer = opener, first, chunks, outer
+        self._last = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for part in self._first:
+                self._last = part
+                yield part
+            for chunk in self._chunks:
+                for part in self._opener.feed(chunk):
+                    self._last = part
+                    yield part
+            self._opener.close()
+        except envelope.EnvelopeError as exc:
+            raise reply_failure(exc) from exc
+
+    def close(self) -> None:
+        try:
+            if _stopped_at_done(self._opener, self._last):
+                for chunk in self._chunks:
+                    self._opener.feed(chunk)
+                    if self._opener.ended:
+                        break
+                self._opener.close()
+        except envelope.EnvelopeError as exc:
+            raise reply_failure(exc) from exc
+        finally:
+            self._outer.close()
+
+
+class _AsyncFrames(httpx.AsyncByteStream):
+    def __init__(self, opener, first: list[bytes], chunks: AsyncIterator[bytes], outer: object) -> None:
+        self._opener, self._first, self._chunks, self._outer = opener, first, chunks, outer
+        self._last = b""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            for part in self._first:
+                self._last = part
+                yield part
+            async for chunk in self._chunks:
+                for part in self._opener.feed(chunk):
+                    self._last = part
+                    yield part
+            self._opener.close()
+        except envelope.EnvelopeError as exc:
+            raise reply_failure(exc) from exc
+
+    async def aclose(self) -> None:
+        try:
+            if _stopped_at_done(self._opener, self._last):
+                async for chunk in self._chunks:
+                    self._opener.feed(chunk)
+                    if self._opener.ended:
+                        break
+                self._opener.close()
+        except envelope.EnvelopeError as exc:
+            raise reply_failure(exc) from exc
+        finally:
+            await self._outer.aclose()
+
+
+def _stopped_at_done(opener: envelope_v2.ReplyOpener, last: bytes) -> bool:
+    """The OpenAI SDK stops reading at the `[DONE]` event, before the relay's terminator that follows it
+    directly: closing there reads on to the terminator, so a stream cut right after `[DONE]` is caught too.
+    (A caller that stops anywhere else abandons the answer on purpose; nothing is checked then.)"""
+    return not opener.ended and last.startswith(b"data: [DONE]")
