@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from llm_relay import envelope, tokens
+from llm_relay import envelope, envelope_v2, tokens
 
 REPO = Path(__file__).resolve().parent.parent
 SUT_CPU = "1"
@@ -188,6 +188,7 @@ class RelaySetup:
         for name, text in (
             ("client-tokens", tokens.format_token_line("bench", self.token)),
             ("fernet-keys", self.fernet_key),
+            ("client-keys", f"bench:{self.fernet_key}"),  # envelope v2: the client's own key
             ("openrouter-keys", UPSTREAM_KEY),
         ):
             path = self.dir / name
@@ -283,6 +284,47 @@ request = function()
   i = i + 1
   if i > #bodies then i = 1 end
   return wrk.format("POST", "/envelope", headers, bodies[i])
+end
+"""
+    )
+    return script
+
+
+def envelope_v2_lua(work: Path, relay: RelaySetup, count: int, name: str) -> Path:
+    """wrk script cycling through `count` distinct v2 envelopes, read from a file of length-prefixed
+    binary bodies (they may hold any byte, newlines included)."""
+    key = envelope_v2.ClientKey(relay.fernet_key)
+    inner = envelope.InnerRequest(
+        "POST",
+        "/v1/chat/completions",
+        "",
+        {"Content-Type": "application/json"},
+        CHAT_BODY.encode(),
+        token=relay.token,
+    )
+    bodies = work / f"envelopes-v2-{name}.bin"
+    with bodies.open("wb") as f:
+        for _ in range(count):
+            body = envelope_v2.seal_request(key, inner)[0]
+            f.write(len(body).to_bytes(4, "big") + body)
+    script = work / f"envelope-v2-{name}.lua"
+    script.write_text(
+        f"""
+local bodies = {{}}
+local f = assert(io.open("{bodies}", "rb"))
+while true do
+  local n = f:read(4)
+  if not n then break end
+  local a, b, c, d = n:byte(1, 4)
+  bodies[#bodies + 1] = f:read(((a * 256 + b) * 256 + c) * 256 + d)
+end
+f:close()
+local i = 0
+local headers = {{["Content-Type"] = "{envelope_v2.CONTENT_TYPE}"}}
+request = function()
+  i = i + 1
+  if i > #bodies then i = 1 end
+  return wrk.format("POST", "/", headers, bodies[i])
 end
 """
     )

@@ -25,6 +25,7 @@ from bench.relay_harness import (
     UPSTREAM_KEY,
     RelaySetup,
     envelope_lua,
+    envelope_v2_lua,
     free_port,
     pinned,
     post_lua,
@@ -55,6 +56,7 @@ def run(seconds: float, connections: int, skip_original: bool) -> None:
             ("nginx + header", f"http://127.0.0.1:{proxy_port}", direct, proxy_proc.pid),
             ("llm-relay", f"http://127.0.0.1:{relay.port}", plain, relay_proc.pid),
             ("llm-relay envelope", f"http://127.0.0.1:{relay.port}", env_script, relay_proc.pid),
+            ("llm-relay envelope v1", f"http://127.0.0.1:{relay.port}", env_script, relay_proc.pid),
         ]
         if not skip_original:
             orig_port = free_port()
@@ -94,13 +96,15 @@ def run(seconds: float, connections: int, skip_original: bool) -> None:
         single_s = max(2.0, seconds / 2)
         for name, url, script, pid in targets:
             single_script = script
-            if name == "llm-relay envelope":
+            if name.startswith("llm-relay envelope"):
                 # Envelopes are single-use and expire: fresh, distinct ones for each run, written just
-                # before it, enough for 1.5x the plain relay's measured rate.
+                # before it, enough for 1.5x the plain relay's measured rate. "envelope" is v2 (the
+                # default), "envelope v1" the transition format.
                 loaded_rps, single_rps = results["llm-relay"][0]["rps"], results["llm-relay"][1]["rps"]
                 expected = int(1.5 * loaded_rps * seconds) + 2000
-                script = envelope_lua(work, relay, expected, "loaded")
-                single_script = envelope_lua(work, relay, int(1.5 * single_rps * single_s) + 500, "single")
+                make = envelope_lua if name.endswith("v1") else envelope_v2_lua
+                script = make(work, relay, expected, "loaded")
+                single_script = make(work, relay, int(1.5 * single_rps * single_s) + 500, "single")
             else:
                 wrk(url, script, min(connections, 8), 1)
             # The original design needs ~0.1-0.5 s per request (a new TLS-ready httpx client each time):
@@ -126,18 +130,21 @@ def run(seconds: float, connections: int, skip_original: bool) -> None:
             )
         plain_rps = results["llm-relay"][0]["rps"]
         env_rps = results["llm-relay envelope"][0]["rps"]
-        print(f"envelope / plain: {env_rps / plain_rps:.2f}   (target >= 0.85)")
+        v1_rps = results["llm-relay envelope v1"][0]["rps"]
+        print(f"envelope / plain: {env_rps / plain_rps:.2f}   (target >= 0.85; envelope v2, AES-GCM)")
+        print(f"envelope v1 / plain: {v1_rps / plain_rps:.2f}   (Fernet, the transition format)")
         print(f"relay / nginx:    {plain_rps / nginx_rps:.2f}   (target >= 0.3, aim 0.5)")
         relay_cpu = results["llm-relay"][0]["cpu_us"]
         env_cpu = results["llm-relay envelope"][0]["cpu_us"]
         print(
             "by CPU time per request (steadier on a shared machine): "
             f"relay / nginx {nginx_cpu / relay_cpu:.2f}, "
-            f"envelope / plain {relay_cpu / env_cpu:.2f}"
+            f"envelope / plain {relay_cpu / env_cpu:.2f}, "
+            f"envelope v1 / plain {relay_cpu / results['llm-relay envelope v1'][0]['cpu_us']:.2f}"
         )
         added = results["llm-relay"][1]["p50"] - base_p50
         print(f"added p50 at c=1: {added:.3f} ms (target <= 0.5 ms)")
-        if results["llm-relay envelope"][0]["requests"] > expected:
+        if max(results[n][0]["requests"] for n in ("llm-relay envelope", "llm-relay envelope v1")) > expected:
             print("warning: the envelope run outgrew its pre-generated envelopes (replays count as errors)")
 
 
