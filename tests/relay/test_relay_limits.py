@@ -194,6 +194,12 @@ async def test_envelope_without_outer_token_has_the_smaller_body_cap(relay_facto
     outer = f"X-Relay-Token: {relay.token}\r\n"
     raw = await raw_exchange(relay.server.port, head.format(env.CONTENT_TYPE, outer).encode(), 3)
     assert status_of(raw) == 408  # accepted, waits for the body (body_timeout 2 s)
+    v2_head = head.replace("/envelope", "/")
+    raw = await raw_exchange(relay.server.port, v2_head.format("application/octet-stream", "").encode(), 3)
+    assert status_of(raw) == 413  # envelope v2 (its token is inside): the same smaller cap
+    plain = head.replace("/envelope", "/v1/files")  # not a v2 path: a plain upload, so a token is needed
+    raw = await raw_exchange(relay.server.port, plain.format("application/octet-stream", "").encode(), 3)
+    assert status_of(raw) == 401
 
 
 async def test_malformed_request_behind_a_running_one_gets_its_400_after_it(relay):
