@@ -16,6 +16,9 @@ description:
     while the old ones stay valid (the old client token is kept under the name C(<name>.previous), the new
     Fernet key goes first and the old ones still decrypt); clients switch to the new artifact; then
     C(phase=finish) drops the old ones.
+  - Each client also gets its own envelope key, generated with its token and rotated with it (the old key
+    stays with C(<name>.previous)): envelope v2 seals a client's traffic under it, so no other client's key
+    opens it. A store written before envelope v2 gets the missing keys on the next run.
   - Runs on the controller (C(delegate_to=localhost) or a C(localhost) play).
 options:
   path:
@@ -84,9 +87,13 @@ client_tokens:
   returned: always
   type: list
   elements: dict
-  sample: [{name: default, token: lrt_...}, {name: default.previous, token: lrt_...}]
+  sample: [{name: default, token: lrt_..., key: ...}, {name: default.previous, token: lrt_..., key: ...}]
 client_token:
   description: The current token of the first client name (what the client artifact carries).
+  returned: always
+  type: str
+client_key:
+  description: The current envelope key of the first client name (what the client artifact carries).
   returned: always
   type: str
 fernet_keys:
@@ -160,20 +167,29 @@ def apply(data: dict, names: list[str], rotate: list[str], phase: str, generate:
     for name in names:
         if name not in tokens and generate:
             tokens[name] = {"current": new_token(), "previous": None}
+        if name in tokens and not tokens[name].get("key") and generate:
+            tokens[name]["key"] = new_fernet_key()  # the client's own envelope key (same format)
     if not keys and generate:
         keys = [new_fernet_key()]
     if "client_tokens" in rotate:
         for entry in tokens.values():
             if phase == "begin" and generate:
                 entry["previous"], entry["current"] = entry["current"], new_token()
+                entry["previous_key"], entry["key"] = entry.get("key"), new_fernet_key()
             elif phase == "finish":
                 entry["previous"] = None
+                entry.pop("previous_key", None)
     if "fernet" in rotate:
         if phase == "begin" and generate:
             keys = [new_fernet_key(), *keys]
         elif phase == "finish":
             keys = keys[:1]
     return {"client_tokens": tokens, "fernet_keys": keys}
+
+
+def _entry(name: str, token: str, key: str | None) -> dict:
+    """One relay_client_tokens item: the token, and the client's envelope key when it has one."""
+    return {"name": name, "token": token, **({"key": key} if key else {})}
 
 
 def main() -> None:
@@ -211,7 +227,7 @@ def main() -> None:
     if module.check_mode:
         # Nothing was generated in check mode: say what would have been.
         known = before["client_tokens"]
-        missing = any(n not in known for n in p["client_names"]) or not before["fernet_keys"]
+        missing = any(not known.get(n, {}).get("key") for n in p["client_names"]) or not before["fernet_keys"]
         changed = changed or missing or bool(p["rotate"] and p["phase"] == "begin")
     if changed and not module.check_mode:
         try:
@@ -220,15 +236,16 @@ def main() -> None:
             module.fail_json(msg=f"path: cannot write {store}: {exc.strerror}")
     client_tokens = []
     for name, entry in after["client_tokens"].items():
-        client_tokens.append({"name": name, "token": entry["current"]})
+        client_tokens.append(_entry(name, entry["current"], entry.get("key")))
         if entry.get("previous"):
-            client_tokens.append({"name": name + PREVIOUS_SUFFIX, "token": entry["previous"]})
+            client_tokens.append(_entry(name + PREVIOUS_SUFFIX, entry["previous"], entry.get("previous_key")))
     first = after["client_tokens"].get(p["client_names"][0], {})
     module.exit_json(
         changed=changed,
         path=store,
         client_tokens=client_tokens,
         client_token=first.get("current", ""),
+        client_key=first.get("key", ""),
         fernet_keys=after["fernet_keys"],
         fernet_key=(after["fernet_keys"] or [""])[0],
     )

@@ -65,6 +65,12 @@ def test_generates_once_with_private_modes(tmp_path: Path, store_dir: Path) -> N
         assert entry["token"] not in output
     Fernet(first["fernet_key"].encode())  # a valid key
     assert first["fernet_key"] not in output
+    # Each client has its own envelope key, generated with its token; the artifact gets the first one's.
+    client_keys = [entry["key"] for entry in first["client_tokens"]]
+    assert len(set(client_keys)) == 2 and first["client_key"] == client_keys[0]
+    for key in client_keys:
+        Fernet(key.encode())
+        assert key not in output
     assert stat.S_IMODE(store_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((store_dir / "secrets.json").stat().st_mode) == 0o600
 
@@ -83,17 +89,37 @@ def test_two_phase_rotation_keeps_old_secrets_until_finish(tmp_path: Path, store
     assert tokens["default.previous"] == before["client_token"]
     assert tokens["default"] == begun["client_token"] != before["client_token"]
     assert begun["fernet_keys"][1:] == before["fernet_keys"] and begun["fernet_key"] != before["fernet_key"]
+    # The client's key rotates with its token: the old one stays with the old token until finish.
+    keys = {t["name"]: t["key"] for t in begun["client_tokens"]}
+    assert keys["default.previous"] == before["client_key"] != keys["default"] == begun["client_key"]
 
     finished, _ = run(
         tmp_path, {"path": str(store_dir), "rotate": ["client_tokens", "fernet"], "phase": "finish"}
     )
     assert finished["changed"] is True
-    assert finished["client_tokens"] == [{"name": "default", "token": begun["client_token"]}]
+    assert finished["client_tokens"] == [
+        {"name": "default", "token": begun["client_token"], "key": begun["client_key"]}
+    ]
     assert finished["fernet_keys"] == [begun["fernet_key"]]
     idle, _ = run(
         tmp_path, {"path": str(store_dir), "rotate": ["client_tokens", "fernet"], "phase": "finish"}
     )
     assert idle["changed"] is False
+
+
+def test_store_from_before_client_keys_gets_them(tmp_path: Path, store_dir: Path) -> None:
+    store_dir.mkdir(parents=True, mode=0o700)
+    token = "lrt_" + "a" * 43
+    old = {
+        "client_tokens": {"default": {"current": token, "previous": None}},
+        "fernet_keys": [Fernet.generate_key().decode()],
+    }
+    (store_dir / "secrets.json").write_text(json.dumps(old))
+    (store_dir / "secrets.json").chmod(0o600)
+    upgraded, _ = run(tmp_path, {"path": str(store_dir)})
+    assert upgraded["changed"] is True and upgraded["client_token"] == token  # the token is kept
+    Fernet(upgraded["client_key"].encode())
+    assert upgraded["client_tokens"] == [{"name": "default", "token": token, "key": upgraded["client_key"]}]
 
 
 def test_check_mode_writes_nothing(tmp_path: Path, store_dir: Path) -> None:

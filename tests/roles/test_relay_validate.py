@@ -12,11 +12,16 @@ from pathlib import Path
 import pytest
 from ansible_cli import REPO, run_ansible
 
-TOKENS = [{"name": f"client-{i}", "token": "lrt_" + secrets.token_urlsafe(32)} for i in range(2)]
+TOKENS = [
+    {"name": f"client-{i}", "token": "lrt_" + secrets.token_urlsafe(32), "key": key}
+    for i, key in enumerate(
+        ["Y2xpZW50LWtleS1vbmUtY2xpZW50LWtleS1vbmUtMDE=", "Y2xpZW50LWtleS10d28tY2xpZW50LWtleS10d28tMDI="]
+    )
+]
 FERNET_KEYS = ["uWX3kkUp2hk7dnbR0p4iGV4Du9Rbn5pV1T6Mj0cMdqA=", "bmV3ZXJrZXluZXdlcmtleW5ld2Vya2V5bmV3ZXJrZXk="]
 PROVIDER_KEY = "sk-or-v1-" + secrets.token_hex(24)
 PROVIDERS = [{"name": "openrouter", "base_url": "https://provider.example/v1", "api_keys": [PROVIDER_KEY]}]
-SECRETS = [t["token"] for t in TOKENS] + FERNET_KEYS + [PROVIDER_KEY]
+SECRETS = [t["token"] for t in TOKENS] + [t["key"] for t in TOKENS] + FERNET_KEYS + [PROVIDER_KEY]
 
 
 def check(tmp_path: Path, **overrides) -> tuple[int, str]:
@@ -76,6 +81,10 @@ CASES = {
     "bad Fernet key": (
         {"relay_fernet_keys": [FERNET_KEYS[0], BAD_TOKEN]},
         "relay_fernet_keys entries #1 (counted from 0) are not Fernet keys",
+    ),
+    "bad client key": (
+        {"relay_client_tokens": [TOKENS[0], {"name": "keyed", "token": "lrt_" + "b" * 43, "key": BAD_TOKEN}]},
+        "relay_client_tokens entries #1 (counted from 0) have a key that is not 44 characters",
     ),
     "missing provider key": (
         {"relay_providers": [*PROVIDERS, {"name": "other", "base_url": "https://o.example", "api_keys": []}]},
