@@ -189,7 +189,11 @@ class LxcRun:
                 upid = self.client.call("POST", f"nodes/{node}/lxc", **data)
                 break
             except ApiError as exc:
-                taken = "already exists" in str(exc.errors.get("vmid", ""))
+                # Lost the race at nextid (400, errors.vmid) or inside create_vm's check_vmid_unused
+                # (a plain 500 "CT N already exists on node 'X'", no errors dict).
+                taken = "already exists" in str(exc.errors.get("vmid", "")) or (
+                    exc.status == 500 and f"CT {vmid} already exists on node" in str(exc)
+                )
                 if taken and params["vmid"] is None and attempt < 4:
                     continue  # another client took the id nextid gave us: ask again
                 raise api_failure(exc, "create") from None

@@ -132,6 +132,9 @@ options:
       - Enabled container features, from V(nesting), V(keyctl), V(fuse), V(mknod), V(force_rw_sys) and
         V(mount=fstype;fstype). An empty list removes all features.
       - Defaults on create to V([nesting]) for an unprivileged container, which systemd in Debian 12 needs.
+      - Proxmox lets only V(root@pam) logged in with its password (O(api_password)) set any feature but
+        V(nesting), or any feature of a privileged container. API tokens, those of V(root@pam) included, are
+        refused with HTTP 403 C(Permission check failed). Changing V(nesting) needs C(VM.Allocate).
     type: list
     elements: str
   ssh_public_keys:
@@ -282,12 +285,12 @@ EXAMPLES = r"""
     timezone: host
   delegate_to: localhost
 
+# keyctl and fuse: root@pam's password login only (Proxmox refuses them to API tokens).
 - name: Grow memory and apply pending changes by rebooting
   llm_relay.homelab.proxmox_lxc:
     api_host: pve1.example.com
     api_user: root@pam
-    api_token_id: ansible
-    api_token_secret: "{{ vault_pve_token_secret }}"
+    api_password: "{{ vault_pve_password }}"
     hostname: relay2
     memory_mb: 2048
     features: [nesting, keyctl, fuse]

@@ -112,6 +112,29 @@ def test_nextid_is_asked_again_when_another_client_took_the_id():
     assert result["changed"] and result["vmid"] == 9151
 
 
+class LosesTheCreateRace(RecordingApi):
+    """PVE's answer when another client created the id between nextid and create_vm's
+    check_vmid_unused: a plain 500 with no errors dict."""
+
+    def call(self, method, path, **data):
+        if method == "POST" and path == "nodes/pve1/lxc" and data["vmid"] in self.taken:
+            self.calls.append((method, path, data))
+            message = f"CT {data['vmid']} already exists on node 'pve2'"
+            raise pve._api_error(
+                ResourceException(500, "Internal Server Error", message), f"{method} /{path}"
+            )
+        return super().call(method, path, **data)
+
+
+def test_nextid_is_asked_again_when_the_create_itself_finds_the_id_taken():
+    api = LosesTheCreateRace(nextids=(9150, 9151), taken={9150})
+    module = FakeModule(state="present", node="pve1", hostname="relay1", ostemplate=TEMPLATE)
+    result = lxc_run.LxcRun(module, api).run()
+    posts = [c for c in api.writes() if c[1] == "nodes/pve1/lxc"]
+    assert [p[2]["vmid"] for p in posts] == [9150, 9151]
+    assert result["changed"] and result["vmid"] == 9151
+
+
 def test_an_explicit_vmid_taken_in_a_race_fails_naming_vmid():
     api = RecordingApi(taken={9150})
     module = FakeModule(state="present", node="pve1", vmid=9150, hostname="relay1", ostemplate=TEMPLATE)
