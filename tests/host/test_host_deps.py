@@ -53,9 +53,9 @@ def argv_heads() -> dict[str, set[str]]:
             tree = ast.parse(path.read_text(), str(path))
             for node in ast.walk(tree):
                 for first in _argv_starts(node):
-                    if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                        if re.fullmatch(r"[a-z][a-z0-9_.+-]*", first.value):
-                            heads.setdefault(first.value, set()).add(str(path.relative_to(REPO)))
+                    word = first.value if isinstance(first, ast.Constant) else None
+                    if isinstance(word, str) and re.fullmatch(r"[a-z][a-z0-9_.+-]*", word):
+                        heads.setdefault(word, set()).add(str(path.relative_to(REPO)))
     return heads
 
 
@@ -79,10 +79,13 @@ def _argv_starts(node: ast.AST) -> list[ast.AST]:
     return [x.elts[0] for x in lists if isinstance(x, ast.List | ast.Tuple) and x.elts]
 
 
+FIELDS = ("${Package}", "${Status}", "${Priority}", "${Pre-Depends}, ${Depends}", "${Provides}")
+
+
 def installed() -> dict[str, tuple[str, list[str]]]:
     """Installed packages: name -> (priority, dependency alternatives groups), plus virtual names."""
     out = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Package}\t${Status}\t${Priority}\t${Pre-Depends}, ${Depends}\t${Provides}\n"],
+        ["dpkg-query", "-W", "-f=" + "\t".join(FIELDS) + "\n"],
         capture_output=True,
         text=True,
         check=True,
