@@ -1,12 +1,21 @@
-"""playbooks/rotate-credentials.yml under continuous load, and failover, on a 2-replica lab deployment.
+"""playbooks/rotate-credentials.yml under continuous load, failover and a rolling upgrade, on a 2-replica
+lab deployment, and no secret in any playbook output.
 
 One deployment of site.yml for rotate.lab.test (containers rot-1 on pve1, rot-2 on pve2), shared by the
 tests of this module in order, and destroyed at the end with playbooks/destroy.yml:
+  - that first site.yml runs at -vvv and prints no secret (secret_scan.py lists them);
+  - site.yml and rotate-credentials.yml with a bad entry (a client name the relay refuses, a CA that is
+    not PEM, a provider without keys) fail in seconds with a message naming the entry, print no secret
+    at -vvv, and change nothing; a PEM-shaped CA that OpenSSL refuses fails on the hosts and changes
+    nothing there either;
   - the full rotation (client token, Fernet key, provider keys, tunnel secret) while a load generator
     (tests/site/loadgen.py) sends plain and streamed requests through the lab edge: no request fails, and
     afterwards the old client token, the old Fernet key and the old tunnel token are refused;
   - provider keys changed in the inventory reach the upstream after `--tags provider_keys`;
-  - one container stopped (clean shutdown through the PVE API) while the load runs: no request fails.
+  - one container stopped (clean shutdown through the PVE API) while the load runs: no request fails;
+  - a relay code change rolled out by site.yml while the load runs: one replica at a time, each ready and
+    connected again before the next, no request fails.
+Every rotation and rollout runs at -vvv and prints no secret.
 Figures (wall time, requests sent/failed) are printed; run with `-s` to see them.
 """
 
@@ -15,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,8 +32,10 @@ from pathlib import Path
 
 import pytest
 import requests
+import secret_scan
 from llm_relay import envelope
 from loadgen import LoadGenerator
+from play_events import events, first
 
 
 def _harness():
@@ -50,8 +62,9 @@ def deployed(lab, tmp_path_factory):
     dep = deployment(tmp_path_factory, HOSTNAME, PREFIX, REPLICAS)
     started = time.monotonic()
     try:
-        run = dep.run("site.yml")
-        assert_ok(run)
+        # -vvv: module arguments and results, the commands run on the hosts; checked for secrets below.
+        dep.first = dep.run("site.yml", "-vvv")
+        assert_ok(dep.first)
         print(f"\nsite.yml for {HOSTNAME}, {REPLICAS} replicas: {time.monotonic() - started:.0f} s")
         yield dep
     finally:
@@ -127,23 +140,108 @@ def standin_with(token: str, ca: Path, tmp_path: Path) -> subprocess.CompletedPr
     )
 
 
+def secrets_now(lab, dep) -> dict[str, str]:
+    """Every secret of the deployment as it stands (store, tunnel token, lab credentials)."""
+    cloudflare = Cloudflare(lab)
+    tunnel_token = cloudflare.token(cloudflare.tunnel_id(f"llm-relay-{HOSTNAME}"))
+    return secret_scan.deployment_secrets(lab, dep, tunnel_token)
+
+
+def assert_no_secret(output: str, secrets: dict[str, str]) -> None:
+    assert secret_scan.leaked(output, secrets) == [], "printed (names only)"
+
+
 @pytest.mark.timeout(2400)  # includes the cold site.yml of the module's deployment
+def test_site_yml_from_nothing_prints_no_secret_at_vvv(lab, deployed):
+    assert "ESTABLISH SSH CONNECTION" in deployed.first.output  # really -vvv
+    assert_no_secret(deployed.first.output, secrets_now(lab, deployed))
+
+
+def with_provider(**changes) -> list[dict]:
+    """The lab inventory's providers, the first one changed."""
+    providers = inventory_providers()
+    providers[0].update(changes)
+    return providers
+
+
+NOT_PEM_CA = {"ca_pem": "/usr/local/share/ca-certificates/corp.crt"}
+# PEM-shaped, but no certificate OpenSSL can load: passes the controller's check, refused on the hosts.
+BROKEN_PEM_CA = {"ca_pem": "-----BEGIN CERTIFICATE-----\nTm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"}
+
+
+def bad_entries() -> dict[str, tuple[dict, str]]:
+    """case -> (extra vars, the message it must fail with)."""
+    return {
+        "bad token name": ({"relay_client_names": ["default", "ops team"]}, "'ops team' not allowed"),
+        "CA not PEM": ({"relay_providers": with_provider(**NOT_PEM_CA)}, "ca_pem holds no PEM certificate"),
+        "missing provider key": ({"relay_providers": with_provider(api_keys=[])}, "no api_keys"),
+    }
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("playbook", ["site.yml", ROTATE])
+def test_bad_entry_fails_early_names_it_prints_no_secret_and_changes_nothing(lab, state, deployed, playbook):
+    dep = deployed
+    secrets = secrets_now(lab, dep)
+    store, artifact = (dep.secrets_dir / "secrets.json").read_bytes(), dep.artifact.read_bytes()
+    before = state.snapshot(dep)
+    for case, (variables, message) in bad_entries().items():
+        started = time.monotonic()
+        run = dep.run(playbook, "-vvv", "-e", json.dumps(variables))
+        seconds = time.monotonic() - started
+        print(f"\n{playbook} with a {case}: failed after {seconds:.0f} s")
+        assert run.returncode != 0, case
+        assert message in run.output, (case, run.output[-3000:])
+        # Failed on the controller, before any container was touched.
+        assert set(run.recap) == {"localhost"} and run.recap["localhost"]["failed"] == 1, case
+        assert_no_secret(run.output, secrets)
+    # Nothing was generated, rotated, created or written.
+    assert (dep.secrets_dir / "secrets.json").read_bytes() == store
+    assert dep.artifact.read_bytes() == artifact
+    assert secrets_now(lab, dep) == secrets
+    after = state.snapshot(dep)
+    assert (after.vmids, after.tunnels, after.records) == (before.vmids, before.tunnels, before.records)
+
+
+@pytest.mark.timeout(900)
+def test_ca_openssl_refuses_fails_on_the_hosts_before_anything_is_written(lab, deployed):
+    dep, ca = deployed, lab.ca_path
+    secrets = secrets_now(lab, dep)
+    variables = {"relay_providers": with_provider(**BROKEN_PEM_CA)}
+    run = dep.run(ROTATE, "--tags", "provider_keys", "-vvv", "-e", json.dumps(variables))
+    assert run.returncode != 0
+    assert "ca_pem of provider openrouter is not a usable CA bundle" in run.output, run.output[-3000:]
+    assert {h: r["failed"] for h, r in run.recap.items() if h != "localhost"} == {"rot-1": 1, "rot-2": 1}
+    assert_no_secret(run.output, secrets)
+    # The CA bundle is the first file written: nothing changed, so nothing was reloaded, and a rerun
+    # without the bad CA finds nothing to do on the hosts.
+    assert chat(dep, ca, dep.client_profile()["token"]).status_code == 200
+    again = dep.run(ROTATE, "--tags", "provider_keys")
+    assert_ok(again)
+    assert {h: r["changed"] for h, r in again.recap.items() if h != "localhost"} == {"rot-1": 0, "rot-2": 0}
+
+
+@pytest.mark.timeout(1200)
 def test_rotation_under_load_fails_no_request_and_old_credentials_are_refused(lab, deployed, tmp_path):
     dep, ca = deployed, lab.ca_path
     cloudflare = Cloudflare(lab)
     tunnel_id = cloudflare.tunnel_id(f"llm-relay-{HOSTNAME}")
     old_profile, old_tunnel_token = dep.client_profile(), cloudflare.token(tunnel_id)
+    old_secrets = secrets_now(lab, dep)
 
     load = LoadGenerator(dep.artifact, ca, concurrency=4)
     started = time.monotonic()
     with load:
-        run = dep.run(ROTATE, "-e", "relay_rotation_grace=5")
+        run = dep.run(ROTATE, "-vvv", "-e", "relay_rotation_grace=5")
         rotation_seconds = time.monotonic() - started
         time.sleep(2)  # a few requests with the final credentials
     stats = load.stats
     print(f"\nrotate-credentials.yml: {rotation_seconds:.0f} s; load: {json.dumps(stats.summary())}")
     assert_ok(run)
     assert "Client config: " + str(dep.artifact) in run.output
+    # Neither the old secrets nor the new ones (names of store entries differ: both sets are checked).
+    assert_no_secret(run.output, old_secrets)
+    assert_no_secret(run.output, secrets_now(lab, dep))
     assert stats.failed == 0, stats.failures[:10]
     assert stats.sent >= 100 and all(stats.by_kind[k] > 0 for k in ("plain_stream", "sealed_stream"))
     assert len(stats.by_credentials) == 2  # the generator really switched to the new artifact
@@ -249,3 +347,48 @@ def wait_task(px, node: str, upid: str, timeout: float = 120) -> None:
         assert time.monotonic() < deadline, f"task {upid} still running"
         time.sleep(1)
     assert status.get("exitstatus") == "OK", status
+
+
+def changed_source(tmp_path: Path) -> Path:
+    """A copy of the relay's source with one code change (a new module-level constant): a new wheel."""
+    source = tmp_path / "relay"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist", ".pytest_cache")
+    shutil.copytree(REPO / "relay", source, ignore=ignore)
+    init = source / "src" / "llm_relay" / "__init__.py"
+    code = init.read_text(encoding="utf-8") + f"\nROLLOUT_TEST = {time.time_ns()}\n"
+    init.write_text(code, encoding="utf-8")
+    return source
+
+
+RESTART = "Restart the relay service"
+STOP_FRONTS = "Stop the units in front of the relay"
+CONNECTED = "Wait until the connector has a registered edge connection"
+
+
+@pytest.mark.timeout(1200)
+def test_relay_code_change_rolls_out_one_replica_at_a_time_under_load(lab, deployed, tmp_path):
+    dep, ca = deployed, lab.ca_path
+    cloudflare = Cloudflare(lab)
+    tunnel_id = cloudflare.tunnel_id(f"llm-relay-{HOSTNAME}")
+    source = changed_source(tmp_path)
+    secrets = secrets_now(lab, dep)
+    with LoadGenerator(dep.artifact, ca, concurrency=4) as load:
+        time.sleep(2)
+        started = time.monotonic()
+        run = dep.run("site.yml", "-vvv", "-e", json.dumps({"relay_source_dir": str(source)}))
+        seconds = time.monotonic() - started
+        time.sleep(2)  # a few requests to the new code on both replicas
+    print(f"\nrolling upgrade by site.yml: {seconds:.0f} s; load: {json.dumps(load.stats.summary())}")
+    assert_ok(run)
+    assert load.stats.failed == 0, load.stats.failures[:10]
+    assert load.stats.sent >= 50 and load.stats.by_kind["plain_stream"] > 0
+    assert_no_secret(run.output, secrets)
+    # Each replica: connector out, relay restarted, ready, connector connected again; then the next.
+    found = events(run.output)
+    one_stop = first(found, STOP_FRONTS, "rot-1", "changed")
+    one_restart = first(found, RESTART, "rot-1", "changed", after=one_stop.index)
+    one_back = first(found, CONNECTED, "rot-1", "ok", after=one_restart.index)
+    two_stop = first(found, STOP_FRONTS, "rot-2", "changed", after=one_back.index)
+    two_restart = first(found, RESTART, "rot-2", "changed", after=two_stop.index)
+    first(found, CONNECTED, "rot-2", "ok", after=two_restart.index)
+    assert len(cloudflare.connectors(tunnel_id)) == REPLICAS
