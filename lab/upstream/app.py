@@ -4,6 +4,8 @@ API (`/api/v1`, Bearer key required except on `/models`, which is public on the 
   POST /api/v1/chat/completions   JSON, or SSE with `"stream": true` (see chat.py)
   POST /api/v1/embeddings         `input` string or list of strings
   GET  /api/v1/models             catalogue
+Anthropic's dialect (`/v1`, the key in `x-api-key`, `anthropic-version` required; see messages.py):
+  POST /v1/messages               JSON, or Anthropic's named SSE events with `"stream": true`
 Lab control (no auth; loopback/lab bridge only):
   GET/POST/DELETE /_lab/faults    list / add one rule (JSON object, fields in state.FAULT_FIELDS) / clear
   GET/DELETE      /_lab/requests  what each request carried (`key` = its bearer token) / forget
@@ -18,12 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
-from . import answers, chat
+from . import answers, chat, messages
 from .errors import error_response
 from .models import DEFAULT_CHAT_MODELS, DEFAULT_EMBEDDING_MODELS, catalogue
 from .state import FaultError, UpstreamState
 
 API = "/api/v1"
+ANTHROPIC_API = "/v1"
 STATE_KEY = web.AppKey("upstream_state", UpstreamState)
 CONFIG_KEY = web.AppKey("upstream_config", dict)
 FAULT_KEY = web.RequestKey("upstream_fault", dict)
@@ -40,16 +43,24 @@ def bearer(request: web.Request) -> str | None:
 
 @web.middleware
 async def api_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Record, authenticate and apply injected faults to every `/api/v1` request, in that order."""
-    if not request.path.startswith(API + "/"):
+    """Record, authenticate and apply injected faults to every API request, in that order."""
+    anthropic = request.path.startswith(ANTHROPIC_API + "/")
+    if not anthropic and not request.path.startswith(API + "/"):
         return await handler(request)
     state = request.app[STATE_KEY]
-    key = bearer(request)
-    entry = request[ENTRY_KEY] = state.record(request.method, request.path, key, dict(request.headers))
-    if key is None and request.path not in PUBLIC_PATHS:
+    key = messages.credentials(request) if anthropic else bearer(request)
+    entry = request[ENTRY_KEY] = state.record(
+        request.method, request.path, key, dict(request.headers), request.query_string
+    )
+    if anthropic:
+        refused = messages.auth_problem(request, key, state.api_keys)
+        if refused is not None:
+            entry["outcome"] = "unauthorized" if refused.status == 401 else "refused"
+            return refused
+    elif key is None and request.path not in PUBLIC_PATHS:
         entry["outcome"] = "unauthorized"
         return error_response(401, "No auth credentials found")
-    if key is not None and key not in state.api_keys:
+    elif key is not None and key not in state.api_keys:
         entry["outcome"] = "unauthorized"
         return error_response(401, "User not found.")
     rule = state.take_fault(request.path)
@@ -58,6 +69,9 @@ async def api_gate(request: web.Request, handler: Handler) -> web.StreamResponse
         await asyncio.sleep(rule["latency_ms"] / 1000)
     if "status" in rule:
         entry["outcome"] = "fault_status"
+        if anthropic:
+            message = rule.get("message") or "lab fault"
+            return messages.error_response(rule["status"], message, retry_after=rule.get("retry_after"))
         return error_response(rule["status"], rule.get("message"), retry_after=rule.get("retry_after"))
     if rule.get("disconnect_after_tokens") == 0:
         entry["outcome"] = "fault_disconnect"
@@ -66,7 +80,10 @@ async def api_gate(request: web.Request, handler: Handler) -> web.StreamResponse
     try:
         response = await handler(request)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
-        response = error_response(exc.status, exc.reason)
+        if anthropic:
+            response = messages.error_response(exc.status, exc.reason)
+        else:
+            response = error_response(exc.status, exc.reason)
     entry.setdefault("outcome", "completed" if response.status < 400 else "refused")
     return response
 
@@ -84,6 +101,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request[ENTRY_KEY] |= {"model": body.get("model"), "stream": bool(body.get("stream"))}
     entry = request[ENTRY_KEY]
     return await chat.chat_completions(request, body, request[FAULT_KEY], request.app[CONFIG_KEY], entry)
+
+
+async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+    body = await json_body(request)
+    return await messages.messages(request, body, request[FAULT_KEY], request[ENTRY_KEY])
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -164,6 +186,7 @@ def create_app(config: dict[str, Any]) -> web.Application:
     app.router.add_post(f"{API}/chat/completions", chat_completions)
     app.router.add_post(f"{API}/embeddings", embeddings)
     app.router.add_get(f"{API}/models", models)
+    app.router.add_post(f"{ANTHROPIC_API}/messages", anthropic_messages)
     app.router.add_get("/_lab/faults", faults_get)
     app.router.add_post("/_lab/faults", faults_post)
     app.router.add_delete("/_lab/faults", faults_delete)

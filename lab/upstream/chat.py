@@ -12,6 +12,7 @@ import asyncio
 import json
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -105,14 +106,19 @@ async def _emit(
     return "completed"
 
 
-async def stream(request: web.Request, body: dict, ids: tuple, rule: dict, every: int, entry: dict):
-    """SSE answer; `entry["outcome"]` records how it ended, including a client that went away."""
+async def sse_answer(
+    request: web.Request,
+    headers: dict[str, str],
+    emit: Callable[[web.StreamResponse], Awaitable[str]],
+    entry: dict,
+) -> web.StreamResponse:
+    """An SSE answer written by `emit`; `entry["outcome"]` records how it ended, a client leaving included."""
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Generation-Id": ids[0]}
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers}
     )
     await response.prepare(request)
     try:
-        entry["outcome"] = await _emit(request, response, body, ids, rule, every)
+        entry["outcome"] = await emit(response)
         if entry["outcome"] != "fault_disconnect":
             await response.write_eof()
     except ConnectionResetError:
@@ -122,6 +128,13 @@ async def stream(request: web.Request, body: dict, ids: tuple, rule: dict, every
         entry["outcome"] = "client_disconnected"
         raise
     return response
+
+
+async def stream(request: web.Request, body: dict, ids: tuple, rule: dict, every: int, entry: dict):
+    async def emit(response: web.StreamResponse) -> str:
+        return await _emit(request, response, body, ids, rule, every)
+
+    return await sse_answer(request, {"X-Generation-Id": ids[0]}, emit, entry)
 
 
 async def chat_completions(

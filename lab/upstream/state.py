@@ -78,12 +78,15 @@ class UpstreamState:
                 return rule
         return {}
 
-    def record(self, method: str, path: str, key: str | None, headers: dict[str, str]) -> dict[str, Any]:
+    def record(
+        self, method: str, path: str, key: str | None, headers: dict[str, str], query: str = ""
+    ) -> dict[str, Any]:
         entry = {
             "seq": next(self._seq),
             "time": time.time(),
             "method": method,
             "path": path,
+            "query": query,
             "key": key,
             "authorized": key in self.api_keys,
             "headers": headers,
@@ -92,7 +95,8 @@ class UpstreamState:
         return entry
 
     def keys_seen(self) -> list[str | None]:
-        """The bearer key of every recorded request, oldest first (None = no Authorization header)."""
+        """The key of every recorded request, oldest first: its bearer token on /api/v1, its `x-api-key` on
+        /v1 (None = none sent)."""
         return [r["key"] for r in self.requests]
 
     def clear_requests(self) -> None:

@@ -45,3 +45,12 @@ def provider_toml(name: str, base_url: str, **options: object) -> str:
             value = "[" + ", ".join(f'"{v}"' for v in value) + "]"
         lines.append(f"{key} = {value}")
     return "\n".join(lines) + "\n"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of Prometheus text (labels in the order the relay renders them); 0 if absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

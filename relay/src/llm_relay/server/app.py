@@ -4,12 +4,15 @@ Routes (any method unless noted; all but /healthz and /readyz need a client toke
   /healthz, /readyz                 liveness / readiness (503 while draining)
   /metrics                          Prometheus text (also served without token on `metrics_listen`)
   /v1/providers              GET    configured providers
+  /v1/usage                  GET    the calling client's own token usage (and budget)
   /relay                     POST   original notes' contract: chat body -> default provider's chat/completions
-  /v1/{path}                        default provider, passed through
+  /v1/{path}                        default provider (or route), passed through
   /{provider}/v1/{path}             that provider, passed through
+  /{route}/v1/{path}                a [routes.NAME] table: its providers in order (fallback)
   /t/{token}/...                    any of the above, authenticated by the path token
   POST with Content-Type application/octet-stream on a path that is none of the above: Envelope v2
   POST with Content-Type application/vnd.llm-relay.fernet on any path: Envelope v1 (unless refused)
+  OPTIONS CORS preflight (with [cors] allow_origins): answered without a token
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from urllib.parse import unquote
 
 from llm_relay import envelope, envelope_v2
 
+from . import cors
 from .auth import retry_after_header, token_from_headers
 from .errors import RelayError
 from .forward import Outbound, Outcome, forward
@@ -32,6 +36,7 @@ from .metrics import Metrics
 from .reply import PlainReply, SealedReply, SealedReplyV2
 from .state import Provider, RelayState
 from .upstream import UpstreamError
+from .usage import seconds_to_midnight
 
 log = logging.getLogger("llm_relay.server")
 PLAIN = PlainReply()
@@ -42,17 +47,22 @@ PLAIN = PlainReply()
 JSON_CHECK_BYTES = 64 * 1024
 _JSON_BLANK = b" \t\r\n"
 MISSING_CREDENTIAL_MESSAGE = (
-    "no client token: use Authorization: Bearer, X-Relay-Token, a /t/<token>/ path prefix or the "
-    "envelope's token"
+    "no client token: use Authorization: Bearer, X-Relay-Token, x-api-key, a /t/<token>/ path prefix "
+    "or the envelope's token"
 )
 _KEY_NOT_TOKENS = (403, "envelope_rejected", "envelope key and token belong to different clients")
 
 
 class Route:
-    __slots__ = ("kind", "provider", "upstream_path")
+    """Where a request goes: `local`, or `proxy`/`relay` to `attempts` ((provider, model) in order) with
+    `path` below each provider's base URL."""
 
-    def __init__(self, kind: str, provider: Provider | None = None, upstream_path: str = "") -> None:
-        self.kind, self.provider, self.upstream_path = kind, provider, upstream_path
+    __slots__ = ("attempts", "kind", "name", "path")
+
+    def __init__(
+        self, kind: str, name: str = "", attempts: list[tuple[Provider, str]] | None = None, path: str = ""
+    ) -> None:
+        self.kind, self.name, self.attempts, self.path = kind, name, attempts or [], path
 
 
 class RequestInfo:
@@ -105,15 +115,23 @@ class RelayApp:
         self.metrics.in_flight += 1
         self._idle.clear()
         response: Response | None = None
+        settings_cors = state.settings.cors
         try:
             try:
-                response = await self._dispatch(request, state, path, query, info, outcome)
+                if settings_cors.allow_origins and cors.is_preflight(request.method, request.headers):
+                    response = cors.preflight(settings_cors, request.headers)
+                else:
+                    origin = request.headers.get("Origin")
+                    outcome.reply_headers = cors.answer_headers(settings_cors, origin)
+                    response = await self._dispatch(request, state, path, query, info, outcome)
             except RelayError as err:
                 response = PLAIN.error(err)
             except UpstreamError as exc:
                 response = PLAIN.error(RelayError(exc.status, exc.kind, str(exc)))
             if response is not None:
                 outcome.status = response.status
+                if outcome.reply_headers:
+                    response.headers = [*response.headers, *outcome.reply_headers]
                 if self.draining:
                     response.close = True
             return response
@@ -161,6 +179,9 @@ class RelayApp:
             return max_body
         state = self.state
         headers = request.headers
+        cors_settings = state.settings.cors
+        if cors_settings.allow_origins and cors.is_preflight(request.method, headers):
+            return max_body  # a preflight carries no token by design (the handler answers it)
         token = path[3:].partition("/")[0] if path.startswith("/t/") else None
         token = token or token_from_headers(headers)
         name = state.tokens.authenticate(token) if token else None
@@ -168,9 +189,11 @@ class RelayApp:
             if name is None:
                 return min(max_body, state.server.max_envelope_body_bytes)
         elif name is None:
+            # A page from an allowed origin must be able to read why it was refused.
+            extra = dict(cors.answer_headers(cors_settings, headers.get("Origin")))
             if not token:
-                raise RelayError(401, "missing_token", MISSING_CREDENTIAL_MESSAGE)
-            raise RelayError(401, "invalid_token", "unknown client token")
+                raise RelayError(401, "missing_token", MISSING_CREDENTIAL_MESSAGE, extra)
+            raise RelayError(401, "invalid_token", "unknown client token", extra)
         request.admitted = (state, token, name)
         return max_body
 
@@ -183,6 +206,9 @@ class RelayApp:
         response: Response | None,
     ) -> None:
         duration = time.perf_counter() - started
+        if outcome.provider:
+            info.provider = outcome.provider  # the provider that answered (after any fallback)
+            self.metrics.usage.record(info.token_name, outcome.provider, outcome.usage)
         status = outcome.status
         if outcome.client_gone:
             pass
@@ -208,6 +234,7 @@ class RelayApp:
             info.envelope,
             outcome.streamed,
             outcome.upstream_error,
+            outcome.fallbacks,
         )
 
     async def _dispatch(
@@ -237,6 +264,8 @@ class RelayApp:
                 return await self._envelope(request, state, path_token, info, outcome)
             if state.client_keys and ctype.startswith(envelope_v2.CONTENT_TYPE) and _v2_path(path):
                 return await self._envelope_v2(request, state, info, outcome)
+        # A path token wins over every header channel, which is then not even looked at: behind a proxy
+        # the SDK still sends its placeholder key as `Authorization`, and that must not spoil the request.
         admitted = request.admitted
         if admitted is not None and admitted[0] is state:  # type: ignore[index]
             self._rate_limit(state, admitted[2], info)  # type: ignore[index]
@@ -244,22 +273,23 @@ class RelayApp:
             self._authenticate(state, path_token or token_from_headers(headers), info)
         route = self._route(state, request.method, path)
         if route.kind == "local":
-            return self._local(state, path, PLAIN)
+            return self._local(state, path, PLAIN, info)
+        self._check_budget(state, info)
         body = request.body
         info.bytes_in = len(body)
-        assert route.provider is not None
-        info.provider = route.provider.name
+        info.provider = route.name
         if "Content-Encoding" in headers:
             ctype = ""  # compressed bodies are passed through as they are (not decompressed, not checked)
-        if route.kind == "relay" or ("json" in ctype and body):
-            body = _check_json(body, require_object=route.kind == "relay")
+        doc, is_json = None, route.kind == "relay" or ("json" in ctype and bool(body))
+        if is_json:
+            doc = _check_json(body, require_object=route.kind == "relay")
         client_headers = upstream_request_headers(headers.items(), envelope=False)
         if route.kind == "relay":
             client_headers = [(n, v) for n, v in client_headers if n.lower() != "content-type"]
             client_headers.append(("Content-Type", "application/json"))
-        qs = "?" + query if query else ""
-        out = Outbound(request.method, route.upstream_path + qs, client_headers, body)
-        return await forward(request, route.provider, out, PLAIN, outcome, self.metrics)
+        out = Outbound(request.method, route.path, query, client_headers, body, doc, is_json)
+        _request_model(doc, outcome)
+        return await forward(request, route.attempts, out, PLAIN, outcome, self.metrics)
 
     def _authenticate(
         self, state: RelayState, token: str | None, info: RequestInfo, admitted: object = None
@@ -292,37 +322,53 @@ class RelayApp:
                 {"Retry-After": retry_after_header(wait)},
             )
 
+    def _check_budget(self, state: RelayState, info: RequestInfo) -> None:
+        """429 once the client's daily token budget is spent (local routes, /v1/usage too, stay open)."""
+        budget = state.settings.usage.budget_of(info.token_name)
+        if not budget:
+            return
+        used = self.metrics.usage.used_today(info.token_name)
+        if used >= budget:
+            raise RelayError(
+                429,
+                "token_budget_exhausted",
+                f"daily token budget of {budget} tokens for client {info.token_name!r} is spent "
+                f"({used} used today); it resets at 00:00 UTC",
+                {"Retry-After": str(seconds_to_midnight())},
+            )
+
     def _route(self, state: RelayState, method: str, path: str) -> Route:
         if "." in path or "%" in path:
             segments = unquote(path).split("/")
             if "." in segments or ".." in segments:
                 raise RelayError(400, "invalid_path", "dot segments are not allowed in the path")
-        if path in ("/metrics", "/v1/providers"):
+        if path in ("/metrics", "/v1/providers", "/v1/usage"):
             if method not in ("GET", "HEAD"):
                 raise RelayError(405, "method_not_allowed", f"{path} only answers GET")
             return Route("local")
         if path == "/relay":
             if method != "POST":
                 raise RelayError(405, "method_not_allowed", "/relay only answers POST")
-            default = state.default_provider
-            return Route("relay", default, default.base_path + "/chat/completions")
+            return Route("relay", state.default_name, state.default_target, "/chat/completions")
         if path.startswith("/v1/"):
-            default = state.default_provider
-            return Route("proxy", default, default.base_path + path[3:])
+            return Route("proxy", state.default_name, state.default_target, path[3:])
         name, _, rest = path[1:].partition("/")
         if rest.startswith("v1/") or rest == "v1":
-            provider = state.providers.get(name)
-            if provider is None:
+            target = state.targets.get(name)
+            if target is None:
                 raise RelayError(404, "unknown_provider", f"no provider named {name[:64]!r}")
-            return Route("proxy", provider, provider.base_path + "/" + rest[3:])
+            return Route("proxy", name, target, "/" + rest[3:])
         raise RelayError(404, "unknown_route", "no such route")
 
-    def _local(self, state: RelayState, path: str, reply: PlainReply) -> Response:
+    def _local(self, state: RelayState, path: str, reply: PlainReply, info: RequestInfo) -> Response:
         if path == "/metrics":
             resp = reply.full(
                 200, [("Content-Type", "text/plain; version=0.0.4")], self.render_metrics(state).encode()
             )
             return resp
+        if path == "/v1/usage":
+            budget = state.settings.usage.budget_of(info.token_name)
+            return reply.json(200, self.metrics.usage.report(info.token_name, budget))
         data = [
             {"id": p.name, "base_url": p.settings.base_url, "default": p is state.default_provider}
             for p in state.providers.values()
@@ -425,19 +471,20 @@ class RelayApp:
                 raise RelayError(400, "invalid_envelope", "inner request path or body not allowed")
             route = self._route(state, inner.method, inner.path)
             if route.kind == "local":
-                return self._local(state, inner.path, reply)
-            assert route.provider is not None
-            info.provider = route.provider.name
+                return self._local(state, inner.path, reply, info)
+            self._check_budget(state, info)
+            info.provider = route.name
             body = inner.body
             ctype = next((v for k, v in inner.headers.items() if k.lower() == "content-type"), "")
-            if route.kind == "relay" or ("json" in ctype and body):
-                body = _check_json(body, require_object=route.kind == "relay")
+            doc, is_json = None, route.kind == "relay" or ("json" in ctype and bool(body))
+            if is_json:
+                doc = _check_json(body, require_object=route.kind == "relay")
             client_headers = upstream_request_headers(from_mapping(inner.headers), envelope=True)
             if route.kind == "relay" and not ctype:
                 client_headers.append(("Content-Type", "application/json"))
-            qs = "?" + inner.query if inner.query else ""
-            out = Outbound(inner.method, route.upstream_path + qs, client_headers, body)
-            return await forward(request, route.provider, out, reply, outcome, self.metrics)
+            out = Outbound(inner.method, route.path, inner.query, client_headers, body, doc, is_json)
+            _request_model(doc, outcome)
+            return await forward(request, route.attempts, out, reply, outcome, self.metrics)
         except RelayError as err:
             return reply.error(err)
         except UpstreamError as exc:
@@ -458,22 +505,31 @@ def _v2_path(path: str) -> bool:
     return not path[1:].partition("/")[2].startswith("v1")
 
 
-def _check_json(body: bytes, require_object: bool) -> bytes:
+def _check_json(body: bytes, require_object: bool) -> dict | None:
     """400 for a body that is not JSON (not a JSON object, when required). Parsed in full up to
-    JSON_CHECK_BYTES; beyond, only its first and last characters are checked (see JSON_CHECK_BYTES)."""
+    JSON_CHECK_BYTES; beyond, only its first and last characters are checked (see JSON_CHECK_BYTES).
+    Returns the parsed object when it was parsed and is one (forward.Outbound parses a large body only if
+    a fallback entry must change its model)."""
     if len(body) > JSON_CHECK_BYTES:
         stripped = body.strip(_JSON_BLANK)
         first, last = stripped[:1], stripped[-1:]
         if not ((first == b"{" and last == b"}") or (first == b"[" and last == b"]" and not require_object)):
             raise RelayError(400, "invalid_json", "request body must be a JSON object or array")
-        return body
+        return None
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise RelayError(400, "invalid_json", "request body is not valid JSON") from None
     if require_object and not isinstance(doc, dict):
         raise RelayError(400, "invalid_json", "request body must be a JSON object")
-    return body
+    return doc if isinstance(doc, dict) else None
+
+
+def _request_model(doc: dict | None, outcome: Outcome) -> None:
+    """The model the client asked for: the usage label until the answer names the one that served it."""
+    model = doc.get("model") if doc else None
+    if isinstance(model, str):
+        outcome.usage.model = model[:128]
 
 
 class MetricsApp:

@@ -13,14 +13,20 @@ from llm_relay import tokens
 TOKEN_HEADER = "X-Relay-Token"  # noqa: S105 - a header name
 
 
+API_KEY_HEADER = "x-api-key"  # how Anthropic's SDKs (older ones) and Claude Code send a key
+
+
 def token_from_headers(headers: Mapping[str, str]) -> str | None:
-    """The client token from `Authorization: Bearer` or `X-Relay-Token` (the first that is present)."""
+    """The client token from `Authorization: Bearer`, `X-Relay-Token` or `x-api-key`: the first present.
+
+    None of them is ever forwarded (headers.py drops all three).
+    """
     value = headers.get("Authorization")
     if value:
         scheme, _, cred = value.partition(" ")
         if scheme.lower() == "bearer" and cred.strip():
             return cred.strip()
-    value = headers.get(TOKEN_HEADER)
+    value = headers.get(TOKEN_HEADER) or headers.get(API_KEY_HEADER)
     return value.strip() if value else None
 
 

@@ -8,6 +8,7 @@ same function, so a broken edit never replaces working settings.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -17,15 +18,21 @@ from urllib.parse import urlsplit
 
 from llm_relay import envelope, envelope_v2, tokens
 
+from .config_features import (
+    RESERVED_NAMES,
+    CorsSettings,
+    RouteSettings,
+    UsageSettings,
+    parse_cors,
+    parse_routes,
+    parse_usage,
+)
+from .config_table import ConfigError, Table
 from .headers import valid_name, valid_value
 
 DEFAULT_CONFIG = "/etc/llm-relay/relay.toml"
 OPENROUTER_BASE = "https://openrouter.ai/api/v1"
-RESERVED_PROVIDER_NAMES = {"v1", "t", "relay", "healthz", "readyz", "metrics", "envelope"}
-
-
-class ConfigError(Exception):
-    """Invalid configuration or secret file; the message is safe to log."""
+RESERVED_PROVIDER_NAMES = RESERVED_NAMES
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class ProviderSettings:
     base_url: str
     keys: tuple[str, ...] = field(repr=False)
     headers: dict[str, str] = field(default_factory=dict)
+    auth: str = "bearer"  # "bearer" | "<header-name>" | "query:<param>"
     proxy: str = ""
     no_proxy: tuple[str, ...] = ()
     ca_file: str = ""
@@ -58,6 +66,18 @@ class ProviderSettings:
     response_timeout: float = 600.0
     idle_timeout: float = 300.0
     max_idle_connections: int = 64
+
+    @property
+    def auth_header(self) -> str | None:
+        """The header that carries the key (None when it travels as a query parameter)."""
+        if self.auth == "bearer":
+            return "Authorization"
+        return None if self.auth.startswith("query:") else self.auth
+
+    @property
+    def auth_query(self) -> str | None:
+        """The query parameter that carries the key, if the provider wants it there."""
+        return self.auth.partition(":")[2] if self.auth.startswith("query:") else None
 
     @property
     def scheme(self) -> str:
@@ -99,6 +119,9 @@ class Settings:
     client_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (token name, key), v2
     accept_v1: bool = True  # the transition: v1 envelopes still open (false refuses them)
     envelope_pad_to: int = envelope_v2.DEFAULT_PAD
+    cors: CorsSettings = field(default_factory=CorsSettings)
+    routes: dict[str, RouteSettings] = field(default_factory=dict)
+    usage: UsageSettings = field(default_factory=UsageSettings)
 
 
 def parse_hostport(value: Any, what: str) -> tuple[str, int]:
@@ -109,31 +132,6 @@ def parse_hostport(value: Any, what: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{what} must be 'host:port', got {value!r}")
     return host, int(port)
-
-
-class _Table:
-    """Typed access to one TOML table, rejecting unknown keys so typos do not pass silently."""
-
-    def __init__(self, data: Any, name: str, known: set[str]) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"[{name}] must be a table")
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"[{name}] unknown keys: {', '.join(sorted(unknown))}")
-        self.data, self.name = data, name
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        value = self.data.get(key, default)
-        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, float, (int, float)))
-        if not ok:
-            raise ConfigError(f"[{self.name}] {key} has the wrong type ({type(value).__name__})")
-        return value
-
-    def number(self, key: str, default: float, minimum: float = 0) -> float:
-        value = self.get(key, (int, float), default)
-        if value < minimum:
-            raise ConfigError(f"[{self.name}] {key} must be >= {minimum}")
-        return value
 
 
 def resolve_secret(name: str, config_dir: Path) -> Path:
@@ -174,6 +172,37 @@ def _key_lines(lines: list[str]) -> tuple[str, ...]:
     return keys
 
 
+# Headers the relay computes (framing, Host, hop-by-hop): a provider table may not set them.
+_RELAY_OWNED = {
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+}
+
+
+def _auth_style(name: str, auth: str) -> str:
+    """Validate `auth`: "bearer", a header name, or "query:<param>"."""
+    if auth.lower() == "bearer":
+        return "bearer"
+    if auth.startswith("query:"):
+        param = auth[6:]
+        if not param or not re.fullmatch(r"[A-Za-z0-9._~-]+", param):
+            raise ConfigError(f"[providers.{name}] auth: query parameter name {param!r} is not valid")
+        return auth
+    if not valid_name(auth) or auth.lower() in _RELAY_OWNED:
+        raise ConfigError(
+            f'[providers.{name}] auth must be "bearer", a header name or "query:<param>", got {auth!r}'
+        )
+    return auth
+
+
 def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
     if not tokens.NAME_RE.match(name) or name in RESERVED_PROVIDER_NAMES:
         raise ConfigError(f"[providers.{name}]: invalid or reserved provider name")
@@ -181,6 +210,7 @@ def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
         "base_url",
         "keys_file",
         "headers",
+        "auth",
         "proxy",
         "no_proxy",
         "ca_file",
@@ -189,7 +219,7 @@ def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
         "idle_timeout",
         "max_idle_connections",
     }
-    t = _Table(data, f"providers.{name}", known)
+    t = Table(data, f"providers.{name}", known)
     default_base = OPENROUTER_BASE if name == "openrouter" else None
     base_url = t.get("base_url", str, default_base) if default_base or "base_url" in data else None
     if base_url is None:
@@ -203,6 +233,9 @@ def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
     for k, v in headers.items():
         if not isinstance(v, str) or not valid_name(k) or not valid_value(v):
             raise ConfigError(f"[providers.{name}] headers: invalid header {k!r}")
+        if k.lower() in _RELAY_OWNED:
+            raise ConfigError(f"[providers.{name}] headers: {k!r} is set by the relay itself")
+    auth = _auth_style(name, t.get("auth", str, "bearer"))
     proxy = t.get("proxy", str, "")
     if proxy:
         p = urlsplit(proxy)
@@ -223,6 +256,7 @@ def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
         base_url=base_url.rstrip("/"),
         keys=keys,
         headers={str(k): v for k, v in headers.items()},
+        auth=auth,
         proxy=proxy,
         no_proxy=tuple(n.lower() for n in no_proxy),
         ca_file=ca_file,
@@ -244,9 +278,9 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     config_dir = path.parent
-    _Table(raw, "top level", {"server", "auth", "envelope", "providers"})
+    Table(raw, "top level", {"server", "auth", "envelope", "providers", "cors", "routes", "usage"})
 
-    s = _Table(raw.get("server", {}), "server", set(ServerSettings.__dataclass_fields__) | {"listen"})
+    s = Table(raw.get("server", {}), "server", set(ServerSettings.__dataclass_fields__) | {"listen"})
     listen = parse_hostport(listen_override or s.get("listen", str, "127.0.0.1:8787"), "server.listen")
     metrics = s.get("metrics_listen", str, "127.0.0.1:9464")
     log_level = s.get("log_level", str, "info")
@@ -268,14 +302,14 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
         log_level=log_level,
     )
 
-    a = _Table(raw.get("auth", {}), "auth", {"tokens_file", "rate_limit_per_minute"})
+    a = Table(raw.get("auth", {}), "auth", {"tokens_file", "rate_limit_per_minute"})
     tokens_path = resolve_secret(a.get("tokens_file", str, "client-tokens"), config_dir)
     try:
         token_hashes = tokens.parse_token_lines("\n".join(read_secret(tokens_path, "[auth] tokens_file")))
     except tokens.TokenLineError as exc:
         raise ConfigError(f"[auth] tokens_file {tokens_path}: {exc}") from None
 
-    e = _Table(
+    e = Table(
         raw.get("envelope", {}), "envelope", {"keys_file", "ttl", "client_keys_file", "accept_v1", "pad_to"}
     )
     keys_name = e.get("keys_file", str, "fernet-keys")
@@ -292,7 +326,8 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
     if not isinstance(providers_raw, dict) or not providers_raw:
         raise ConfigError("[providers] must define at least one [providers.NAME] table")
     providers = {name: _provider(name, data, config_dir) for name, data in providers_raw.items()}
-    if server.default_provider not in providers:
+    routes = parse_routes(raw.get("routes", {}), providers)
+    if server.default_provider not in providers and server.default_provider not in routes:
         if "default_provider" in s.data or len(providers) != 1:
             raise ConfigError(
                 f"[server] default_provider {server.default_provider!r} is not a configured provider"
@@ -309,10 +344,13 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
         client_keys=client_keys,
         accept_v1=e.get("accept_v1", bool, True),
         envelope_pad_to=int(e.number("pad_to", envelope_v2.DEFAULT_PAD, 0)),
+        cors=parse_cors(raw.get("cors", {})),
+        routes=routes,
+        usage=parse_usage(raw.get("usage", {})),
     )
 
 
-def _client_keys(e: _Table, config_dir: Path) -> tuple[tuple[str, str], ...]:
+def _client_keys(e: Table, config_dir: Path) -> tuple[tuple[str, str], ...]:
     """Envelope v2's key per client: `name:key` lines, each name one of the tokens file's names."""
     path = resolve_secret(e.get("client_keys_file", str, "client-keys"), config_dir)
     if "client_keys_file" not in e.data and not path.exists():

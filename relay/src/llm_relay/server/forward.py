@@ -3,11 +3,17 @@
 Streams have no total timeout, only the provider's idle timeout between chunks. If the client goes away,
 the HTTP server cancels the handler and the `finally` below aborts the provider connection: that is what
 stops generation, and billing, at the provider.
+
+A route may list several providers (fallback): when one cannot be reached, times out before its answer's
+head, or answers 429 or 5xx, the next is tried. That decision is always taken before the first byte goes
+to the client; once the answer has started, a failure reaches the client as it is and nothing is retried.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, replace
+from urllib.parse import quote
 
 from .errors import RelayError
 from .headers import check_target, client_response_headers
@@ -16,7 +22,10 @@ from .metrics import Metrics
 from .reply import PlainReply, StreamWriter
 from .state import Provider
 from .upstream import UpstreamError, _Connection
+from .usage import StreamTap, Usage, from_json
 
+# Failures that mean "this provider did not take the request": fall back to the next one (if any).
+FALLBACK_KINDS = frozenset({"connect", "connect_timeout", "tls", "timeout", "reset"})
 BUFFER_LIMIT = 4 * 1024 * 1024  # plain mode: above this a non-SSE answer is streamed instead of buffered
 SEALED_LIMIT = 64 * 1024 * 1024  # envelope mode must buffer a non-SSE answer to seal it in one token
 
@@ -24,9 +33,27 @@ SEALED_LIMIT = 64 * 1024 * 1024  # envelope mode must buffer a non-SSE answer to
 @dataclass
 class Outbound:
     method: str
-    path_qs: str  # path below the provider's base (already prefixed with base_path) + "?query"
+    path: str  # path below the provider's base URL ("/chat/completions"); base_path is added per provider
+    query: str  # raw query string without "?"
     headers: list[tuple[str, str]]
     body: bytes
+    json_doc: dict | None = None  # the parsed body, when it was parsed and is a JSON object
+    is_json: bool = False  # the body is JSON (checked), even when too large to have been parsed
+
+    def for_model(self, model: str) -> Outbound:
+        """The same request for another model (a fallback entry's `model`); only JSON objects have one."""
+        if not model or not self.is_json:
+            return self
+        doc = self.json_doc
+        if doc is None:
+            try:  # a large body is parsed only here: when a fallback entry must change its model
+                doc = json.loads(self.body)
+            except (ValueError, RecursionError):
+                return self
+            if not isinstance(doc, dict):
+                return self
+        doc = {**doc, "model": model}
+        return replace(self, body=json.dumps(doc).encode(), json_doc=doc)
 
 
 @dataclass
@@ -36,6 +63,10 @@ class Outcome:
     streamed: bool = False
     upstream_error: str = ""
     client_gone: bool = False
+    provider: str = ""  # the provider that answered (the last one tried)
+    fallbacks: list[str] = field(default_factory=list)  # "provider:reason" of each attempt given up
+    usage: Usage = field(default_factory=Usage)
+    reply_headers: list[tuple[str, str]] = field(default_factory=list)  # added to the answer (CORS)
 
 
 def _encode(value: str) -> bytes:
@@ -47,23 +78,34 @@ def _encode(value: str) -> bytes:
         raise RelayError(400, "invalid_header", "header or path characters not allowed in HTTP") from None
 
 
+def _target(provider: Provider, out: Outbound, key: str) -> str:
+    path = provider.base_path + out.path
+    param = provider.auth_query
+    if param is None:
+        return path + "?" + out.query if out.query else path
+    # The key goes in the query: any value the client put under that name is replaced, never forwarded.
+    kept = [p for p in out.query.split("&") if p and p.partition("=")[0] != param] if out.query else []
+    return path + "?" + "&".join([*kept, f"{param}={quote(key, safe='')}"])
+
+
 def build_head(provider: Provider, out: Outbound) -> bytes:
     pool = provider.pool
-    parts = [
-        _encode(
-            f"{out.method} {pool.request_target(check_target(out.path_qs))} HTTP/1.1\r\n"
-            f"Host: {pool.authority}\r\n"
-        )
-    ]
-    extra = {n.lower() for n, _ in provider.extra_headers}
+    key = provider.next_key()
+    target = pool.request_target(check_target(_target(provider, out, key)))
+    parts = [_encode(f"{out.method} {target} HTTP/1.1\r\nHost: {pool.authority}\r\n")]
+    owned = provider.owned_headers  # the provider's fixed headers and its auth header: ours, not the client's
     for name, value in out.headers:
-        if name.lower() not in extra:
+        if name.lower() not in owned:
             parts.append(_encode(f"{name}: {value}\r\n"))
     for name, value in provider.extra_headers:
         parts.append(_encode(f"{name}: {value}\r\n"))
     if pool.proxy_auth and not pool.secure:
         parts.append(f"Proxy-Authorization: Basic {pool.proxy_auth}\r\n".encode())
-    parts.append(f"Authorization: Bearer {provider.next_key()}\r\n".encode())
+    header = provider.auth_header
+    if header == "Authorization":
+        parts.append(f"Authorization: Bearer {key}\r\n".encode())
+    elif header is not None:
+        parts.append(f"{header}: {key}\r\n".encode())
     if out.body or out.method in ("POST", "PUT", "PATCH"):
         parts.append(b"Content-Length: %d\r\n" % len(out.body))
     parts.append(b"\r\n")
@@ -102,20 +144,50 @@ async def _exchange(provider: Provider, out: Outbound) -> _Connection:
 
 async def forward(
     request: Request,
-    provider: Provider,
+    attempts: list[tuple[Provider, str]],
     out: Outbound,
+    reply: PlainReply,
+    outcome: Outcome,
+    metrics: Metrics,
+) -> Response | None:
+    """Try each (provider, model) in order until one takes the request; relay that one's answer."""
+    last = len(attempts) - 1
+    for i, (provider, model) in enumerate(attempts):
+        outcome.provider = provider.name
+        try:
+            conn = await _exchange(provider, out.for_model(model))
+        except UpstreamError as exc:
+            if i == last or exc.kind not in FALLBACK_KINDS:
+                outcome.upstream_error = exc.kind
+                raise
+            metrics.upstream_errors[(provider.name, exc.kind)] += 1
+            _fell_back(provider, exc.kind, outcome, metrics)
+            continue
+        if i < last and (conn.status == 429 or conn.status >= 500):
+            conn.abort()  # its error body is not wanted: the next provider answers instead
+            _fell_back(provider, str(conn.status), outcome, metrics)
+            continue
+        return await _answer(request, provider, conn, reply, outcome, metrics)
+    raise AssertionError("a route has at least one provider")  # pragma: no cover
+
+
+def _fell_back(provider: Provider, reason: str, outcome: Outcome, metrics: Metrics) -> None:
+    outcome.fallbacks.append(f"{provider.name}:{reason}")
+    metrics.fallbacks[(provider.name, reason)] += 1
+
+
+async def _answer(
+    request: Request,
+    provider: Provider,
+    conn: _Connection,
     reply: PlainReply,
     outcome: Outcome,
     metrics: Metrics,
 ) -> Response | None:
     ps = provider.settings
     try:
-        conn = await _exchange(provider, out)
-    except UpstreamError as exc:
-        outcome.upstream_error = exc.kind
-        raise
-    try:
         headers, content_type = client_response_headers(conn.headers)
+        headers += outcome.reply_headers
         outcome.status = conn.status
         if content_type.startswith("text/event-stream"):
             return await _relay_stream(request, conn, headers, reply, outcome, metrics, ps.idle_timeout)
@@ -132,6 +204,8 @@ async def forward(
                 return await _pump(request, conn, writer, b"".join(chunks), outcome, ps.idle_timeout)
         body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
         outcome.bytes_out = size
+        if conn.status < 300 and "json" in content_type:
+            from_json(body, outcome.usage)
         return reply.full(conn.status, headers, body)
     except UpstreamError as exc:
         outcome.upstream_error = exc.kind
@@ -169,10 +243,13 @@ async def _pump(
     idle_timeout: float,
 ) -> Response | None:
     outcome.streamed = True
+    tap = StreamTap(outcome.usage) if conn.status < 300 else None
     try:
         if first:
             await writer.write(first)
         while chunk := await conn.read(idle_timeout):
+            if tap is not None:
+                tap.feed(chunk)
             await writer.write(chunk)
         await writer.finish()
     except UpstreamError as exc:

@@ -54,8 +54,19 @@ FORWARDED = frozenset(
 # (anthropic-version, anthropic-beta) and the Stainless SDKs' metadata (X-Stainless-Retry-Count,
 # -Read-Timeout, ... which the provider uses to tell retries and timeouts apart).
 FORWARDED_PREFIXES = ("openai-", "anthropic-", "x-stainless-")
-# Response headers our HTTP server computes itself (http11.py: framing, Date, Server).
-_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server"}
+# Response headers our HTTP server computes itself (http11.py: framing, Date, Server), and the provider's
+# CORS grants: only the relay's own [cors] policy (cors.py) may let a browser page read an answer.
+_RESPONSE_DROP = HOP_BY_HOP | {
+    "content-length",
+    "date",
+    "server",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-expose-headers",
+    "access-control-max-age",
+}
 
 # RFC 9110 §5.6.2 token: the only characters of a field name.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

@@ -97,12 +97,15 @@ class AccessLog:
         envelope: bool,
         stream: bool,
         upstream_error: str = "",
+        fallbacks: list[str] | None = None,
     ) -> None:
         """The access line of one answered request: the same JSON object as `write()` would produce for
         these fields, formatted directly (a dict + the generic encoder was ~10 % of a request's CPU)."""
         if not self.enabled:
             return
         error = f',"upstream_error":{_quote(upstream_error)}' if upstream_error else ""
+        if fallbacks:  # the providers given up before this one answered, as "provider:reason"
+            error += ',"fallback":[' + ",".join(_quote(f) for f in fallbacks) + "]"
         self._add(
             f'{{"event":"request","token":{_quote(token)},"provider":{_quote(provider)},'
             f'"method":{_quote(method)},"path":{_quote(path)},"status":{status:d},'

@@ -5,6 +5,8 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 
+from .usage import UsageLedger
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -26,6 +28,8 @@ class Metrics:
         self.in_flight = 0
         self.streams = 0
         self.reloads: Counter[str] = Counter()  # result: ok / failed
+        self.fallbacks: Counter[tuple[str, str]] = Counter()  # (provider given up, reason)
+        self.usage = UsageLedger()
 
     def observe(self, token: str, provider: str, status: int, seconds: float) -> None:
         self.requests[(token, provider, status)] += 1
@@ -70,6 +74,19 @@ class Metrics:
         ]
         for result, n in sorted(self.reloads.items()):
             lines.append(f"llm_relay_reloads_total{_labels(result=result)} {n}")
+        lines += [
+            "# HELP llm_relay_fallbacks_total Attempts given up for the next provider of a route, by reason.",
+            "# TYPE llm_relay_fallbacks_total counter",
+        ]
+        for (provider, reason), n in sorted(self.fallbacks.items()):
+            lines.append(f"llm_relay_fallbacks_total{_labels(provider=provider, reason=reason)} {n}")
+        lines += [
+            "# HELP llm_relay_tokens_total Tokens the providers reported, by client, provider, model, kind.",
+            "# TYPE llm_relay_tokens_total counter",
+        ]
+        for (client, provider, model, kind), n in sorted(self.usage.tokens.items()):
+            labels = _labels(client=client, provider=provider, model=model, kind=kind)
+            lines.append(f"llm_relay_tokens_total{labels} {n}")
         for name, value in (extra_gauges or {}).items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"

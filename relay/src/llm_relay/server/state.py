@@ -22,6 +22,13 @@ class Provider:
         self.pool = pool
         self.base_path = settings.base_path
         self.extra_headers = list(settings.headers.items())
+        self.auth_header = settings.auth_header
+        self.auth_query = settings.auth_query
+        # Client headers of these names are dropped: the provider's fixed headers and its auth header are
+        # the relay's to set (a client's `x-goog-api-key` must never reach a provider that reads it).
+        self.owned_headers = {n.lower() for n, _ in self.extra_headers}
+        if self.auth_header:
+            self.owned_headers.add(self.auth_header.lower())
         self._keys = settings.keys
         self._next = 0
 
@@ -69,7 +76,16 @@ class RelayState:
                 pool.max_idle = ps.max_idle_connections
             self.providers[name] = Provider(ps, pool)
         self.retired_pools = list(old_pools.values())
-        self.default_provider = self.providers[settings.server.default_provider]
+        # What a path prefix resolves to: an ordered list of (provider, model) to try. A provider's own
+        # name never falls back; a [routes.NAME] table lists several.
+        self.targets: dict[str, list[tuple[Provider, str]]] = {
+            name: [(p, "")] for name, p in self.providers.items()
+        }
+        for name, route in settings.routes.items():
+            self.targets[name] = [(self.providers[a.provider], a.model) for a in route.attempts]
+        self.default_name = settings.server.default_provider
+        self.default_target = self.targets[self.default_name]
+        self.default_provider = self.default_target[0][0]
 
     def close_retired(self) -> None:
         for pool in self.retired_pools:

@@ -1,0 +1,102 @@
+"""The optional feature tables of relay.toml: `[cors]`, `[routes.NAME]` (fallback) and `[usage]`.
+
+Each is off by default: no table, no behaviour change. Format and meaning: relay/docs/config.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from llm_relay import tokens
+
+from .config_table import ConfigError, Table
+
+# Path names the relay answers itself; neither a provider nor a route may take them.
+RESERVED_NAMES = {"v1", "t", "relay", "healthz", "readyz", "metrics", "envelope"}
+
+
+@dataclass(frozen=True)
+class CorsSettings:
+    allow_origins: tuple[str, ...] = ()  # exact origins ("https://tool.example"); empty = no CORS at all
+    max_age: int = 600  # seconds a browser may cache a preflight answer
+
+
+@dataclass(frozen=True)
+class Attempt:
+    provider: str
+    model: str = ""  # "" = keep the client's model
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    name: str
+    attempts: tuple[Attempt, ...]
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    daily_token_budget: int = 0  # prompt + completion tokens per client and UTC day; 0 = unlimited
+    client_budgets: dict[str, int] = field(default_factory=dict)  # per client name, overrides the default
+
+    def budget_of(self, client: str) -> int:
+        return self.client_budgets.get(client, self.daily_token_budget)
+
+
+def _origin(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError("[cors] allow_origins must be a list of origins like 'https://tool.example'")
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
+        raise ConfigError(f"[cors] allow_origins: {value!r} is not an origin (scheme://host[:port], no path)")
+    return value.lower()
+
+
+def parse_cors(raw: Any) -> CorsSettings:
+    t = Table(raw, "cors", {"allow_origins", "max_age"})
+    origins = t.get("allow_origins", list, [])
+    return CorsSettings(
+        allow_origins=tuple(_origin(o) for o in origins), max_age=int(t.number("max_age", 600))
+    )
+
+
+def _attempt(route: str, entry: Any, providers: dict[str, Any]) -> Attempt:
+    if isinstance(entry, str):
+        entry = {"provider": entry}
+    t = Table(entry, f"routes.{route}.providers[]", {"provider", "model"})
+    name = t.get("provider", str, "")
+    if name not in providers:
+        raise ConfigError(f"[routes.{route}] providers: {name!r} is not a configured provider")
+    return Attempt(name, t.get("model", str, ""))
+
+
+def parse_routes(raw: Any, providers: dict[str, Any]) -> dict[str, RouteSettings]:
+    if not isinstance(raw, dict):
+        raise ConfigError("[routes] must be a table of [routes.NAME] tables")
+    routes = {}
+    for name, data in raw.items():
+        if not tokens.NAME_RE.match(name) or name in RESERVED_NAMES or name in providers:
+            raise ConfigError(f"[routes.{name}]: invalid or reserved name (or a provider's name)")
+        t = Table(data, f"routes.{name}", {"providers"})
+        entries = t.get("providers", list, [])
+        if not entries:
+            raise ConfigError(f"[routes.{name}] providers must list at least one provider")
+        routes[name] = RouteSettings(name, tuple(_attempt(name, e, providers) for e in entries))
+    return routes
+
+
+def parse_usage(raw: Any) -> UsageSettings:
+    t = Table(raw, "usage", {"daily_token_budget", "client_budgets"})
+    budgets = t.get("client_budgets", dict, {})
+    for client, value in budgets.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"[usage] client_budgets: {client!r} must be a non-negative integer")
+    return UsageSettings(int(t.number("daily_token_budget", 0)), dict(budgets))
