@@ -293,6 +293,12 @@ keys_file = "fernet-keys"
 [providers.openrouter]
 base_url = "{upstream}/api/v1"
 keys_file = "openrouter-keys"
+
+[providers.anthropic]
+base_url = "{upstream}/v1"
+keys_file = "openrouter-keys"
+auth = "x-api-key"
+headers = {{ "anthropic-version" = "2023-06-01" }}
 """
 
 

@@ -101,14 +101,21 @@ def test_keygen_text_output_is_paste_ready_for_both_sides(cli, relay_factory):
     (entry,) = vault["relay_client_tokens"]
     assert entry["key"] == profile["fernet_key"]  # the client's own key, on both sides
     assert entry["name"] == "alice-laptop" and profile["token"] not in vault_part
+    # For a server set up by hand, the exact client-tokens line is printed too (as a comment to copy).
+    assert (
+        f"# alice-laptop:{entry['sha256']}\n" in vault_part and profile["url"] == "https://relay.example.org"
+    )
     # The relay gets what the role renders from the vault; the client exactly the config snippet.
     lines = [f"{entry['name']}:{entry['sha256']}"], [f"{entry['name']}:{entry['key']}"]
     server = relay_factory(lines[0], [], client_key_lines=lines[1])
-    cli.write_config(f'default_profile = "home"\n[profiles.home]\nurl = "{server.url}"' + client_part)
+    client_part = client_part.replace(profile["url"], server.url)  # the snippet, its URL filled in
+    cli.write_config('default_profile = "home"\n[profiles.home]' + client_part)
     answer = cli.run("ask", PROMPT)
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout == expected_answer(PROMPT) + "\n"
     assert '"envelope":true' in server.log.read_text()  # it went sealed
+    with_url = cli.run("keygen", "--url", server.url)
+    assert f'url = "{server.url}"\n' in with_url.stdout
 
 
 def test_connect_to_dials_another_address_keeping_the_name_for_tls(cli, bg, relay, keys, tmp_path):

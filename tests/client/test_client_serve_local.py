@@ -1,4 +1,5 @@
-"""`llm-relay serve-local` with the official OpenAI SDK pointed at it, plain and --encrypt, streamed."""
+"""`llm-relay serve-local` with the official OpenAI and Anthropic SDKs pointed at it, plain and --encrypt,
+streamed."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 import re
 import subprocess
 
+import anthropic
+import httpx
 import openai
 import pytest
-from client_harness import client_toml, until
+from client_harness import UPSTREAM_KEY, client_toml, until
 
 from lab.upstream import answers
 
@@ -82,3 +85,35 @@ def test_serve_local_refuses_non_loopback(cli, relay, keys):
     cli.write_config(client_toml(relay.url, keys))
     result = cli.run("serve-local", "--host", "0.0.0.0", "--port", "0")  # noqa: S104 - must be refused
     assert result.returncode == 2 and "loopback only" in result.stderr
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_anthropic_sdk_through_serve_local(serve_local, upstream, keys, encrypt):
+    base = serve_local(encrypt).removesuffix("/v1") + "/anthropic"  # what ANTHROPIC_BASE_URL would say
+    client = anthropic.Anthropic(base_url=base, api_key="sk-ant-placeholder", max_retries=0, timeout=20)
+    messages = [{"role": "user", "content": PROMPT}]
+    expected = answers.chat_answer({"messages": messages})[0]
+    reply = client.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=messages)
+    assert reply.content[0].text == expected and reply.stop_reason == "end_turn"
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=256, messages=messages) as stream:
+        pieces = list(stream.text_stream)
+    assert len(pieces) > 3 and "".join(pieces) == expected
+    # The fake Anthropic API saw the provider key in x-api-key, never the client token nor the SDK's key.
+    for seen in list(upstream.state.requests)[-2:]:
+        assert seen["path"] == "/v1/messages" and seen["key"] == UPSTREAM_KEY
+        sent = json.dumps(seen["headers"])
+        assert keys["token"] not in sent and "sk-ant-placeholder" not in sent
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_serve_local_keeps_content_length_and_names_the_relay(serve_local, encrypt):
+    base = serve_local(encrypt)
+    with httpx.Client(timeout=20) as http:
+        models = http.get(base + "/models")
+        body = {"model": "lab/echo", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
+        with http.stream("POST", base + "/chat/completions", json=body) as stream:
+            stream.read()
+    assert models.status_code == 200 and models.headers["content-length"] == str(len(models.content))
+    assert "transfer-encoding" not in models.headers and models.headers["server"] == "llm-relay"
+    assert stream.headers["transfer-encoding"] == "chunked"  # a stream stays a stream
+    assert stream.headers.get_list("cache-control") == ["no-cache"]  # once, not once per hop

@@ -1,4 +1,4 @@
-"""`llm-relay`: the command line of the client (keygen, ask, embed, serve-local, doctor).
+"""`llm-relay`: the command line of the client (keygen, ask, embed, serve-local, usage, doctor).
 
 Secrets never come from the command line (argv is visible to every user of the machine): the token and
 Fernet key come from the config file, `*_file` keys or LLM_RELAY_TOKEN / LLM_RELAY_FERNET_KEY.
@@ -17,8 +17,11 @@ from .config import ConfigError, Profile, default_config_path, load_profile
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 
 
-def _connection_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _connection_options(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The relay-selection flags, on `parser` (the top level: before the command) or on a parent for
+    each command (after it). A command's copy defaults to SUPPRESS, so `llm-relay --profile P ask ...`
+    keeps P instead of the command's default overwriting it."""
+    common = parser or argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("relay selection (override the config file and environment)")
     group.add_argument(
         "--profile", help="profile from the config file (default: LLM_RELAY_PROFILE / default_profile)"
@@ -34,7 +37,7 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--encrypt",
         action=argparse.BooleanOptionalAction,
-        default=None,
+        default=argparse.SUPPRESS if parser is None else None,
         help="wrap requests in encrypted envelopes (default: on when a fernet_key is configured)",
     )
     group.add_argument(
@@ -66,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Reach an OpenAI-compatible API through your llm-relay, past a header-stripping proxy.",
         epilog="Configuration: see `llm-relay doctor` for the effective values and relay/docs/client.md.",
     )
+    _connection_options(parser)  # also accepted before the command: llm-relay --profile work ask ...
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     keygen = sub.add_parser(
@@ -75,8 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         "line, key) for the inventory vault and the client side for the config file.",
     )
     keygen.add_argument("--name", default="laptop", help="token name the relay logs show (default: laptop)")
-    keygen.add_argument("--profile", default="default", help="profile name in the printed client snippet")
+    keygen.add_argument(
+        "--profile",
+        default=argparse.SUPPRESS,
+        help="profile name in the printed client snippet (default: default)",
+    )
     keygen.add_argument("--format", choices=("text", "json", "env"), default="text")
+    keygen.add_argument("--url", default="", help="relay URL for the printed client snippet")
 
     ask = sub.add_parser(
         "ask",
@@ -109,10 +118,20 @@ def _parser() -> argparse.ArgumentParser:
         help="local OpenAI-compatible endpoint on 127.0.0.1",
         description="Serve http://127.0.0.1:PORT/v1 and forward every request to the relay "
         "(token added; with --encrypt, sealed in encrypted envelopes). Point tools at it with "
-        "OPENAI_API_BASE=http://127.0.0.1:8787/v1 and any API key.",
+        "OPENAI_API_BASE=http://127.0.0.1:8788/v1 (Anthropic SDKs: ANTHROPIC_BASE_URL="
+        "http://127.0.0.1:8788/<provider>) and any API key.",
     )
-    serve.add_argument("--port", type=int, default=8787, help="local port (default 8787; 0 = any free port)")
+    serve.add_argument("--port", type=int, default=8788, help="local port (default 8788; 0 = any free port)")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+
+    usage = sub.add_parser(
+        "usage",
+        parents=[common],
+        help="this client's token usage and daily budget",
+        description="Print the tokens the relay counted for this client's token (today and since the "
+        "relay started, per provider and model) and its daily budget, if any.",
+    )
+    usage.add_argument("--json", action="store_true", help="the relay's report as JSON")
 
     doctor = sub.add_parser(
         "doctor",
@@ -134,7 +153,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "keygen":
         from .keygen import generate, render
 
-        sys.stdout.write(render(generate(args.name), args.format, args.profile))
+        profile = args.profile or "default"
+        sys.stdout.write(render(generate(args.name), args.format, profile, args.url))
         return 0
     if args.command == "doctor":
         from .doctor import report, report_config_error, run_checks
@@ -144,6 +164,14 @@ def _run(args: argparse.Namespace) -> int:
         except ConfigError as exc:  # a doctor reports a broken config as its first failed check
             return report_config_error(str(exc), sys.stdout, args.json)
         return report(profile, run_checks(profile), sys.stdout, args.json)
+    if args.command == "usage":
+        from .usage import UsageError, usage
+
+        try:
+            return usage(_profile(args), as_json=args.json, out=sys.stdout)
+        except UsageError as exc:
+            print(f"llm-relay usage: {exc} (run `llm-relay doctor` for a diagnosis)", file=sys.stderr)
+            return EXIT_FAILED
     if args.command == "serve-local":
         from .serve_local import serve
 

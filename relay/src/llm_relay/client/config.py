@@ -100,7 +100,8 @@ _TOP_ONLY = {"default_profile", "profiles"}
 
 
 def default_config_path() -> Path:
-    """`$LLM_RELAY_CONFIG`, else `%APPDATA%\\llm-relay\\config.toml` on Windows, else XDG's config dir."""
+    """`$LLM_RELAY_CLIENT_CONFIG`, else `%APPDATA%\\llm-relay\\config.toml` on Windows, else XDG's config
+    dir (`$LLM_RELAY_CONFIG` is the server's variable, deliberately not read here)."""
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV]).expanduser()
     if os.name == "nt" and os.environ.get("APPDATA"):

@@ -25,11 +25,15 @@ def generate(name: str) -> dict[str, str]:
     }
 
 
-def render(keys: dict[str, str], fmt: str, profile: str) -> str:
+PLACEHOLDER_URL = "https://relay.example.org"
+
+
+def render(keys: dict[str, str], fmt: str, profile: str, url: str = "") -> str:
     if fmt == "json":
         return json.dumps(keys, indent=2)
     if fmt == "env":
         return f"LLM_RELAY_TOKEN={keys['token']}\nLLM_RELAY_FERNET_KEY={keys['fernet_key']}\n"
+    url_line = f'url = "{url}"' if url else f'url = "{PLACEHOLDER_URL}"  # change: your relay\'s public URL'
     return f"""\
 # ---- relay side: merge into the inventory vault (role `relay`: relay_client_tokens) ----
 # Only the token's SHA-256 goes there: the plain token never needs to leave this PC. `key` is this
@@ -38,9 +42,13 @@ relay_client_tokens:
   - name: {keys["name"]}
     sha256: {keys["token_line"].split(":", 1)[1]}
     key: "{keys["fernet_key"]}"
+# by hand instead: the line for the server's client-tokens file and the one for its client-keys file (0600):
+# {keys["token_line"]}
+# {keys["client_key_line"]}
 
 # ---- client side: paste into the client config (llm-relay doctor prints its path), chmod 600 ----
 [profiles.{profile}]
+{url_line}
 token = "{keys["token"]}"
 fernet_key = "{keys["fernet_key"]}"
 encrypt = true

@@ -1,8 +1,9 @@
 """`llm-relay serve-local`: an OpenAI-compatible endpoint on loopback that forwards to the relay.
 
-Tools on the PC (Aider, the OpenAI SDK, curl) point at `http://127.0.0.1:8787/v1` with any API key; each
-request goes to the relay through the configured proxy with the client token added and, with `--encrypt`,
-sealed in a Fernet envelope. Responses (SSE streams included) are opened and streamed back as they come.
+Tools on the PC (Aider, the OpenAI or Anthropic SDK, curl) point at `http://127.0.0.1:8788/v1` (Anthropic:
+`http://127.0.0.1:8788/<provider>`) with any API key; each request goes to the relay through the configured
+proxy with the client token added and, with `--encrypt`, sealed in a Fernet envelope. Responses (SSE
+streams included) are opened and streamed back as they come; a complete answer keeps its Content-Length.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ from .config import Profile
 from .factory import async_http_client
 from .transport import HOP_BY_HOP
 
+# Not the relay's own default listen port (8787): both may run on one machine (a test box, the lab).
+DEFAULT_PORT = 8788
+SERVER_NAME = "llm-relay"  # what the relay itself says; aiohttp would otherwise name itself and its version
 CLIENT_KEY = web.AppKey("relay_client", object)
 PROFILE_KEY = web.AppKey("relay_profile", Profile)
-# Request headers the local tool sets that must not travel: its placeholder key, the local Host.
-_DROP_REQUEST = HOP_BY_HOP | {"host", "authorization", "content-length", "x-relay-token"}
+# Request headers the local tool sets that must not travel: its placeholder key (OpenAI SDKs: Authorization;
+# Anthropic SDKs, Claude Code: x-api-key), the local Host.
+_DROP_REQUEST = HOP_BY_HOP | {"host", "authorization", "content-length", "x-relay-token", "x-api-key"}
 # Response headers recomputed here: the body is re-chunked and already decoded by the HTTP client.
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "content-encoding"}
 
@@ -52,6 +57,10 @@ async def forward(request: web.Request) -> web.StreamResponse:
         for key, value in upstream.headers.multi_items():
             if key.lower() not in _DROP_RESPONSE:
                 response.headers.add(key, value)
+        response.headers.setdefault("Server", SERVER_NAME)
+        length = upstream.headers.get("content-length")
+        if length and length.isdigit() and "content-encoding" not in upstream.headers:
+            response.content_length = int(length)  # a complete answer stays one, not re-chunked
         await response.prepare(request)
         async for chunk in upstream.aiter_bytes():
             await response.write(chunk)

@@ -72,7 +72,10 @@ class PlainReply:
     async def open_stream(
         self, request: Request, status: int, headers: list[tuple[str, str]]
     ) -> StreamWriter:
-        request.conn.start_stream(status, [*headers, *STREAM_HEADERS])
+        present = {n.lower() for n, _ in headers}  # the provider's own Cache-Control wins: never two
+        request.conn.start_stream(
+            status, [*headers, *(h for h in STREAM_HEADERS if h[0].lower() not in present)]
+        )
         return StreamWriter(request)
 
 
