@@ -1,0 +1,96 @@
+"""The relay role's relay.toml template with the provider, fallback, CORS and usage settings: rendered by
+Ansible from the role's own defaults, then loaded by the relay's own config parser (what `--check`,
+the template task's `validate`, runs on the target)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from ansible_cli import REPO, run_ansible
+from llm_relay import tokens
+from llm_relay.server.config import load_settings
+
+ROLE = REPO / "roles" / "relay"
+
+
+def render(tmp_path: Path, variables: dict) -> Path:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name, text in {
+        "client-tokens": tokens.format_token_line("alice", tokens.generate_token()),
+        "openrouter-keys": "sk-or-v1-template-test",
+        "anthropic-keys": "sk-ant-template-test",
+    }.items():
+        (secrets / name).write_text(text + "\n")
+        os.chmod(secrets / name, 0o600)
+    dest = tmp_path / "relay.toml"
+    play = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
+            "tasks": [
+                {
+                    "ansible.builtin.template": {
+                        "src": str(ROLE / "templates" / "relay.toml.j2"),
+                        "dest": str(dest),
+                        "mode": "0600",
+                    }
+                }
+            ],
+        }
+    ]
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    extra = {"relay_config_dir": str(tmp_path), "relay_secrets_dir": str(secrets), **variables}
+    proc = run_ansible(
+        "ansible-playbook", "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}",
+        "-e", json.dumps(extra), str(tmp_path / "play.yml"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dest
+
+
+def test_defaults_render_a_config_without_any_new_behaviour(tmp_path):
+    providers = [{"name": "openrouter", "api_keys": ["x"]}]
+    s = load_settings(render(tmp_path, {"relay_providers": providers}))
+    assert s.routes == {} and s.cors.allow_origins == () and s.usage.daily_token_budget == 0
+    assert s.providers["openrouter"].auth == "bearer"
+
+
+def test_provider_auth_routes_cors_and_budgets_reach_the_relay(tmp_path):
+    providers = [
+        {"name": "openrouter", "api_keys": ["x"]},
+        {
+            "name": "anthropic",
+            "base_url": "https://api.anthropic.com/v1",
+            "api_keys": ["y"],
+            "auth": "x-api-key",
+            "headers": {"anthropic-version": "2023-06-01"},
+        },
+    ]
+    variables = {
+        "relay_providers": providers,
+        "relay_routes": [
+            {
+                "name": "auto",
+                "providers": [{"provider": "openrouter"}, {"provider": "anthropic", "model": "m"}],
+            }
+        ],
+        "relay_default_provider": "auto",
+        "relay_cors_allow_origins": ["https://tool.example"],
+        "relay_daily_token_budget": 1000,
+        "relay_client_token_budgets": {"alice": 50},
+    }
+    s = load_settings(render(tmp_path, variables))
+    anthropic = s.providers["anthropic"]
+    assert (anthropic.auth_header, anthropic.headers) == ("x-api-key", {"anthropic-version": "2023-06-01"})
+    assert [(a.provider, a.model) for a in s.routes["auto"].attempts] == [
+        ("openrouter", ""),
+        ("anthropic", "m"),
+    ]
+    assert s.server.default_provider == "auto" and s.cors.allow_origins == ("https://tool.example",)
+    assert (s.usage.budget_of("alice"), s.usage.budget_of("bob")) == (50, 1000)
