@@ -99,3 +99,14 @@ async def test_a_plain_provider_route_never_falls_back(relay_r, upstream, http):
         relay_r.url + "/openrouter/v1/chat/completions", json=CHAT, headers=bearer(relay_r.token)
     ) as r:
         assert r.status == 500
+
+
+async def test_the_fallback_model_replaces_the_model_of_a_large_body_too(relay_r, upstream, http):
+    # Bodies over the relay's full-parse bound (64 KiB) are parsed only when a fallback must change them.
+    big = {**CHAT, "messages": [{"role": "user", "content": "long context " * 8000}]}
+    upstream.state.add_fault({"path": "chat", "status": 502, "times": 1})
+    async with http.post(
+        relay_r.url + "/auto/v1/chat/completions", json=big, headers=bearer(relay_r.token)
+    ) as r:
+        assert r.status == 200 and (await r.json())["model"] == "lab/echo"
+    assert upstream.state.requests[-1]["model"] == "lab/echo"
