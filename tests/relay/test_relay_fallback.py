@@ -110,3 +110,13 @@ async def test_the_fallback_model_replaces_the_model_of_a_large_body_too(relay_r
     ) as r:
         assert r.status == 200 and (await r.json())["model"] == "lab/echo"
     assert upstream.state.requests[-1]["model"] == "lab/echo"
+
+
+async def test_routes_are_listed_with_the_providers(relay_r, http):
+    async with http.get(relay_r.url + "/v1/providers", headers=bearer(relay_r.token)) as r:
+        listed = {entry["id"]: entry for entry in (await r.json())["data"]}
+    assert listed["auto"]["route"] == ["openrouter", "lab"] and listed["resilient"]["route"] == [
+        "down",
+        "lab",
+    ]
+    assert listed["openrouter"]["default"] and not listed["auto"]["default"]

@@ -370,8 +370,12 @@ class RelayApp:
             budget = state.settings.usage.budget_of(info.token_name)
             return reply.json(200, self.metrics.usage.report(info.token_name, budget))
         data = [
-            {"id": p.name, "base_url": p.settings.base_url, "default": p is state.default_provider}
+            {"id": p.name, "base_url": p.settings.base_url, "default": p.name == state.default_name}
             for p in state.providers.values()
+        ]
+        data += [  # fallback routes: the providers they try, in order
+            {"id": name, "route": [a.provider for a in r.attempts], "default": name == state.default_name}
+            for name, r in state.settings.routes.items()
         ]
         return reply.json(200, {"object": "list", "data": data})
 
