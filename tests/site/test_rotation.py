@@ -282,7 +282,8 @@ def upstream_keys(lab, marker: str) -> list[str]:
     log = requests.get(lab.upstream.url + "/_lab/requests", verify=str(lab.ca_path), timeout=30).json()
 
     def carries_marker(record: dict) -> bool:
-        return any(k.lower() == "x-lab-marker" and v == marker for k, v in record.get("headers", {}).items())
+        # X-Request-Id: a client correlation header the relay's allow-list forwards to the provider.
+        return any(k.lower() == "x-request-id" and v == marker for k, v in record.get("headers", {}).items())
 
     return [r["key"] for r in log["requests"] if carries_marker(r)]
 
@@ -304,7 +305,7 @@ def test_provider_keys_changed_in_the_inventory_are_rolled_out_by_reload(lab, de
     for _ in range(4):  # both replicas
         resp = requests.get(
             dep.url + "/v1/models",
-            headers={"Authorization": f"Bearer {token}", "X-Lab-Marker": marker},
+            headers={"Authorization": f"Bearer {token}", "X-Request-Id": marker},
             verify=str(ca),
             timeout=30,
         )
