@@ -17,7 +17,7 @@ description:
     Fernet key goes first and the old ones still decrypt); clients switch to the new artifact; then
     C(phase=finish) drops the old ones.
   - Each client also gets its own envelope key, generated with its token and rotated with it (the old key
-    stays with C(<name>.previous)): envelope v2 seals a client's traffic under it, so no other client's key
+    stays with C(<name>.previous)). Envelope v2 seals a client's traffic under it, so no other client's key
     opens it. A store written before envelope v2 gets the missing keys on the next run.
   - Runs on the controller (C(delegate_to=localhost) or a C(localhost) play).
 options:
