@@ -34,7 +34,7 @@ def run(tmp_path: Path, params: dict, *args: str) -> tuple[dict, str]:
                     "connection": "local",
                     "gather_facts": False,
                     "tasks": [
-                        {"relay_secrets": params, "register": "store", "no_log": True},
+                        {"llm_relay.homelab.relay_secrets": params, "register": "store", "no_log": True},
                         {
                             "ansible.builtin.copy": {"content": "{{ store | to_json }}", "dest": str(out)},
                             "no_log": True,
@@ -143,7 +143,7 @@ def run_failing(tmp_path: Path, params: dict) -> str:
                     "hosts": "localhost",
                     "connection": "local",
                     "gather_facts": False,
-                    "tasks": [{"relay_secrets": params}],
+                    "tasks": [{"llm_relay.homelab.relay_secrets": params}],
                 }
             ]
         )
