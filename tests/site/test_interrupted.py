@@ -3,9 +3,9 @@
 One deployment for interrupt.lab.test (1 replica, container int-1) reused across the boundaries, to keep the
 runtime low: run k of site.yml is killed (SIGTERM or SIGINT to its whole process group, as a terminal or a CI
 runner does) the moment it prints the header of play k+1, so each re-run starts from the state the previous
-one was cut at (containers only; + Python; + tunnel/record; + services). After every cut there is at most one
-tunnel, one record and `relay_replicas` containers; a final uninterrupted run converges to exactly that and
-answers end to end; destroy.yml then removes everything.
+one was cut at (containers only; + Python; + tunnel/record; + services; + restarts). After every cut there
+is at most one tunnel, one record and `relay_replicas` containers; a final uninterrupted run converges to
+exactly that and answers end to end; destroy.yml then removes everything.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 
 import pytest
 import requests
+import yaml
 from deploy_state import LXC_PATH, LabState, harness, lxc_dirs
 
 REPO, assert_ok, deployment = harness.REPO, harness.assert_ok, harness.deployment
@@ -26,7 +27,8 @@ REPO, assert_ok, deployment = harness.REPO, harness.assert_ok, harness.deploymen
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
 HOSTNAME, PREFIX, REPLICAS = "interrupt.lab.test", "int-", 1
-PLAYS = 5  # plays in site.yml: containers, bootstrap, tunnel, services, verify
+# Plays of site.yml: containers, bootstrap, tunnel, services, rolling restart, verify.
+PLAYS = len(yaml.safe_load((REPO / "playbooks/site.yml").read_text()))
 
 
 def run_and_cut(

@@ -4,13 +4,22 @@ into an empty path of a project of its own, and its playbooks called by FQCN (ll
 llm_relay.homelab.destroy) with the lab inventory. The checkout's root site.yml is run by the other suites
 (rotation, interrupted runs) and by `make demo`.
 
+Every run logs in to Proxmox VE as users are told to: a privilege-separated API token of an @pve user
+whose role holds exactly the example inventory's proxmox_api_role_privileges (each privilege's own
+refusal is tested at the API level in tests/lab_pve/test_pve_permissions.py). Before the first run, the
+same run with SDN.Use taken out of the role (the privilege PVEVMAdmin lacks) fails at the first call that
+needs it, the container create, naming the privilege and the path, and leaves nothing behind.
+
 One deployment for site.lab.test (containers site-1 on pve1, site-2 on pve2), shared by the tests of this
 module in order:
+  - without SDN.Use the run fails at the create and nothing is made (in the fixture, before the first run);
   - the first run builds two running containers, one tunnel with connectors, one proxied CNAME to it and
     a 0600 client artifact;
   - a user's question (`llm-relay ask --encrypt` with that artifact) is answered through the lab edge ->
     connector -> relay -> fake upstream, which saw the provider key the relay injected;
-  - a second run reports changed=0 for every host;
+  - a second run reports changed=0 for every host, and so does `--check --diff`;
+  - files changed by hand on a container (the relay's config, the connector's unit) are put back by the
+    next run, which reloads the relay and restarts that connector in the rolling restart play;
   - destroy.yml refuses without confirm=yes, then leaves no tunnel, record, container or LXC directory.
 Figures (wall times) are printed; run with `-s` to see them.
 """
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import subprocess
 import time
@@ -26,8 +36,9 @@ import uuid
 
 import pytest
 import requests
+import yaml
 from collection_build import build, install
-from deploy_state import harness, lxc_dirs
+from deploy_state import LXC_PATH, harness, lxc_dirs
 
 REPO, VENV_BIN, assert_ok, deployment = harness.REPO, harness.VENV_BIN, harness.assert_ok, harness.deployment
 
@@ -37,6 +48,29 @@ HOSTNAME, PREFIX, REPLICAS = "site.lab.test", "site-", 2
 # Sent by the relay to the provider on every request of this deployment: finds our requests in the
 # upstream's log, which other suites share.
 MARKER = f"llm-relay site test {uuid.uuid4().hex[:8]}"
+
+
+def documented_privileges() -> list[str]:
+    data = yaml.safe_load((REPO / "inventory/example/group_vars/all/main.yml").read_text())
+    return list(data["proxmox_api_role_privileges"])
+
+
+@pytest.fixture(scope="module")
+def account(lab):
+    """Role, @pve user, privsep token and ACLs on / for both, made with the lab's root-equivalent token."""
+    px = lab.proxmox("token")
+    suffix = secrets.token_hex(3)
+    userid, role = f"site-{suffix}@pve", f"LabSite{suffix}"
+    px.access.roles.post(roleid=role, privs=",".join(documented_privileges()))
+    px.access.users.post(userid=userid)
+    secret = px.access.users(userid).token("site").post()["value"]
+    px.access.acl.put(path="/", roles=role, users=userid, tokens=f"{userid}!site")
+    creds = {"proxmox_api_user": userid, "proxmox_api_token_id": "site", "proxmox_api_token_secret": secret}
+    try:
+        yield {"role": role, "creds": creds, "px": px}
+    finally:
+        px.access.users(userid).delete()
+        px.access.roles(role).delete()
 
 
 def providers(lab) -> list[dict]:
@@ -52,17 +86,25 @@ def providers(lab) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def site(lab, state, tmp_path_factory):
+def site(lab, state, account, tmp_path_factory):
     dep = deployment(tmp_path_factory, HOSTNAME, PREFIX, REPLICAS)
     dep.project = tmp_path_factory.mktemp("user-project")
     install(build(tmp_path_factory.mktemp("build")), dep.project)
-    extra = ("-e", json.dumps({"relay_providers": providers(lab)}))
-    dep.site = lambda: dep.run("llm_relay.homelab.site", *extra)
+    dep.secret = account["creds"]["proxmox_api_token_secret"]
+    extra = ("-e", json.dumps({"relay_providers": providers(lab), **account["creds"]}))
+    dep.site = lambda *a: dep.run("llm_relay.homelab.site", *extra, *a)
     dep.destroy = lambda *a: dep.run("llm_relay.homelab.destroy", *extra, *a)
     # "From nothing": a crashed earlier session may have left this hostname's resources behind.
     before = state.snapshot(dep)
     if before.tunnels or before.records or before.containers:
         assert_ok(dep.destroy("-e", "confirm=yes"))
+    px, role = account["px"], account["role"]
+    px.access.roles(role).put(privs=",".join(p for p in documented_privileges() if p != "SDN.Use"))
+    try:
+        dep.refused = dep.site()
+    finally:
+        px.access.roles(role).put(privs=",".join(documented_privileges()))
+    dep.after_refusal = state.snapshot(dep)
     started = time.monotonic()
     dep.first = dep.site()
     dep.first_seconds = time.monotonic() - started
@@ -72,6 +114,16 @@ def site(lab, state, tmp_path_factory):
     finally:
         if state.snapshot(dep).containers or state.snapshot(dep).tunnels:
             dep.destroy("-e", "confirm=yes")
+
+
+def test_without_sdn_use_the_run_fails_at_the_create_naming_privilege_and_path(site):
+    assert site.refused.returncode != 0
+    assert "Permission check failed (/sdn/zones/localnetwork/vmbr0, SDN.Use)" in site.refused.output, (
+        site.refused.output[-4000:]
+    )
+    assert site.secret not in site.refused.output
+    snap = site.after_refusal
+    assert (snap.containers, snap.tunnels, snap.records) == ([], [], [])
 
 
 def test_first_run_builds_containers_tunnel_record_and_artifact(site, state):
@@ -100,6 +152,7 @@ def test_first_run_builds_containers_tunnel_record_and_artifact(site, state):
     assert profile["token"] not in site.first.output
     assert profile["fernet_key"] not in site.first.output
     assert str(site.artifact) in site.first.output
+    assert site.secret not in site.first.output
 
 
 def upstream_requests(lab) -> list[dict]:
@@ -142,6 +195,43 @@ def test_second_run_changes_nothing(site):
     assert_ok(second)
     assert set(second.recap) >= {"localhost", "site-1", "site-2"}
     assert second.changed_hosts == {}, second.output[-6000:]
+
+
+def test_check_diff_on_the_converged_deployment_reports_nothing(site):
+    run = site.site("--check", "--diff")
+    assert_ok(run)
+    assert run.changed_hosts == {}, run.output[-6000:]
+    assert site.client_profile()["token"] not in run.output
+
+
+def in_container(vmid: int, *argv: str) -> str:
+    proc = subprocess.run(
+        ["lxc-attach", "-P", str(LXC_PATH), "-n", str(vmid), "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_files_changed_by_hand_are_put_back_by_the_next_run(lab, site, state):
+    (one,) = [c for c in state.snapshot(site).containers if c["name"] == "site-1"]
+    config, unit = "/etc/llm-relay/relay.toml", "/etc/systemd/system/cloudflared.service"
+    before = {path: in_container(one["vmid"], "cat", path) for path in (config, unit)}
+    for path in (config, unit):
+        in_container(one["vmid"], "sh", "-c", f"echo '# changed by hand' >> {path}")
+    run = site.site()
+    assert_ok(run)
+    assert set(run.changed_hosts) == {"site-1"}, run.output[-6000:]
+    assert {path: in_container(one["vmid"], "cat", path) for path in (config, unit)} == before
+    # The connector's unit changed: its restart waited for the rolling restart play, on site-1 only.
+    restart_play = run.output[run.output.index("PLAY [Rolling restart") :]
+    assert "TASK [llm_relay.homelab.cloudflared : Restart the cloudflared service]" in restart_play
+    assert "changed: [site-1]" in restart_play and "changed: [site-2]" not in restart_play
+    tunnel_id = state.snapshot(site).tunnels[0]["id"]
+    assert len(state.connections(tunnel_id)) == REPLICAS
 
 
 def test_destroy_refuses_without_confirmation(site, state):
