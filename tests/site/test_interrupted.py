@@ -3,9 +3,9 @@
 One deployment for interrupt.lab.test (1 replica, container int-1) reused across the boundaries, to keep the
 runtime low: run k of site.yml is killed (SIGTERM or SIGINT to its whole process group, as a terminal or a CI
 runner does) the moment it prints the header of play k+1, so each re-run starts from the state the previous
-one was cut at (containers only; + Python; + tunnel/record; + services; + restarts). After every cut there
-is at most one tunnel, one record and `relay_replicas` containers; a final uninterrupted run converges to
-exactly that and answers end to end; destroy.yml then removes everything.
+one was cut at (secrets only; + containers and Python; + tunnel/record; + services; + restarts). After
+every cut there is at most one tunnel, one record and `relay_replicas` containers; a final uninterrupted
+run converges to exactly that and answers end to end; destroy.yml then removes everything.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ REPO, assert_ok, deployment = harness.REPO, harness.assert_ok, harness.deploymen
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
 HOSTNAME, PREFIX, REPLICAS = "interrupt.lab.test", "int-", 1
-# Plays of site.yml: containers, bootstrap, tunnel, services, rolling restart, verify.
+# Plays of site.yml: controller, containers + Python, tunnel, services, rolling restart, verify.
 PLAYS = len(yaml.safe_load((REPO / "playbooks/site.yml").read_text()))
 
 
@@ -146,7 +146,7 @@ def test_failed_or_cut_container_creation_leaves_nothing_half_made(lab, state, d
     assert_status_matches(state, dep, "after a failed create")
 
     # The create task lives in the relay_containers role: its header is "TASK [<role> : <name>]".
-    task = "Relay containers exist and run]"
+    task = "relay_containers : Relay container exists and runs]"
 
     def in_create(line):
         return line.startswith("TASK [") and task in line
@@ -156,7 +156,7 @@ def test_failed_or_cut_container_creation_leaves_nothing_half_made(lab, state, d
     assert_status_matches(state, dep, "right after the cut inside the create")
     assert_no_orphans(state, dep, "after the cut inside the create")
 
-    run_until_play(dep, 2, signal.SIGTERM)  # the containers play ran to its end: it adopted the create
+    run_until_play(dep, 3, signal.SIGTERM)  # the containers play ran to its end: it adopted the create
     snap = state.snapshot(dep)
     assert [(c["name"], c["status"]) for c in snap.containers] == [("int-1", "running")], snap.containers
     assert_status_matches(state, dep, "after the re-run")
