@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from ansible.module_utils.basic import env_fallback
@@ -110,6 +111,10 @@ def _api_error(exc, what):
     msg = f"{what}: API answered HTTP {exc.status_code} {exc.status_message or ''}".rstrip()
     if detail:
         msg += f": {detail}"
+    node = re.search(r"/nodes/([^/]+)", what)
+    if exc.status_code == 595 and node:
+        # pveproxy's answer when it cannot forward the call to the node that owns the path.
+        msg += f" (node {node.group(1)} is offline or unreachable from the node serving the API)"
     return ApiError(msg, status=exc.status_code, errors=errors)
 
 

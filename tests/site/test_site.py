@@ -20,6 +20,8 @@ module in order:
   - a second run reports changed=0 for every host, and so does `--check --diff`;
   - files changed by hand on a container (the relay's config, the connector's unit) are put back by the
     next run, which reloads the relay and restarts that connector in the rolling restart play;
+  - with node pve2 down (the API answers 595 on its paths) a run fails naming the node, after the replica
+    on pve1, the tunnel and the end-to-end check went through;
   - destroy.yml refuses without confirm=yes, then leaves no tunnel, record, container or LXC directory.
 Figures (wall times) are printed; run with `-s` to see them.
 """
@@ -232,6 +234,27 @@ def test_files_changed_by_hand_are_put_back_by_the_next_run(lab, site, state):
     assert "changed: [site-1]" in restart_play and "changed: [site-2]" not in restart_play
     tunnel_id = state.snapshot(site).tunnels[0]["id"]
     assert len(state.connections(tunnel_id)) == REPLICAS
+
+
+def test_with_one_node_down_the_other_replica_converges_and_the_run_names_the_node(lab, site, account):
+    faults = f"{lab.pve.url}/_lab/faults"
+    token = f"{account['creds']['proxmox_api_user']}!{account['creds']['proxmox_api_token_id']}"
+    rule = {"node_offline": True, "nodes": ["pve2"], "users": [token]}
+    assert requests.post(faults, json=rule, verify=str(lab.ca_path), timeout=30).status_code == 200
+    try:
+        run = site.site()
+    finally:
+        requests.post(faults, json={**rule, "node_offline": False}, verify=str(lab.ca_path), timeout=30)
+    assert run.returncode != 0
+    offline = "node pve2 is offline or unreachable from the node serving the API"
+    assert offline in run.output, run.output[-4000:]
+    assert run.recap["site-2"]["failed"] == 1
+    assert run.recap["site-1"]["failed"] == 0 and run.recap["localhost"]["failed"] == 0
+    # The replica that could be reached went on: tunnel, services, the check through the public hostname.
+    assert "PLAY [End-to-end check and client artifact]" in run.output
+    check = run.output[run.output.index("TASK [Models list through the public hostname]") :]
+    assert check.split("\n", 2)[1].startswith("ok: [localhost]"), check[:2000]
+    assert site.secret not in run.output
 
 
 def test_destroy_refuses_without_confirmation(site, state):

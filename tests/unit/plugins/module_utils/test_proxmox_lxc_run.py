@@ -239,3 +239,16 @@ def test_a_container_removed_while_locked_fails_naming_vmid():
     with pytest.raises(lxc_config.Failure) as err:
         lxc_run.LxcRun(FakeModule(vmid=9150, memory_mb=1024), api).run()
     assert err.value.msg.startswith("vmid: container 9150 was removed") and api.writes() == []
+
+
+def test_an_offline_node_is_named_in_the_error():
+    """pveproxy answers 595 when it cannot forward a call to the node that owns the path."""
+    refusal = ResourceException(595, "Errors during connection establishment, proxy handshake", "")
+    error = pve._api_error(refusal, "POST /nodes/pve2/lxc")
+    assert error.status == 595
+    assert str(error).startswith("POST /nodes/pve2/lxc: API answered HTTP 595 Errors during connection")
+    assert "node pve2 is offline or unreachable" in str(error)
+    # Other statuses and paths without a node get no such hint.
+    other = ResourceException(500, "Internal Server Error", "x")
+    assert "offline" not in str(pve._api_error(other, "POST /nodes/pve2/lxc"))
+    assert "offline" not in str(pve._api_error(refusal, "GET /cluster/resources"))
