@@ -5,7 +5,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: cloudflare_tunnel
-short_description: Create, adopt, rotate or delete a remotely-managed Cloudflare Tunnel
+short_description: Create, adopt, rename, rotate or delete a remotely-managed Cloudflare Tunnel
 description:
   - Manages one remotely-managed (C(config_src=cloudflare)) Cloudflare Tunnel, identified by its O(name).
   - An existing non-deleted tunnel with that name is adopted, never duplicated; two tunnels with the same
@@ -33,6 +33,17 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  rename_from:
+    description:
+      - When no tunnel is named O(name) but one is named O(rename_from), that tunnel is renamed to O(name)
+        (the documented C(name) field of C(PATCH /accounts/{account_id}/cfd_tunnel/{tunnel_id})) instead of
+        a new one being created. Its id, secret, connections and ingress stay as they are.
+      - This is how a tunnel that replaced another one (a second tunnel made for a rotation, then the old
+        one deleted) takes over the old one's name, so later runs find it under the usual name.
+      - When tunnels with both names exist the module fails naming both (it will not guess which to keep).
+      - Not allowed with O(state=absent).
+    type: str
+    version_added: "1.2.0"
   rotate_secret:
     description:
       - Set a new random tunnel secret (32 bytes). Tokens built on the old secret stop working for new
@@ -87,6 +98,11 @@ EXAMPLES = r"""
   llm_relay.homelab.cloudflare_tunnel:
     name: llm-relay
     state: absent
+
+- name: The tunnel that replaced llm-relay takes its name
+  llm_relay.homelab.cloudflare_tunnel:
+    name: llm-relay
+    rename_from: llm-relay-next
 """
 
 RETURN = r"""
@@ -121,6 +137,12 @@ connections:
   type: list
   elements: dict
   sample: []
+renamed_from:
+  description: The name the tunnel had before this run renamed it (O(rename_from)); null when not renamed.
+  returned: always
+  type: str
+  sample: llm-relay-next
+  version_added: "1.2.0"
 secret_rotated:
   description: Whether a new tunnel secret was set (or would be, in check mode).
   returned: always
@@ -181,16 +203,45 @@ def _create(client, name):
         raise
 
 
+def _require_remote(tunnel):
+    if tunnel and tunnel.get("config_src") not in (None, "cloudflare"):
+        raise CloudflareAPIError(
+            "tunnel {!r} ({}) is locally-managed (config_src={}); this module manages remotely-managed "
+            "tunnels only".format(tunnel.get("name"), tunnel["id"], tunnel.get("config_src"))
+        )
+
+
+def _renamed(module, client, name, tunnel):
+    """The tunnel named rename_from, renamed to name, when no tunnel has that name yet."""
+    old_name = module.params["rename_from"]
+    source = _find_one(client, old_name) if old_name and old_name != name else None
+    if source and tunnel:
+        raise CloudflareAPIError(
+            f"tunnels named both name={name!r} ({tunnel['id']}) and rename_from={old_name!r} "
+            f"({source['id']}) exist; delete the one that should go, the module will not guess"
+        )
+    _require_remote(source)
+    if not source or module.check_mode:
+        return source
+    return client.request("patch", client.tunnels_path(source["id"]), body={"name": name})
+
+
 def run(module, client):
     name = module.params["name"]
     state = module.params["state"]
     rotate = module.params["rotate_secret"]
-    result = {"changed": False, "name": name, "secret_rotated": False}
+    result = {"changed": False, "name": name, "secret_rotated": False, "renamed_from": None}
 
     tunnel = _find_one(client, name)
     before = {"name": name, "state": "present" if tunnel else "absent"}
     if tunnel:
         before["tunnel_id"] = tunnel["id"]
+    if state == "present":
+        source = _renamed(module, client, name, tunnel)
+        if source:
+            tunnel = source
+            result.update(changed=True, renamed_from=module.params["rename_from"])
+            before = {"name": module.params["rename_from"], "state": "present", "tunnel_id": source["id"]}
 
     if state == "absent":
         if tunnel:
@@ -201,11 +252,7 @@ def run(module, client):
         result["diff"] = {"before": before, "after": {"name": name, "state": "absent"}}
         return result
 
-    if tunnel and tunnel.get("config_src") not in (None, "cloudflare"):
-        raise CloudflareAPIError(
-            "tunnel {!r} ({}) is locally-managed (config_src={}); this module manages remotely-managed "
-            "tunnels only".format(name, tunnel["id"], tunnel.get("config_src"))
-        )
+    _require_remote(tunnel)
 
     if not tunnel:
         result["changed"] = True
@@ -235,12 +282,15 @@ def main():
     module = AnsibleModule(
         argument_spec=cloudflare_argument_spec(
             name={"type": "str", "required": True},
+            rename_from={"type": "str"},
             state={"type": "str", "choices": ["present", "absent"], "default": "present"},
             rotate_secret={"type": "bool", "default": False, "no_log": False},
             return_token={"type": "bool", "default": False, "no_log": False},
         ),
         supports_check_mode=True,
     )
+    if module.params["rename_from"] and module.params["state"] == "absent":
+        module.fail_json(msg="rename_from is only for state=present (it renames instead of creating)")
     run_module(
         module, run, f"cloudflare_tunnel name={module.params['name']}", {1013: "name", 7003: "account_id"}
     )

@@ -1,5 +1,6 @@
 """cloudflare_tunnel paths the emulator cannot produce (it refuses duplicate names, as Cloudflare does):
-two live tunnels of one name, and a create answered 409/1013 because a lost first attempt did land.
+two live tunnels of one name, and a create answered 409/1013 because a lost first attempt did land; and
+the exact calls of rename_from (the emulator path runs in tests/site/test_rotation.py).
 The real client talks HTTP to a scripted server; only AnsibleModule is replaced by a small stand-in."""
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ class Failed(Exception):
 class FakeModule:
     def __init__(self, check_mode=False, **params):
         self.check_mode = check_mode
-        self.params = {"state": "present", "rotate_secret": False, "return_token": False, **params}
+        self.params = {
+            "state": "present",
+            "rename_from": None,
+            "rotate_secret": False,
+            "return_token": False,
+            **params,
+        }
         self.warnings = []
 
     def warn(self, message):
@@ -96,3 +103,41 @@ def test_locally_managed_tunnel_is_refused(client, scripted_api):
     scripted_api.push(200, envelope([dict(tunnel("x"), config_src="local")]))
     with pytest.raises(cf_utils.CloudflareAPIError, match="locally-managed"):
         cloudflare_tunnel.run(FakeModule(name="relay"), client)
+
+
+def test_rename_from_renames_the_only_tunnel_instead_of_creating_one(client, scripted_api):
+    scripted_api.push(200, envelope([]))  # nothing named "relay"
+    scripted_api.push(200, envelope([tunnel("new", name="relay-next")]))
+    scripted_api.push(200, envelope(tunnel("new", name="relay")))
+    result = cloudflare_tunnel.run(FakeModule(name="relay", rename_from="relay-next"), client)
+    assert (result["changed"], result["tunnel_id"], result["renamed_from"]) == (True, "new", "relay-next")
+    assert result["diff"]["before"] == {"name": "relay-next", "state": "present", "tunnel_id": "new"}
+    assert [r["method"] for r in scripted_api.requests] == ["GET", "GET", "PATCH"]
+    assert scripted_api.requests[2]["path"].endswith("/cfd_tunnel/new")
+    assert json.loads(scripted_api.requests[2]["body"]) == {"name": "relay"}
+
+
+def test_rename_from_is_ignored_when_only_the_name_exists(client, scripted_api):
+    scripted_api.push(200, envelope([tunnel("x")]))
+    scripted_api.push(200, envelope([]))
+    result = cloudflare_tunnel.run(FakeModule(name="relay", rename_from="relay-next"), client)
+    assert (result["changed"], result["tunnel_id"], result["renamed_from"]) == (False, "x", None)
+    assert {r["method"] for r in scripted_api.requests} == {"GET"}
+
+
+def test_rename_from_with_both_names_present_is_a_clear_error(client, scripted_api):
+    scripted_api.push(200, envelope([tunnel("old")]))
+    scripted_api.push(200, envelope([tunnel("new", name="relay-next")]))
+    match = r"both name='relay' \(old\) and rename_from='relay-next' \(new\) exist"
+    with pytest.raises(cf_utils.CloudflareAPIError, match=match):
+        cloudflare_tunnel.run(FakeModule(name="relay", rename_from="relay-next"), client)
+    assert {r["method"] for r in scripted_api.requests} == {"GET"}
+
+
+def test_rename_from_in_check_mode_writes_nothing(client, scripted_api):
+    scripted_api.push(200, envelope([]))
+    scripted_api.push(200, envelope([tunnel("new", name="relay-next")]))
+    module = FakeModule(check_mode=True, name="relay", rename_from="relay-next")
+    result = cloudflare_tunnel.run(module, client)
+    assert (result["changed"], result["tunnel_id"], result["renamed_from"]) == (True, "new", "relay-next")
+    assert {r["method"] for r in scripted_api.requests} == {"GET"}
