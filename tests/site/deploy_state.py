@@ -7,6 +7,7 @@ convergence ("exactly one tunnel, one record, N containers") and teardown ("noth
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -102,3 +103,16 @@ class LabState:
 def lxc_dirs(vmids: list[int]) -> list[Path]:
     """The LXC directories of these vmids still on this machine (the PVE emulator's real containers)."""
     return [LXC_PATH / str(v) for v in vmids if (LXC_PATH / str(v)).exists()]
+
+
+def in_container(vmid: int, *argv: str) -> str:
+    """What a command run inside one of the lab's real containers prints (it must succeed)."""
+    proc = subprocess.run(
+        ["lxc-attach", "-P", str(LXC_PATH), "-n", str(vmid), "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout

@@ -8,9 +8,12 @@ tests of this module in order, and destroyed at the end with playbooks/destroy.y
     not PEM, a provider without keys) fail in seconds with a message naming the entry, print no secret
     at -vvv, and change nothing; a PEM-shaped CA that OpenSSL refuses fails on the hosts and changes
     nothing there either;
-  - the full rotation (client token, Fernet key, provider keys, tunnel secret) while a load generator
-    (tests/site/loadgen.py) sends plain and streamed requests through the lab edge: no request fails, and
-    afterwards the old client token, the old Fernet key and the old tunnel token are refused;
+  - the full rotation (client token, Fernet key, provider keys, and the tunnel by its default two-tunnel
+    method) while a load generator (tests/site/loadgen.py) sends plain and streamed requests through the
+    lab edge: no request fails; afterwards the old client token and Fernet key are refused, the old
+    tunnel, its DNS target and its connectors are gone (its token names a deleted tunnel), and the steps
+    ran in the safe order;
+  - the opt-in secret rotation (`relay_tunnel_rotation=secret`) under load: same tunnel, old token refused;
   - provider keys changed in the inventory reach the upstream after `--tags provider_keys`;
   - one container stopped (clean shutdown through the PVE API) while the load runs: no request fails;
   - a relay code change rolled out by site.yml while the load runs: one replica at a time, each ready and
@@ -33,6 +36,7 @@ from pathlib import Path
 import pytest
 import requests
 import secret_scan
+from deploy_state import in_container
 from llm_relay import envelope
 from loadgen import LoadGenerator
 from play_events import events, first
@@ -53,8 +57,15 @@ REPO, assert_ok, deployment = harness.REPO, harness.assert_ok, harness.deploymen
 pytestmark = pytest.mark.lab
 
 HOSTNAME, PREFIX, REPLICAS = "rotate.lab.test", "rot-", 2
+TUNNEL = f"llm-relay-{HOSTNAME}"
 ROTATE = "playbooks/rotate-credentials.yml"
 STANDIN = REPO / "lab" / "cloudflared_standin" / "cloudflared"
+CONNECTED = "Wait until the connector has a registered edge connection"
+START = "Enable and start the cloudflared service"
+RESTART_CONNECTOR = "Restart the cloudflared service"
+MOVE_CNAME = "The proxied CNAME points at the new tunnel"
+REMOVE_SECOND = "Stop and disable the connector instance"
+LIST_CONNECTORS = ("--all", "--plain", "--no-legend", "cloudflared*")
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +154,7 @@ def standin_with(token: str, ca: Path, tmp_path: Path) -> subprocess.CompletedPr
 def secrets_now(lab, dep) -> dict[str, str]:
     """Every secret of the deployment as it stands (store, tunnel token, lab credentials)."""
     cloudflare = Cloudflare(lab)
-    tunnel_token = cloudflare.token(cloudflare.tunnel_id(f"llm-relay-{HOSTNAME}"))
+    tunnel_token = cloudflare.token(cloudflare.tunnel_id(TUNNEL))
     return secret_scan.deployment_secrets(lab, dep, tunnel_token)
 
 
@@ -224,17 +235,17 @@ def test_ca_openssl_refuses_fails_on_the_hosts_before_anything_is_written(lab, d
 
 
 @pytest.mark.timeout(1200)
-def test_rotation_under_load_fails_no_request_and_old_credentials_are_refused(lab, deployed, tmp_path):
+def test_rotation_under_load_fails_no_request_and_old_credentials_are_refused(lab, state, deployed, tmp_path):
     dep, ca = deployed, lab.ca_path
     cloudflare = Cloudflare(lab)
-    tunnel_id = cloudflare.tunnel_id(f"llm-relay-{HOSTNAME}")
+    tunnel_id = cloudflare.tunnel_id(TUNNEL)
     old_profile, old_tunnel_token = dep.client_profile(), cloudflare.token(tunnel_id)
     old_secrets = secrets_now(lab, dep)
 
     load = LoadGenerator(dep.artifact, ca, concurrency=4)
     started = time.monotonic()
     with load:
-        run = dep.run(ROTATE, "-vvv", "-e", "relay_rotation_grace=5")
+        run = dep.run(ROTATE, "-vvv", "-e", "relay_rotation_grace=5", "-e", "relay_tunnel_drain_seconds=3")
         rotation_seconds = time.monotonic() - started
         time.sleep(2)  # a few requests with the final credentials
     stats = load.stats
@@ -260,13 +271,65 @@ def test_rotation_under_load_fails_no_request_and_old_credentials_are_refused(la
     assert answer.status_code == 200
     opened = envelope.open_response(envelope.make_fernet([new_profile["fernet_key"]]), answer.content)
     assert opened.status == 200
-    # The old tunnel token cannot connect a connector any more; the new one is what the containers run.
-    new_tunnel_token = cloudflare.token(tunnel_id)
-    assert new_tunnel_token != old_tunnel_token
+    # Two-tunnel rotation: a new tunnel took the old one's name and the hostname; the old tunnel, its DNS
+    # target and its connectors are gone, and its token names a deleted tunnel.
+    (tunnel,) = state.tunnels(TUNNEL)
+    assert tunnel["id"] != tunnel_id
+    assert state.tunnels(TUNNEL + "-next") == []
+    tunnels = f"/accounts/{cloudflare.account}/cfd_tunnel"
+    assert tunnel_id not in {t["id"] for t in cloudflare.get(tunnels, is_deleted="false")}
+    assert cloudflare.get(f"{tunnels}/{tunnel_id}")["deleted_at"]
+    (record,) = [r for r in state.records(HOSTNAME) if r["type"] == "CNAME"]
+    assert record["content"] == f"{tunnel['id']}.cfargotunnel.com" and record["proxied"]
+    assert len(cloudflare.connectors(tunnel["id"])) == REPLICAS
+    for vmid in vmids(lab):
+        units = in_container(vmid, "systemctl", "list-units", *LIST_CONNECTORS)
+        assert [u.split()[0] for u in units.splitlines()] == ["cloudflared.service"], units
+        assert in_container(vmid, "ls", "/etc").split().count("cloudflared-next") == 0
+    old = standin_with(old_tunnel_token, ca, tmp_path)
+    assert old.returncode == 1
+    assert 'Register tunnel error from server side error="Unauthorized: Tunnel not found"' in old.stderr
+    # The rotation's steps, in order: second connectors up before the CNAME moves, the main connectors
+    # switched one at a time after it, the old tunnel deleted only once no connector of it is left.
+    found = events(run.output)
+    started = [first(found, START, host, "changed") for host in ("rot-1", "rot-2")]
+    second_up = [first(found, CONNECTED, s.host, "ok", after=s.index) for s in started]
+    moved = first(found, MOVE_CNAME, "localhost", "changed")
+    assert all(step.index < moved.index for step in second_up)
+    one = first(found, RESTART_CONNECTOR, "rot-1", "changed", after=moved.index)
+    one_back = first(found, CONNECTED, "rot-1", "ok", after=one.index)
+    two = first(found, RESTART_CONNECTOR, "rot-2", "changed", after=one_back.index)
+    two_back = first(found, CONNECTED, "rot-2", "ok", after=two.index)
+    removed = first(found, REMOVE_SECOND, "rot-2", "changed", after=two_back.index)
+    first(found, "The old tunnel is gone", "localhost", "changed", after=removed.index)
+
+
+@pytest.mark.timeout(900)
+def test_secret_rotation_opt_in_keeps_the_tunnel_and_refuses_the_old_token(lab, deployed, tmp_path):
+    dep, ca = deployed, lab.ca_path
+    cloudflare = Cloudflare(lab)
+    tunnel_id = cloudflare.tunnel_id(TUNNEL)
+    old_tunnel_token, old_secrets = cloudflare.token(tunnel_id), secrets_now(lab, dep)
+    with LoadGenerator(dep.artifact, ca, concurrency=4) as load:
+        run = dep.run(ROTATE, "--tags", "tunnel", "-vvv", "-e", "relay_tunnel_rotation=secret")
+    print(f"\nrotate-credentials.yml --tags tunnel (secret): load: {json.dumps(load.stats.summary())}")
+    assert_ok(run)
+    assert load.stats.failed == 0, load.stats.failures[:10]
+    assert_no_secret(run.output, old_secrets)
+    assert_no_secret(run.output, secrets_now(lab, dep))
+    # Same tunnel, new secret: the old token cannot connect a connector any more.
+    assert cloudflare.tunnel_id(TUNNEL) == tunnel_id
+    assert cloudflare.token(tunnel_id) != old_tunnel_token
     old = standin_with(old_tunnel_token, ca, tmp_path)
     assert old.returncode == 1
     assert 'Register tunnel error from server side error="Unauthorized: Invalid tunnel secret"' in old.stderr
     assert len(cloudflare.connectors(tunnel_id)) == REPLICAS
+    first(events(run.output), MOVE_CNAME, "localhost", "skipping")
+
+
+def vmids(lab) -> list[int]:
+    px = lab.proxmox()
+    return [c["vmid"] for node in lab.nodes for c in px.nodes(node).lxc.get() if c["name"].startswith(PREFIX)]
 
 
 def inventory_providers() -> list[dict]:
@@ -317,7 +380,7 @@ def test_provider_keys_changed_in_the_inventory_are_rolled_out_by_reload(lab, de
 def test_stopping_one_container_keeps_requests_succeeding(lab, deployed):
     dep, ca = deployed, lab.ca_path
     cloudflare = Cloudflare(lab)
-    tunnel_id = cloudflare.tunnel_id(f"llm-relay-{HOSTNAME}")
+    tunnel_id = cloudflare.tunnel_id(TUNNEL)
     px = lab.proxmox()
     ours = {c["name"]: (node, c["vmid"]) for node in lab.nodes for c in px.nodes(node).lxc.get()}
     node, vmid = ours[f"{PREFIX}1"]
@@ -365,14 +428,13 @@ def changed_source(tmp_path: Path) -> Path:
 
 RESTART = "Restart the relay service"
 STOP_FRONTS = "Stop the units in front of the relay"
-CONNECTED = "Wait until the connector has a registered edge connection"
 
 
 @pytest.mark.timeout(1200)
 def test_relay_code_change_rolls_out_one_replica_at_a_time_under_load(lab, deployed, tmp_path):
     dep, ca = deployed, lab.ca_path
     cloudflare = Cloudflare(lab)
-    tunnel_id = cloudflare.tunnel_id(f"llm-relay-{HOSTNAME}")
+    tunnel_id = cloudflare.tunnel_id(TUNNEL)
     source = changed_source(tmp_path)
     secrets = secrets_now(lab, dep)
     with LoadGenerator(dep.artifact, ca, concurrency=4) as load:

@@ -40,7 +40,7 @@ import pytest
 import requests
 import yaml
 from collection_build import build, install
-from deploy_state import LXC_PATH, harness, lxc_dirs
+from deploy_state import harness, in_container, lxc_dirs
 
 REPO, VENV_BIN, assert_ok, deployment = harness.REPO, harness.VENV_BIN, harness.assert_ok, harness.deployment
 
@@ -204,18 +204,6 @@ def test_check_diff_on_the_converged_deployment_reports_nothing(site):
     assert_ok(run)
     assert run.changed_hosts == {}, run.output[-6000:]
     assert site.client_profile()["token"] not in run.output
-
-
-def in_container(vmid: int, *argv: str) -> str:
-    proc = subprocess.run(
-        ["lxc-attach", "-P", str(LXC_PATH), "-n", str(vmid), "--", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def test_files_changed_by_hand_are_put_back_by_the_next_run(lab, site, state):
