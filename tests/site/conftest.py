@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +117,47 @@ class Deployment:
         )
         output = proc.stdout + proc.stderr
         return PlaybookRun(proc.returncode, output, parse_recap(output))
+
+    def run_and_cut(
+        self,
+        playbook: str,
+        *args: str,
+        cut: Callable[[str], bool],
+        sig: signal.Signals = signal.SIGTERM,
+        grace: float = 0,
+        timeout: float = 900,
+    ) -> tuple[PlaybookRun, bool]:
+        """Start a playbook and kill its process group (as a terminal or a CI runner does) `grace` seconds
+        after `cut(line)` is first true for a line it prints. Returns the run and whether it was cut."""
+        proc = subprocess.Popen(
+            self.command(playbook, *args),
+            cwd=self.project or REPO,
+            env={**self.env(), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        lines: list[str] = []
+        was_cut = False
+        deadline = time.monotonic() + timeout
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if cut(line):
+                    time.sleep(grace)
+                    os.killpg(proc.pid, sig)
+                    was_cut = True
+                    break
+                assert time.monotonic() < deadline, "".join(lines[-50:])
+            lines.extend(proc.stdout)  # what it prints while stopping
+            returncode = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        output = "".join(lines)
+        return PlaybookRun(returncode, output, parse_recap(output)), was_cut
 
     @property
     def artifact(self) -> Path:

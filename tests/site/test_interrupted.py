@@ -11,7 +11,6 @@ run converges to exactly that and answers end to end; destroy.yml then removes e
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -31,41 +30,6 @@ HOSTNAME, PREFIX, REPLICAS = "interrupt.lab.test", "int-", 1
 PLAYS = len(yaml.safe_load((REPO / "playbooks/site.yml").read_text()))
 
 
-def run_and_cut(
-    dep, cut, sig: signal.Signals, grace: float = 0, timeout: float = 900
-) -> tuple[str, int, bool]:
-    """Start site.yml and kill its process group (as a terminal or a CI runner does) `grace` seconds
-    after `cut(line)` is first true for a line it prints. Returns output, exit status, whether it was cut."""
-    proc = subprocess.Popen(
-        dep.command("site.yml"),
-        cwd=REPO,
-        env={**dep.env(), "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    was_cut = False
-    deadline = time.monotonic() + timeout
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if cut(line):
-                time.sleep(grace)
-                os.killpg(proc.pid, sig)
-                was_cut = True
-                break
-            assert time.monotonic() < deadline, "".join(lines[-50:])
-        lines.extend(proc.stdout)  # what it prints while stopping
-        returncode = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return "".join(lines), returncode, was_cut
-
-
 def run_until_play(dep, play: int, sig: signal.Signals, timeout: float = 900) -> tuple[str, int]:
     """Start site.yml and kill it when it prints the header of play number `play` (1-based).
 
@@ -78,7 +42,8 @@ def run_until_play(dep, play: int, sig: signal.Signals, timeout: float = 900) ->
             seen[0] += 1
         return seen[0] == play
 
-    output, returncode, was_cut = run_and_cut(dep, at_play, sig, timeout=timeout)
+    run, was_cut = dep.run_and_cut("site.yml", cut=at_play, sig=sig, timeout=timeout)
+    output, returncode = run.output, run.returncode
     # Kept next to the deployment's secrets for a post-mortem of a failed convergence.
     (dep.secrets_dir.parent / f"cut-before-play-{play}.log").write_text(output)
     assert was_cut, f"site.yml ended before play {play}:\n{output[-6000:]}"
@@ -151,7 +116,8 @@ def test_failed_or_cut_container_creation_leaves_nothing_half_made(lab, state, d
     def in_create(line):
         return line.startswith("TASK [") and task in line
 
-    output, returncode, was_cut = run_and_cut(dep, in_create, signal.SIGINT, grace=1.5)
+    run, was_cut = dep.run_and_cut("site.yml", cut=in_create, sig=signal.SIGINT, grace=1.5)
+    output, returncode = run.output, run.returncode
     assert was_cut and returncode != 0, output[-3000:]
     assert_status_matches(state, dep, "right after the cut inside the create")
     assert_no_orphans(state, dep, "after the cut inside the create")

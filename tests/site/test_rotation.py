@@ -327,6 +327,67 @@ def test_secret_rotation_opt_in_keeps_the_tunnel_and_refuses_the_old_token(lab, 
     first(events(run.output), MOVE_CNAME, "localhost", "skipping")
 
 
+DRAIN = "The old tunnel drains (requests reaching it are still served)"
+RENAME = "The new tunnel takes the old one's name"
+
+
+@pytest.mark.timeout(1200)
+def test_a_rotation_cut_or_failed_midway_is_finished_by_running_again(lab, state, deployed):
+    """README: a run cut anywhere is finished by running it again; site.yml refuses while both tunnels
+    exist. Cut by SIGTERM in the drain (both tunnels up, the CNAME moved), then the re-run failing on an API
+    error at the rename (old tunnel deleted, new one still <name>-next), which site.yml then finishes."""
+    dep, ca = deployed, lab.ca_path
+    cloudflare = Cloudflare(lab)
+    old_id = cloudflare.tunnel_id(TUNNEL)
+    tunnel_only = ("--tags", "tunnel", "-e", "relay_tunnel_drain_seconds=3")
+    with LoadGenerator(dep.artifact, ca, concurrency=4) as load:
+        cut, was_cut = dep.run_and_cut(
+            ROTATE,
+            *tunnel_only,
+            "-e",
+            "relay_tunnel_drain_seconds=600",
+            cut=lambda line: line.startswith(f"TASK [{DRAIN}]"),
+            grace=2,
+        )
+        assert was_cut and cut.returncode != 0, cut.output[-3000:]
+        (next_tunnel,) = state.tunnels(TUNNEL + "-next")
+        assert cloudflare.tunnel_id(TUNNEL) == old_id
+        (record,) = [r for r in state.records(HOSTNAME) if r["type"] == "CNAME"]
+        assert record["content"] == f"{next_tunnel['id']}.cfargotunnel.com"
+        assert len(cloudflare.connectors(old_id)) == len(cloudflare.connectors(next_tunnel["id"])) == REPLICAS
+
+        refused = dep.run("site.yml")
+        assert refused.returncode != 0
+        assert f"name='{TUNNEL}' ({old_id}) and rename_from='{TUNNEL}-next' ({next_tunnel['id']})" in (
+            refused.output
+        ), refused.output[-3000:]
+        assert refused.changed_hosts == {}, refused.output[-3000:]
+
+        # Every attempt of the rename (the client's retries included) answers 503.
+        faults = lab.cloudflare.url + "/_lab/faults"
+        rule = {"path": "/accounts/*/cfd_tunnel/*", "method": "PATCH", "mode": "5xx", "count": 10}
+        requests.post(faults, json=rule, verify=str(ca), timeout=10).raise_for_status()
+        try:
+            failed = dep.run(ROTATE, *tunnel_only)
+        finally:
+            requests.delete(faults, verify=str(ca), timeout=10).raise_for_status()
+        assert failed.returncode != 0
+        first(events(failed.output), RENAME, "localhost", "fatal")
+        assert state.tunnels(TUNNEL) == []
+        assert [t["id"] for t in state.tunnels(TUNNEL + "-next")] == [next_tunnel["id"]]
+
+        finished = dep.run("site.yml")
+    print(f"\nrotation cut, refused, failed, finished: load: {json.dumps(load.stats.summary())}")
+    assert_ok(finished)
+    assert load.stats.failed == 0, load.stats.failures[:10]
+    # The tunnel the cut run made, under the usual name; no third tunnel; the connectors stayed put.
+    assert [t["id"] for t in state.tunnels(TUNNEL)] == [next_tunnel["id"]]
+    assert state.tunnels(TUNNEL + "-next") == []
+    assert cloudflare.get(f"/accounts/{cloudflare.account}/cfd_tunnel/{old_id}")["deleted_at"]
+    assert len(cloudflare.connectors(next_tunnel["id"])) == REPLICAS
+    assert "changed" not in {e.status for e in events(finished.output) if e.host.startswith(PREFIX)}
+
+
 def vmids(lab) -> list[int]:
     px = lab.proxmox()
     return [c["vmid"] for node in lab.nodes for c in px.nodes(node).lxc.get() if c["name"].startswith(PREFIX)]
