@@ -14,6 +14,9 @@ tests of this module in order, and destroyed at the end with playbooks/destroy.y
     tunnel, its DNS target and its connectors are gone (its token names a deleted tunnel), and the steps
     ran in the safe order;
   - the opt-in secret rotation (`relay_tunnel_rotation=secret`) under load: same tunnel, old token refused;
+  - a tunnel rotation cut in its drain (SIGTERM), then re-run and failing at the rename on API errors:
+    site.yml refuses while both tunnels exist (naming both, changing nothing), then finishes the rename;
+    no request fails;
   - provider keys changed in the inventory reach the upstream after `--tags provider_keys`;
   - one container stopped (clean shutdown through the PVE API) while the load runs: no request fails;
   - a relay code change rolled out by site.yml while the load runs: one replica at a time, each ready and
@@ -339,7 +342,8 @@ def test_a_rotation_cut_or_failed_midway_is_finished_by_running_again(lab, state
     dep, ca = deployed, lab.ca_path
     cloudflare = Cloudflare(lab)
     old_id = cloudflare.tunnel_id(TUNNEL)
-    tunnel_only = ("--tags", "tunnel", "-e", "relay_tunnel_drain_seconds=3")
+    secrets = secrets_now(lab, dep)
+    tunnel_only = ("--tags", "tunnel", "-vvv", "-e", "relay_tunnel_drain_seconds=3")
     with LoadGenerator(dep.artifact, ca, concurrency=4) as load:
         cut, was_cut = dep.run_and_cut(
             ROTATE,
@@ -351,12 +355,14 @@ def test_a_rotation_cut_or_failed_midway_is_finished_by_running_again(lab, state
         )
         assert was_cut and cut.returncode != 0, cut.output[-3000:]
         (next_tunnel,) = state.tunnels(TUNNEL + "-next")
+        next_token = cloudflare.token(next_tunnel["id"])
+        secrets.update({f"next {k}": v for k, v in secret_scan.tunnel_secrets(next_token).items()})
         assert cloudflare.tunnel_id(TUNNEL) == old_id
         (record,) = [r for r in state.records(HOSTNAME) if r["type"] == "CNAME"]
         assert record["content"] == f"{next_tunnel['id']}.cfargotunnel.com"
         assert len(cloudflare.connectors(old_id)) == len(cloudflare.connectors(next_tunnel["id"])) == REPLICAS
 
-        refused = dep.run("site.yml")
+        refused = dep.run("site.yml", "-vvv")
         assert refused.returncode != 0
         assert f"name='{TUNNEL}' ({old_id}) and rename_from='{TUNNEL}-next' ({next_tunnel['id']})" in (
             refused.output
@@ -376,10 +382,12 @@ def test_a_rotation_cut_or_failed_midway_is_finished_by_running_again(lab, state
         assert state.tunnels(TUNNEL) == []
         assert [t["id"] for t in state.tunnels(TUNNEL + "-next")] == [next_tunnel["id"]]
 
-        finished = dep.run("site.yml")
+        finished = dep.run("site.yml", "-vvv")
     print(f"\nrotation cut, refused, failed, finished: load: {json.dumps(load.stats.summary())}")
     assert_ok(finished)
     assert load.stats.failed == 0, load.stats.failures[:10]
+    for run in (cut, refused, failed, finished):  # failure paths at -vvv too
+        assert_no_secret(run.output, secrets)
     # The tunnel the cut run made, under the usual name; no third tunnel; the connectors stayed put.
     assert [t["id"] for t in state.tunnels(TUNNEL)] == [next_tunnel["id"]]
     assert state.tunnels(TUNNEL + "-next") == []
