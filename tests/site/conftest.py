@@ -34,6 +34,7 @@ class PlaybookRun:
     returncode: int
     output: str
     recap: dict[str, dict[str, int]] = field(default_factory=dict)
+    key_file: Path | None = None  # the deployment's SSH key, named in a diagnosis of unreachable hosts
 
     @property
     def changed_hosts(self) -> dict[str, int]:
@@ -116,7 +117,7 @@ class Deployment:
             check=False,
         )
         output = proc.stdout + proc.stderr
-        return PlaybookRun(proc.returncode, output, parse_recap(output))
+        return PlaybookRun(proc.returncode, output, parse_recap(output), self.secrets_dir / "id_ed25519")
 
     def run_and_cut(
         self,
@@ -157,7 +158,7 @@ class Deployment:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         output = "".join(lines)
-        return PlaybookRun(returncode, output, parse_recap(output)), was_cut
+        return PlaybookRun(returncode, output, parse_recap(output), self.secrets_dir / "id_ed25519"), was_cut
 
     @property
     def artifact(self) -> Path:
@@ -185,6 +186,11 @@ def deployment(
 
 
 def assert_ok(run: PlaybookRun) -> None:
+    if run.returncode != 0 and any(r["unreachable"] for r in run.recap.values()):
+        # Which container answered at the address, and with which keys: a post-mortem for CI.
+        from lab_diagnosis import describe
+
+        assert run.returncode == 0, describe(run.key_file) + "\n" + run.output[-6000:]
     assert run.returncode == 0, run.output[-6000:]
 
 
