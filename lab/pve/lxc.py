@@ -9,6 +9,7 @@ way `pct` does it). Unprivileged containers get a real idmap (root:100000:65536 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -142,7 +143,8 @@ class Backend:
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def state(self, vmid: int) -> tuple[str, int | None]:
-        """('running'|'stopped', init pid)."""
+        """('running'|'stopped', init pid). As in PVE, a container with live processes is running:
+        STARTING, FROZEN and STOPPING count as running, so nothing treats a live container as gone."""
         if not self.exists(vmid):
             return "stopped", None
         try:
@@ -152,9 +154,9 @@ class Backend:
             # container: report it stopped, as PVE would, so listings keep working and a start says why.
             return "stopped", None
         info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        running = info.get("State", "").strip() == "RUNNING"
-        pid = int(info["PID"]) if running and info.get("PID", "").strip().isdigit() else None
-        return ("running" if running else "stopped"), pid
+        stopped = info.get("State", "").strip() == "STOPPED"
+        pid = info.get("PID", "").strip()
+        return ("stopped", None) if stopped else ("running", int(pid) if pid.isdigit() else None)
 
     def includes(self, vmid: int) -> list[Path]:
         """The host files a container's LXC config includes."""
@@ -204,9 +206,16 @@ class Backend:
         await run("lxc-stop", *self._args(vmid), "-r", "-t", "60", limit=90)
 
     async def destroy(self, vmid: int) -> None:
-        state, _ = await self.state(vmid)
-        if state == "running":
-            await self.stop(vmid)
+        """Stop, then remove the LXC directory. Never under a live container: the caller releases its
+        address lease next, and a live container would keep answering on an address DHCP hands out
+        again (the next container's SSH would reach it and be refused)."""
+        if self.exists(vmid) and (await self.state(vmid))[0] == "running":
+            with contextlib.suppress(TaskFailed):  # it may have stopped meanwhile: the wait decides
+                await self.stop(vmid)
+            try:
+                await run("lxc-wait", *self._args(vmid), "-s", "STOPPED", "-t", "30", limit=40)
+            except TaskFailed as exc:
+                raise TaskFailed(f"unable to destroy CT {vmid} - container did not stop: {exc}") from None
         await asyncio.to_thread(shutil.rmtree, self.lxcpath / str(vmid), ignore_errors=True)
 
     async def interfaces(self, pid: int) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ No lab needed: a throw-away lxcpath with a hand-made config, as a half-made cont
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from lab import preflight
@@ -43,3 +45,36 @@ async def test_a_missing_host_command_names_its_package(monkeypatch):
     with pytest.raises(TaskFailed) as failed:
         await lxc.run("lxc-no-such-tool", "-n", "100")
     assert "command 'lxc-no-such-tool' not found on the lab host (Debian package lxc)" in str(failed.value)
+
+
+def sleeper(backend, vmid):
+    """A real container without a template: the host's filesystem, one `sleep` as its init."""
+    path = backend.lxcpath / str(vmid)
+    path.mkdir()
+    (path / "config").write_text(
+        f"lxc.uts.name = ct{vmid}\nlxc.init.cmd = /bin/sleep 600\nlxc.net.0.type = empty\n"
+        "lxc.apparmor.profile = unconfined\nlxc.console.path = none\nlxc.mount.auto = proc:mixed sys:ro\n"
+        "lxc.autodev = 1\n"
+    )
+
+
+@pytest.mark.skipif(not preflight._which("lxc-start"), reason="needs lxc (lab/host-deps.sh)")
+async def test_destroy_stops_a_container_that_is_neither_running_nor_stopped(tmp_path):
+    """A frozen (or starting, or stopping) container is alive: destroy must stop it before removing its
+    directory, because the caller then releases its DHCP lease and a live one would keep answering on
+    the address the next container gets (whose SSH would then be refused)."""
+    backend, vmid = lxc.Backend(tmp_path / "lxc"), 999001
+    sleeper(backend, vmid)
+    args = ["-P", str(backend.lxcpath), "-n", str(vmid)]
+    await lxc.run("lxc-start", *args, "-d")
+    try:
+        await lxc.run("lxc-freeze", *args)
+        state, pid = await backend.state(vmid)
+        assert (state, pid is not None) == ("running", True)
+        await backend.destroy(vmid)
+        assert not (backend.lxcpath / str(vmid)).exists()
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        if (backend.lxcpath / str(vmid)).exists():
+            await lxc.run("lxc-stop", *args, "-k")
