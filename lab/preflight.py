@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "lxc-stop": "lxc",
     "lxc-info": "lxc",
     "lxc-wait": "lxc",
+    "lxc-freeze": "lxc",
     "lxc-cgroup": "lxc",
     "lxc-usernsexec": "lxc",
     "lxc-ls": "lxc",
