@@ -344,6 +344,21 @@ class RelayServer:
             raise RuntimeError(f"relay did not start:\n{self.log.read_text()[-3000:]}") from None
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def requests(self) -> list[dict]:
+        """The access-log entries so far (JSON lines on stderr with event=request)."""
+        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+        return [entry for entry in lines if entry.get("event") == "request"]
+
+    def wait_requests(self, count: int, timeout: float = 10) -> list[dict]:
+        """At least `count` access-log entries. A request's line is written when it ends and buffered for
+        up to 0.1 s (the relay batches its log writes), so it can lag the answer the client already has."""
+
+        def enough() -> list[dict] | None:
+            entries = self.requests()
+            return entries if len(entries) >= count else None
+
+        return until(enough, timeout)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

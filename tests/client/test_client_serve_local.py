@@ -11,7 +11,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from client_harness import UPSTREAM_KEY, client_toml, until
+from client_harness import UPSTREAM_KEY, client_toml
 
 from lab.upstream import answers
 
@@ -39,16 +39,10 @@ def serve_local(cli, relay, keys):
         assert proc.returncode == 0  # SIGTERM is a clean stop
 
 
-def relay_requests(relay) -> list[dict]:
-    """The relay's access-log entries (JSON lines on stderr with event=request)."""
-    lines = [json.loads(line) for line in relay.log.read_text().splitlines() if line.startswith("{")]
-    return [entry for entry in lines if entry.get("event") == "request"]
-
-
 @pytest.mark.parametrize("encrypt", [False, True])
 def test_openai_sdk_through_serve_local(serve_local, relay, encrypt):
     base_url = serve_local(encrypt)
-    seen_before = len(relay_requests(relay))
+    seen_before = len(relay.requests())
     client = openai.OpenAI(base_url=base_url, api_key="anything-local", max_retries=0)
     messages = [{"role": "user", "content": PROMPT}]
     expected = answers.chat_answer({"messages": messages})[0]
@@ -68,9 +62,7 @@ def test_openai_sdk_through_serve_local(serve_local, relay, encrypt):
     assert "lab/echo" in [m.id for m in client.models.list().data]
 
     # The relay saw these requests in the expected mode (its access log says envelope or not).
-    # (each entry is written when its request ends: wait for all four)
-    until(lambda: len(relay_requests(relay)) >= seen_before + 4)
-    recent = relay_requests(relay)[seen_before:]
+    recent = relay.wait_requests(seen_before + 4)[seen_before:]
     assert [e["envelope"] for e in recent] == [encrypt] * 4
     assert {e["token"] for e in recent} == {"client-tests"}
 
