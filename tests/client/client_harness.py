@@ -302,6 +302,9 @@ headers = {{ "anthropic-version" = "2023-06-01" }}
 """
 
 
+LOG_FLUSH_S = 0.1  # how long the relay holds an access-log line at most (AccessLog's flush_interval)
+
+
 class RelayServer:
     """`llm-relay-server` (the relay package's console entry point) with its own config and secret files."""
 
@@ -349,9 +352,15 @@ class RelayServer:
         lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
         return [entry for entry in lines if entry.get("event") == "request"]
 
+    def settled_requests(self) -> list[dict]:
+        """The entries once every request that already ended has its line (see `wait_requests`): what a
+        test counts before its own requests, on a relay that earlier tests used."""
+        time.sleep(LOG_FLUSH_S * 3)
+        return self.requests()
+
     def wait_requests(self, count: int, timeout: float = 10) -> list[dict]:
         """At least `count` access-log entries. A request's line is written when it ends and buffered for
-        up to 0.1 s (the relay batches its log writes), so it can lag the answer the client already has."""
+        up to LOG_FLUSH_S (the relay batches its log writes), so it can lag the answer the client has."""
 
         def enough() -> list[dict] | None:
             entries = self.requests()
