@@ -22,6 +22,7 @@ LXC_SHARE = Path("/usr/share/lxc/config")
 # command -> the Debian package that ships it.
 COMMANDS: dict[str, str] = {
     "make": "make",
+    "bash": "bash",
     "dpkg": "dpkg",
     "dpkg-query": "dpkg",
     "git": "git",
@@ -72,7 +73,7 @@ FILES: dict[Path, str] = {
 # Python modules of the interpreter that builds the venv -> their Debian package (Debian splits them off).
 PYTHON_MODULES: dict[str, str] = {"ensurepip": "python3-venv"}
 
-HINT = "install it with `bash lab/host-deps.sh` (as root), which installs lab/host-packages.txt"
+HINT = "install it with `bash lab/host-deps.sh` (as root), which installs the packages it lists"
 
 
 def _which(command: str) -> str | None:

@@ -3,7 +3,7 @@
 - Every program the lab, tests and benchmarks run on the host is listed in lab/preflight.py (found by
   reading the sources, not from a hand-kept list alone).
 - Every listed command and host file belongs, per the package database (`dpkg -S`), to the package the
-  preflight names, and that package is installed by lab/host-deps.sh (lab/host-packages.txt), pulled in by
+  preflight names, and that package is installed by lab/host-deps.sh (its `packages` list), pulled in by
   one of those, or part of Debian's base system (Priority: required).
 - lab/host-deps.sh, run in a fresh Debian 12 root (mmdebstrap minbase + python3), makes the preflight pass;
   with a package it installs removed, the preflight fails and names it.
@@ -38,8 +38,9 @@ IN_CONTAINERS = ("molecule/default/files/",)
 
 
 def host_packages() -> list[str]:
-    lines = (REPO / "lab" / "host-packages.txt").read_text().splitlines()
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    """What lab/host-deps.sh installs, as it prints it (`--list`)."""
+    argv = ["bash", str(REPO / "lab" / "host-deps.sh"), "--list"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
 
 
 def argv_heads() -> dict[str, set[str]]:
@@ -107,7 +108,7 @@ def installed() -> dict[str, tuple[str, list[str]]]:
 
 
 def allowed_packages() -> set[str]:
-    """host-packages.txt and everything it pulls in (Pre-Depends/Depends), plus the base system."""
+    """host-deps.sh's packages and everything they pull in (Pre-Depends/Depends), plus the base system."""
     db = installed()
     allowed = {name for name, (priority, _) in db.items() if priority == "required"}
     todo = list(host_packages())
@@ -169,7 +170,7 @@ def test_each_command_and_file_comes_from_a_package_host_deps_installs():
             outside.append(f"{path} ({real})")
     assert not absent, f"missing on this host, run lab/host-deps.sh: {absent}"
     assert not wrong, wrong
-    assert not outside, f"not installed by lab/host-packages.txt nor the base system: {outside}"
+    assert not outside, f"not installed by lab/host-deps.sh nor the base system: {outside}"
 
 
 def test_lxc_configs_include_only_files_the_preflight_checks():
@@ -199,7 +200,7 @@ def test_host_deps_in_a_fresh_debian_12_root(tmp_path):
     root = tmp_path / "root"
     hooks = [
         'mkdir -p "$1"/root/lab',
-        "copy-in lab/host-deps.sh lab/host-packages.txt lab/preflight.py /root/lab/",
+        "copy-in lab/host-deps.sh lab/preflight.py /root/lab/",
         'chroot "$1" bash /root/lab/host-deps.sh',
         'chroot "$1" python3 /root/lab/preflight.py && echo PREFLIGHT-PASSED',
         'chroot "$1" dpkg --purge lxc-templates >/dev/null',
