@@ -20,7 +20,8 @@ from aiohttp import web
 from .envelope import CloudflareError
 
 TOKEN_FORMAT = re.compile(r"^[A-Za-z0-9_-]{40}$")
-RESOURCES = {"Cloudflare Tunnel", "DNS", "Zone"}
+# Access ones: Cloudflare's permission groups "Access: Apps and Policies" and "Access: Service Tokens".
+RESOURCES = {"Cloudflare Tunnel", "DNS", "Zone", "Access: Apps and Policies", "Access: Service Tokens"}
 
 
 @dataclass(frozen=True)

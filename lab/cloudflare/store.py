@@ -80,6 +80,8 @@ class CloudflareState:
         self.records: dict[str, dict[str, dict[str, Any]]] = {z["id"]: {} for z in self.zones}
         # tunnel id -> connection id -> connection (with its client/connector fields)
         self.connections: dict[str, dict[str, dict[str, Any]]] = {}
+        # Access objects by kind (apps, policies, service_tokens) -> id -> object; served by access.py.
+        self.access: dict[str, dict[str, dict[str, Any]]] = {}
         self._listeners: list[Listener] = []
         self._load()
 
@@ -99,6 +101,7 @@ class CloudflareState:
         for zone_id, records in data.get("records", {}).items():
             if zone_id in self.records:
                 self.records[zone_id] = records
+        self.access = data.get("access") or {}
         for tunnel in self.tunnels.values():
             # Connections died with the previous daemon: the tunnel is down until connectors come back.
             if tunnel.get("conns_active_at") and not tunnel.get("conns_inactive_at"):
@@ -120,7 +123,12 @@ class CloudflareState:
         # Tunnel secrets live here: owner-only, like any credential file.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"tunnels": self.tunnels, "records": self.records}, fh, indent=1, sort_keys=True)
+            json.dump(
+                {"tunnels": self.tunnels, "records": self.records, "access": self.access},
+                fh,
+                indent=1,
+                sort_keys=True,
+            )
         os.replace(tmp, self.path)
 
     # -- listeners -----------------------------------------------------------------------------------
