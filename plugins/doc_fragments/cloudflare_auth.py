@@ -8,6 +8,8 @@ options:
     description:
       - Cloudflare API token (sent as a C(Bearer) C(Authorization) header). Needs
         C(Cloudflare Tunnel:Edit) on the account and C(DNS:Edit) on the zone for the modules that write them.
+      - "The Access modules need C(Access: Apps and Policies:Edit) (applications, policies) and
+        C(Access: Service Tokens:Edit) (service tokens, and reading them for a policy) on the account."
       - Never logged; prefer the environment variable or a vaulted variable over a literal.
       - The SDK's own C(CLOUDFLARE_API_KEY)/C(CLOUDFLARE_EMAIL) environment variables are ignored, so
         this token is the only credential sent.
@@ -16,9 +18,9 @@ options:
     required: false
   account_id:
     description:
-      - Cloudflare account id (32 hex characters) owning the tunnels.
-      - Required by the tunnel modules; optional for M(llm_relay.homelab.cloudflare_dns_record), where it
-        narrows the zone lookup by name.
+      - Cloudflare account id (32 hex characters) owning the tunnels and Access objects.
+      - Required by the tunnel and Access modules; optional for
+        M(llm_relay.homelab.cloudflare_dns_record), where it narrows the zone lookup by name.
       - Falls back to the E(CLOUDFLARE_ACCOUNT_ID) environment variable.
     type: str
     required: false

@@ -290,6 +290,52 @@ class CloudflareClient:
         return zones[0]["id"], zones[0]["name"]
 
 
+# -- Cloudflare Access (Zero Trust) ------------------------------------------------------------------------
+# Account-level paths (/accounts/{account_id}/access/...). Policies are the reusable kind
+# (/access/policies), linked to an application through its `policies` array: the SDK's and the API
+# reference's text for the app-scoped /access/apps/{app_id}/policies recommends a reusable policy
+# referenced from the application instead, and a reusable policy outlives an application re-creation.
+class AccessPaths:
+    """Paths and lookups of the Access objects the cloudflare_access_* modules manage."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def path(self, kind, object_id=None, suffix=None):
+        """kind: apps | policies | service_tokens."""
+        path = f"/accounts/{self.client.require_account()}/access/{kind}"
+        if object_id:
+            path += f"/{object_id}"
+        if suffix:
+            path += f"/{suffix}"
+        return path
+
+    def find(self, kind, what, match):
+        """The objects of ``kind`` for which ``match(obj)`` holds; more than one is an error (no guessing)."""
+        found = [
+            obj for obj in self.client.list_all(self.path(kind), per_page=ACCESS_PAGE_SIZE) if match(obj)
+        ]
+        if len(found) > 1:
+            raise CloudflareAPIError(
+                f"{what} matches {len(found)} Access {kind.replace('_', ' ')} "
+                f"({', '.join(str(o.get('id')) for o in found)}); "
+                "delete the extra ones, the module will not guess"
+            )
+        return found[0] if found else None
+
+
+# Access list endpoints are reported to accept only some page sizes (1, 5, 10, 20, 25, 50, 100, 1000),
+# answering others with 400 / 12091; 100 is one of them.
+ACCESS_PAGE_SIZE = 100
+
+# Access refusals: what they most likely point at.
+ACCESS_HINTS = {
+    11021: "the application id (it does not exist)",
+    12130: "the module options (Cloudflare's message names the field)",
+    12135: "the object id (it does not exist, or was deleted)",
+}
+
+
 def is_cloudflare_id(value):
     """Cloudflare object ids are 32 lowercase hex characters."""
     return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdefABCDEF" for c in value)
