@@ -177,13 +177,16 @@ def test_api_refusals_name_cloudflare_code_and_parameter(cf):
     app = {"type": "self_hosted", "domain": cf.vars["hostname"], "policies": [policy["id"]]}
     assert api.post(f"{base}/apps", json=app, timeout=10).status_code == 201
 
-    failed = play(cf, "access_errors.yml", cf_token_denied=NO_ACCESS, outside_hostname="relay.example.com")
-    out = failed.output
+    failed = play(
+        cf, "access_errors.yml", "-v", cf_token_denied=NO_ACCESS, outside_hostname="relay.example.com"
+    )
+    assert list(failed.tasks.values()) == ["ok"] * 4  # each module failed as expected
+    out = " ".join(failed.output.split())  # the YAML callback wraps long messages
     assert "Cloudflare error 10000: Authentication error (HTTP 403" in out
     assert "check api_token" in out
     assert "Cloudflare error 12130: access.api.error.invalid_request: domain does not belong to zone" in out
     assert "check domain, policies or session_duration" in out
-    assert "service_tokens: no service token is named (or has the id) 'no-such-token'" in out
+    assert "service_tokens: no service token is named (or has the id) ''no-such-token''" in out  # YAML-quoted
     assert "policy is used by 1 application(s)" in out
     assert NO_ACCESS not in out
     app, policy, _ = access_state(cf)
