@@ -16,7 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import requests
 from lab_cloudflare.access_harness import NO_ACCESS, access_emulator
 from lab_cloudflare.harness import ACCOUNT, ADMIN, ZONE
 
@@ -101,6 +100,28 @@ def item_states(output, task):
     return re.findall(r"^(changed|ok): \[localhost\] => \(item=\d+\)", section, re.MULTILINE)
 
 
+REFUSAL_VARS = {"cf_token_denied": NO_ACCESS, "outside_hostname": "relay.example.com"}
+REFUSALS = (
+    "Token without Access permission",
+    "Hostname outside the account's zones",
+    "Policy naming a missing token",
+    "Policy still linked to an application",
+)
+
+
+def assert_refusals(played):
+    """access_errors.yml: each task passes only when its module failed with the expected error."""
+    assert [played.tasks[t] for t in REFUSALS] == ["ok"] * 4
+    out = " ".join(played.output.split())  # the YAML callback wraps long messages
+    assert "Cloudflare error 10000: Authentication error (HTTP 403" in out
+    assert "check api_token" in out
+    assert "Cloudflare error 12130: access.api.error.invalid_request: domain does not belong to zone" in out
+    assert "check domain, policies or session_duration" in out
+    assert "service_tokens: no service token is named (or has the id) ''no-such-token''" in out  # YAML-quoted
+    assert "policy is used by 1 application(s)" in out
+    assert NO_ACCESS not in out
+
+
 def test_lifecycle_idempotence_check_diff_rotation_and_removal(cf):
     # 1. First run at -vvv: everything is created; the secret is stored and admitted, and never printed.
     first = play(cf, "access.yml", "-vvv")
@@ -134,10 +155,12 @@ def test_lifecycle_idempotence_check_diff_rotation_and_removal(cf):
 
     # 3. Rotation with a grace period (the application, unchanged, is ok): a new secret, stored; the old
     #    one is still admitted until the grace ends. Neither secret is printed at -vvv.
+    #    The same run plays access_errors.yml against these objects (one ansible-playbook run less).
     started = datetime.now(UTC).replace(microsecond=0)
-    rotated = play(cf, "access.yml", "-vvv", rotate=True, grace=600)
+    rotated = play(cf, "access.yml", "-vvv", rotate=True, grace=600, refusals=True, **REFUSAL_VARS)
     ended = datetime.now(UTC)
     assert [rotated.tasks[t] for t in PRESENT] == ["changed", "changed", "ok", "ok"]
+    assert_refusals(rotated)
     new = json.loads(cf.secret_file.read_text())
     assert new["client_id"] == stored["client_id"] and new["client_secret"] != stored["client_secret"]
     assert admitted(cf, new["client_id"], new["client_secret"])
@@ -163,31 +186,3 @@ def test_check_mode_first_run_reports_everything_and_creates_nothing(cf):
     assert "does not exist yet (check mode)" in checked.output
     assert access_state(cf) == (None, None, None)
     assert not cf.secret_file.exists()
-
-
-def test_api_refusals_name_cloudflare_code_and_parameter(cf):
-    # A service token, a policy admitting it and an application linking the policy, made with the API.
-    api = requests.Session()
-    api.headers["Authorization"] = f"Bearer {ADMIN}"
-    base = f"{cf.server.api}/accounts/{ACCOUNT}/access"
-    token = api.post(f"{base}/service_tokens", json={"name": "t"}, timeout=10).json()["result"]
-    rule = {"service_token": {"token_id": token["id"]}}
-    body = {"name": cf.vars["policy_name"], "decision": "non_identity", "include": [rule]}
-    policy = api.post(f"{base}/policies", json=body, timeout=10).json()["result"]
-    app = {"type": "self_hosted", "domain": cf.vars["hostname"], "policies": [policy["id"]]}
-    assert api.post(f"{base}/apps", json=app, timeout=10).status_code == 201
-
-    failed = play(
-        cf, "access_errors.yml", "-v", cf_token_denied=NO_ACCESS, outside_hostname="relay.example.com"
-    )
-    assert list(failed.tasks.values()) == ["ok"] * 4  # each module failed as expected
-    out = " ".join(failed.output.split())  # the YAML callback wraps long messages
-    assert "Cloudflare error 10000: Authentication error (HTTP 403" in out
-    assert "check api_token" in out
-    assert "Cloudflare error 12130: access.api.error.invalid_request: domain does not belong to zone" in out
-    assert "check domain, policies or session_duration" in out
-    assert "service_tokens: no service token is named (or has the id) ''no-such-token''" in out  # YAML-quoted
-    assert "policy is used by 1 application(s)" in out
-    assert NO_ACCESS not in out
-    app, policy, _ = access_state(cf)
-    assert app is not None and policy is not None  # refused calls changed nothing
