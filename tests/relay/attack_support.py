@@ -82,12 +82,17 @@ class UpstreamThread:
 class RelayProcess:
     """llm-relay-server as a child process on 127.0.0.1:0, configured by tests/relay/conftest.py."""
 
-    def __init__(self, directory: Path, upstream_base: str, extra_server: str = "", nofile: int = 0):
+    def __init__(
+        self, directory: Path, upstream_base: str, extra_server: str = "", nofile: int = 0, extra: str = ""
+    ):
         self.dir = directory
-        self.token, _, self.fernet_keys = make_relay_dir(directory, upstream_base, extra_server=extra_server)
+        self.token, _, self.fernet_keys = make_relay_dir(
+            directory, upstream_base, extra_server=extra_server, extra=extra
+        )
         self.log_path = directory / "relay.log"
         self.nofile = nofile
         self.port = 0
+        self.metrics_port = 0
         self.proc: subprocess.Popen | None = None
 
     def _limits(self) -> None:  # in the child, before exec: the fd limit a systemd unit would set
@@ -106,6 +111,7 @@ class RelayProcess:
                 doc = json.loads(line)
                 if doc.get("msg") == "listening":
                     self.port = int(doc["listen"].rsplit(":", 1)[1])
+                    self.metrics_port = int(doc.get("metrics_port") or 0)
         assert self.port, self.log_path.read_text()
         return self
 
@@ -128,6 +134,9 @@ class RelayProcess:
 
     def rss_kb(self) -> int:
         return rss_kb(self.pid)
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection((HOST, self.port), timeout=5)
 
     def log_text(self) -> str:
         return self.log_path.read_text()

@@ -48,6 +48,10 @@ class ServerSettings:
     max_head_bytes: int = 32768
     max_connections: int = 1024
     max_envelope_body_bytes: int = 2 * 1024 * 1024
+    # Memory budget (issue 25, server/budget.py): what the process and one connection may hold.
+    memory_budget_bytes: int = 128 * 1024 * 1024
+    connection_budget_bytes: int = 16 * 1024 * 1024
+    send_timeout: float = 60.0
     access_log: bool = True
     log_level: str = "info"
 
@@ -300,6 +304,7 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
         max_envelope_body_bytes=int(s.number("max_envelope_body_bytes", 2 * 1024 * 1024, 1024)),
         access_log=s.get("access_log", bool, True),
         log_level=log_level,
+        **_budget_settings(s),
     )
 
     a = Table(raw.get("auth", {}), "auth", {"tokens_file", "rate_limit_per_minute"})
@@ -363,3 +368,16 @@ def _client_keys(e: Table, config_dir: Path) -> tuple[tuple[str, str], ...]:
     # A key whose name has no token is not an error (tokens and keys are rotated in two steps): it opens
     # envelopes, but no token can pass the owner check, so it authenticates nothing.
     return tuple(pairs)
+
+
+def _budget_settings(s: Table) -> dict[str, Any]:
+    """[server] memory budget settings (budget.py; documented in relay/docs/config.md)."""
+    total = int(s.number("memory_budget_bytes", 128 * 1024 * 1024, 1024 * 1024))
+    per_connection = int(s.number("connection_budget_bytes", 16 * 1024 * 1024, 64 * 1024))
+    if per_connection > total:
+        raise ConfigError("[server] connection_budget_bytes must not exceed memory_budget_bytes")
+    return {
+        "memory_budget_bytes": total,
+        "connection_budget_bytes": per_connection,
+        "send_timeout": s.number("send_timeout", 60.0, 0.001),
+    }

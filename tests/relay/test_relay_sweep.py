@@ -1,0 +1,128 @@
+"""The sweep (issue 25): every route the relay serves x every body shape x with and without a valid
+token, all at once on their own connections, against one relay process with a memory budget. The
+relay's RSS must grow by less than that budget, and /healthz, probed on another connection throughout,
+must answer in under 100 ms. Instead of one test per named attack: what a peer sends cannot make the
+relay hold more than its budget, whatever the route or the shape.
+
+Loopback only; bounded by the number of combinations (sweep_load.py), each in bytes and in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from attack_support import HOST, Probe, RelayProcess, read_response
+
+pytestmark = pytest.mark.slow
+MIB = 1024 * 1024
+BUDGET_MIB = 48
+ORIGIN = "https://app.example"
+SERVER = f"""
+memory_budget_bytes = {BUDGET_MIB * MIB}
+connection_budget_bytes = {12 * MIB}
+send_timeout = 2
+"""
+EXTRA = f"""
+[routes.auto]
+providers = [{{ provider = "openrouter" }}, {{ provider = "lab", model = "other/model" }}]
+
+[cors]
+allow_origins = ["{ORIGIN}"]
+"""
+
+
+class SizedUpstream:
+    """A provider that answers any request with a JSON body of the `size` its JSON body asks for (a small
+    one otherwise), on its own event loop in a thread: large answers without an echo's cost."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                size = 16
+                if body[:1] == b"{" and len(body) < 4096:
+                    size = int(json.loads(body).get("size", 16))
+                payload = b'{"model":"m","x":"' + b"a" * size + b'"}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                    % len(payload)
+                )
+                for i in range(0, len(payload), 1 << 16):
+                    writer.write(payload[i : i + (1 << 16)])
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, HOST, 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> SizedUpstream:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def test_sweep_every_route_every_shape_stays_in_budget(tmp_path):
+    with SizedUpstream() as up:
+        base = f"http://{HOST}:{up.port}/api/v1"
+        with RelayProcess(tmp_path, base, extra_server=SERVER, extra=EXTRA) as relay:
+            with relay.connect() as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                read_response(sock, 5)
+            before = relay.rss_kb()
+            spec = {
+                "port": relay.port,
+                "metrics_port": relay.metrics_port,
+                "token": relay.token,
+                "origin": ORIGIN,
+                "send_limit": 12 * MIB,
+                "time_limit": 6.0,
+                "answer_size": 24 * MIB,
+            }
+            probe = Probe(relay, interval=0.02).start()
+            load = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name("sweep_load.py")), json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                timeout=90,
+            )
+            probe.stop()
+            assert load.returncode == 0, load.stderr
+            results = [json.loads(line) for line in load.stdout.splitlines()]
+            line = probe.report(f"sweep of {len(results)} connections", before)
+            statuses = Counter((r["route"], r["shape"], r["token"], r["status"]) for r in results)
+            for key in sorted(statuses):
+                print(key)
+            assert relay.alive(), relay.log_text()[-2000:]
+            assert probe.failures == 0, line
+            assert (probe.rss_peak_kb - before) / 1024 < BUDGET_MIB, line
+            assert max(probe.latencies_ms) < 100, line
