@@ -535,8 +535,7 @@ def _check_json(body: bytes, require_object: bool) -> dict | None:
     Returns the parsed object when it was parsed and is one (forward.Outbound parses a large body only if
     a fallback entry must change its model)."""
     if len(body) > JSON_CHECK_BYTES:
-        stripped = body.strip(_JSON_BLANK)
-        first, last = stripped[:1], stripped[-1:]
+        first, last = _ends(body)
         if not ((first == b"{" and last == b"}") or (first == b"[" and last == b"]" and not require_object)):
             raise RelayError(400, "invalid_json", "request body must be a JSON object or array")
         return None
@@ -547,6 +546,16 @@ def _check_json(body: bytes, require_object: bool) -> dict | None:
     if require_object and not isinstance(doc, dict):
         raise RelayError(400, "invalid_json", "request body must be a JSON object")
     return doc if isinstance(doc, dict) else None
+
+
+def _ends(body: bytes) -> tuple[bytes, bytes]:
+    """The first and last non-blank bytes of a body, without the copy `strip()` would make of it."""
+    start, end = 0, len(body)
+    while start < end and body[start] in _JSON_BLANK:
+        start += 1
+    while end > start and body[end - 1] in _JSON_BLANK:
+        end -= 1
+    return body[start : start + 1], body[end - 1 : end] if end > start else b""
 
 
 def _request_model(doc: dict | None, outcome: Outcome) -> None:

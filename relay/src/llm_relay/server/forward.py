@@ -52,11 +52,14 @@ class Outbound:
             # re-serialising 8 MB stalled every other connection for 1.7 s (issue 25). Its closing brace
             # is replaced by one more member instead; JSON parsers keep the last of duplicate names
             # (Python's json, JavaScript's JSON.parse, Go's encoding/json), so this `model` wins.
-            body = self.body.rstrip(b" \t\r\n")
-            if body[-1:] != b"}" or self.body.lstrip(b" \t\r\n")[:1] != b"{":
+            body = self.body
+            end = len(body)
+            while end and body[end - 1] in b" \t\r\n":
+                end -= 1
+            if body[end - 1 : end] != b"}":
                 return self
             tail = b', "model": ' + json.dumps(model).encode() + b"}"
-            return replace(self, body=body[:-1] + tail)
+            return replace(self, body=b"".join((memoryview(body)[: end - 1], tail)))
         doc = {**doc, "model": model}
         return replace(self, body=json.dumps(doc).encode(), json_doc=doc)
 

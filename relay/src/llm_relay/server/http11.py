@@ -321,7 +321,7 @@ class HttpConnection(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.stopped = False  # no more requests will be parsed on this connection
-        self.pending = b""  # received but not yet parsed (waits while the pipeline is full)
+        self._pending = b""  # received but not yet parsed (waits while the pipeline is full)
         self.feeding = False
         self.fed = 0  # bytes fed to the parser so far (before the slice being fed)
         self.deferred: RelayError | None = None  # error answer due after the requests before it
@@ -356,6 +356,21 @@ class HttpConnection(asyncio.Protocol):
         self.head_only = False
         self.http10 = False
 
+    @property
+    def pending(self) -> bytes:
+        return self._pending
+
+    @pending.setter
+    def pending(self, data: bytes) -> None:
+        """Bytes read but not parsed yet (up to one socket read: 256 KiB) are charged while held."""
+        change = len(data) - len(self._pending)
+        self._pending = data
+        if change > 0:
+            self.budget.force(change)
+            self.held += change
+        elif change < 0:
+            self.release(-change)
+
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -365,7 +380,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.lingering = False
-        self.pending = b""
+        self._pending = b""  # given back with `held` below
         self.server.connections.discard(self)
         self._disarm()
         self.write_deadline = 0.0
@@ -610,7 +625,8 @@ class HttpConnection(asyncio.Protocol):
             except RelayError as err:
                 self.reject = err
                 raise ValueError("refused by its first bytes") from None
-        if self.held > self.limits.connection_budget and (self.queue or self.current is not None):
+        parsed = self.held - len(self._pending)
+        if parsed > self.limits.connection_budget and (self.queue or self.current is not None):
             # Earlier requests of this connection hold its share: read no more until they are answered.
             self.budget_paused = True
             self._flow()
@@ -634,7 +650,8 @@ class HttpConnection(asyncio.Protocol):
         """Read from the client only while fewer than MAX_PIPELINED requests wait and the client reads
         our answers (resuming at half the queue, so a pipelining client does not flap)."""
         transport = self.transport
-        if self.budget_paused and self.held <= self.limits.connection_budget // 2:
+        # `pending` is not counted here: it is parsed only once reading resumes (it would never drop).
+        if self.budget_paused and self.held - len(self._pending) <= self.limits.connection_budget // 2:
             self.budget_paused = False
         if self.write_paused or len(self.queue) >= MAX_PIPELINED or self.budget_paused:
             if not self.read_paused:
