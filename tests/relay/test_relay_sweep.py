@@ -9,16 +9,14 @@ Loopback only; bounded by the number of combinations (sweep_load.py), each in by
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from attack_support import HOST, Probe, RelayProcess, read_response
+from attack_support import HOST, Probe, RelayProcess, SizedUpstream, read_response
 
 pytestmark = pytest.mark.slow
 MIB = 1024 * 1024
@@ -36,59 +34,6 @@ providers = [{{ provider = "openrouter" }}, {{ provider = "lab", model = "other/
 [cors]
 allow_origins = ["{ORIGIN}"]
 """
-
-
-class SizedUpstream:
-    """A provider that answers any request with a JSON body of the `size` its JSON body asks for (a small
-    one otherwise), on its own event loop in a thread: large answers without an echo's cost."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.lower() == b"content-length":
-                        length = int(value)
-                body = await reader.readexactly(length)
-                size = 16
-                if body[:1] == b"{" and len(body) < 4096:
-                    size = int(json.loads(body).get("size", 16))
-                payload = b'{"model":"m","x":"' + b"a" * size + b'"}'
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                    % len(payload)
-                )
-                for i in range(0, len(payload), 1 << 16):
-                    writer.write(payload[i : i + (1 << 16)])
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass
-        finally:
-            writer.close()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._serve, HOST, 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-
-    def __enter__(self) -> SizedUpstream:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 def test_sweep_every_route_every_shape_stays_in_budget(tmp_path):

@@ -33,6 +33,7 @@ from .errors import RelayError
 from .forward import Outbound, Outcome, forward
 from .headers import from_mapping, upstream_request_headers
 from .http11 import Request, Response
+from .labels import ModelLabels
 from .logs import AccessLog, log_path
 from .metrics import Metrics
 from .reply import PlainReply, SealedReply, SealedReplyV2
@@ -91,6 +92,7 @@ class RelayApp:
         self.draining = False
         # The process's memory budget (budget.py), shared by every listener of the runner.
         self.budget = MemoryBudget(state.settings.server.memory_budget_bytes)
+        self.models = ModelLabels()  # bounded model label values (labels.py)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -224,6 +226,7 @@ class RelayApp:
         duration = time.perf_counter() - started
         if outcome.provider:
             info.provider = outcome.provider  # the provider that answered (after any fallback)
+            outcome.usage.model = self.models.label(outcome.usage.model)
             self.metrics.usage.record(info.token_name, outcome.provider, outcome.usage)
         status = outcome.status
         if outcome.client_gone:

@@ -16,27 +16,22 @@ from __future__ import annotations
 
 
 class MemoryBudget:
-    __slots__ = ("limit", "peak", "used")
+    __slots__ = ("limit", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self.peak = 0
 
     def take(self, size: int) -> bool:
         """Charge `size` bytes if they fit; False (nothing charged) if the budget would be exceeded."""
         if self.used + size > self.limit:
             return False
         self.used += size
-        if self.used > self.peak:
-            self.peak = self.used
         return True
 
     def force(self, size: int) -> None:
         """Charge bytes that are already held (e.g. written to a socket buffer): counted, never refused."""
         self.used += size
-        if self.used > self.peak:
-            self.peak = self.used
 
     def give(self, size: int) -> None:
         self.used -= size

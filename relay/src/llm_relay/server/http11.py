@@ -338,6 +338,8 @@ class HttpConnection(asyncio.Protocol):
         # per-message parsing state
         self.url = bytearray()
         self.header_pairs: list[tuple[str, str]] = []
+        self.framing_fields: list[tuple[str, str]] = []  # the Host and Transfer-Encoding fields
+        self.chunked = False
         self.head_bytes = 0
         self.head_start = 0
         self.in_head = False
@@ -401,8 +403,8 @@ class HttpConnection(asyncio.Protocol):
                 if self.dropped > LINGER_BYTES:
                     self.transport.abort()  # type: ignore[union-attr]
             return
-        if self.pending:  # only after a pause; keep the order of the bytes
-            data, self.pending = self.pending + data, b""
+        if self._pending:  # only after a pause; keep the order of the bytes
+            data, self.pending = self._pending + data, b""
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
@@ -416,7 +418,7 @@ class HttpConnection(asyncio.Protocol):
                 self.fed += len(data)
                 if self.in_head and self.fed - self.head_start > self.limits.max_head + SLICE:
                     self._head_too_large()
-                elif self.in_body:
+                elif self.in_body and self.chunked:
                     self._framing(len(data))
                 return
             view = memoryview(data)
@@ -433,7 +435,7 @@ class HttpConnection(asyncio.Protocol):
                 if self.in_head and self.fed - self.head_start > self.limits.max_head + SLICE:
                     self._head_too_large()
                     return
-                if self.in_body and not self._framing(len(piece)):
+                if self.in_body and self.chunked and not self._framing(len(piece)):
                     return
                 if pos >= QUANTUM and pos < size and not self.yielded:
                     # Fairness: one connection's read (up to 256 KiB) is parsed a quantum at a time, the
@@ -517,6 +519,7 @@ class HttpConnection(asyncio.Protocol):
         self.head_start = self.fed
         self.url.clear()
         self.header_pairs = []
+        self.framing_fields = []
         self.head_bytes = 0
         self.body = bytearray()
         self.body_size = 0
@@ -553,7 +556,10 @@ class HttpConnection(asyncio.Protocol):
         ):
             self.reject = RelayError(431, "headers_too_large", "request header fields too large")
             raise ValueError("headers too large")
-        self.header_pairs.append((name.decode("latin-1"), value.decode("latin-1")))
+        pair = (name.decode("latin-1"), value.decode("latin-1"))
+        self.header_pairs.append(pair)
+        if len(name) == 4 or len(name) == 17:  # Host, Transfer-Encoding: counted for _framing_error
+            self.framing_fields.append(pair)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -567,8 +573,9 @@ class HttpConnection(asyncio.Protocol):
         request.keep_alive = parser.should_keep_alive()
         self.request = request
         declared = headers.get("content-length")
-        has_body = "transfer-encoding" in headers or (declared is not None and declared != "0")
-        self.reject = _framing_error(self.header_pairs, request.version)
+        self.chunked = "transfer-encoding" in headers
+        has_body = self.chunked or (declared is not None and declared != "0")
+        self.reject = _framing_error(self.framing_fields, request.version)
         if self.reject is not None:
             pass
         elif method not in ALLOWED_METHODS:
@@ -609,11 +616,14 @@ class HttpConnection(asyncio.Protocol):
         if self.body_size + size > self.body_cap:
             self.reject = self._too_large()
             raise ValueError("body too large")
-        if not self.charge(size):
+        budget = self.budget
+        if budget.used + size > budget.limit:
             self.reject = RelayError(
                 503, "memory_budget_spent", "the relay is at its memory budget; retry", {"Retry-After": "1"}
             )
             raise ValueError("over the memory budget")
+        budget.used += size
+        self.held += size
         self.body_size += size
         self.body += body
         self.progress = self.fed
