@@ -272,10 +272,15 @@ class SizedUpstream:
                     if name.lower() == b"content-length":
                         length = int(value)
                 body = await reader.readexactly(length)
-                size = 16
+                size, model = 16, "m"
                 if body[:1] == b"{" and len(body) < 4096:
-                    size = int(json.loads(body).get("size", 16))
-                payload = b'{"model":"m","x":"' + b"a" * size + b'"}'
+                    doc = json.loads(body)
+                    size, model = int(doc.get("size", 16)), str(doc.get("model", "m"))
+                # The model it was asked for, echoed with a usage report (as providers name what served).
+                payload = b'{"model":%s,"usage":{"prompt_tokens":1,"completion_tokens":1},"x":"%s"}' % (
+                    json.dumps(model).encode(),
+                    b"a" * size,
+                )
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
                     % len(payload)

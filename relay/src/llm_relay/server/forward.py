@@ -26,7 +26,10 @@ from .usage import StreamTap, Usage, from_json
 
 # Failures that mean "this provider did not take the request": fall back to the next one (if any).
 FALLBACK_KINDS = frozenset({"connect", "connect_timeout", "tls", "timeout", "reset"})
-BUFFER_LIMIT = 4 * 1024 * 1024  # above this a non-SSE answer is streamed instead of buffered (v2 sealed too)
+# Above this a non-SSE answer is streamed instead of buffered (v2 sealed too). 1 MiB holds every usual
+# JSON answer; a larger pre-buffer only held more for clients that read slowly or not at all (4 MiB each
+# before issue 25: 40 such clients held 160 MiB of it).
+BUFFER_LIMIT = 1024 * 1024
 # Envelope v1 must buffer a non-SSE answer to seal it in one token: up to this, and only while the
 # connection's and the process's memory budgets have room for it (budget.py).
 SEALED_LIMIT = 64 * 1024 * 1024
@@ -212,11 +215,13 @@ async def _answer(
                 if not reply.streams_raw:
                     raise UpstreamError("too_large", "provider answer too large to seal in an envelope")
                 writer = await reply.open_raw_stream(request, conn.status, headers)
-                first, held = bytes(chunks) + chunk, len(chunks)
+                outcome.streamed = True
+                chunks += chunk
+                await writer.write(chunks)  # no copy: handed over as the client takes it
                 chunks = bytearray()
                 client.release(held)
                 held = 0
-                return await _pump(request, conn, writer, first, outcome, ps.idle_timeout)
+                return await _pump(request, conn, writer, b"", outcome, ps.idle_timeout)
             chunks += chunk
             held += len(chunk)
         body = bytes(chunks)

@@ -797,19 +797,23 @@ class HttpConnection(asyncio.Protocol):
         self.transport.write(_head(status, headers, extra))  # type: ignore[union-attr]
         return not self.server.closing
 
-    async def write_chunk(self, data: bytes) -> None:
+    async def write_chunk(self, data: bytes | bytearray) -> None:
         if self.closed:
             raise ConnectionResetError("client disconnected")
+        if len(data) > COPY_LIMIT:
+            # A large piece (a pre-buffer handed over, a big sealed frame) goes out COPY_LIMIT at a time,
+            # each after the client took the previous ones: the transport never holds more than its
+            # high-water mark + COPY_LIMIT of it (the whole piece there cost 4 MiB per slow client).
+            view = memoryview(data)
+            for start in range(0, len(view), COPY_LIMIT):
+                await self.write_chunk(view[start : start + COPY_LIMIT])
+            return
         if data and not self.head_only:
             transport = self.transport
             if self.http10:
                 transport.write(data)  # type: ignore[union-attr]
-            elif len(data) <= COPY_LIMIT:  # one write (one syscall) for the usual SSE event
+            else:  # one write (one syscall) per piece
                 transport.write(b"%x\r\n%s\r\n" % (len(data), data))  # type: ignore[union-attr]
-            else:  # three writes, not one joined copy: a large sealed frame is not copied again
-                transport.write(b"%x\r\n" % len(data))  # type: ignore[union-attr]
-                transport.write(data)  # type: ignore[union-attr]
-                transport.write(b"\r\n")  # type: ignore[union-attr]
         if self.write_paused:
             self.drain_waiter = self.loop.create_future()
             try:
