@@ -14,14 +14,21 @@ only what the relay needs, strictly:
 - back-pressure: while the client does not read our answers (the transport called `pause_writing`),
   no further pipelined request is answered and nothing more is read from it;
 - `max_connections` per listener: over it a new connection gets 503 and is closed at once;
-- the whole request body is read before the handler runs (bodies are capped by `max_body_bytes` or the
-  admission hook's cap): a declared Content-Length over the cap is refused before reading (413),
-  `Expect: 100-continue` is honoured only for acceptable bodies, chunked bodies are counted as they
-  arrive;
+- the whole request body is read before the handler runs, into one contiguous buffer charged to the
+  memory budget as it arrives (budget.py; over the process budget: 503 + Retry-After). Bodies are capped
+  by `max_body_bytes`, the connection's budget share or the admission hook's cap (0 on routes that take
+  no body): a declared Content-Length over the cap is refused before reading (413), `Expect:
+  100-continue` is honoured only for acceptable bodies, chunked bodies are counted on the wire (framing
+  included; extensions and trailers bounded, trailers never become headers); the hook may also check a
+  body's first bytes before the rest is read (envelope_gate.py);
+- framing as strict as nginx's (Transfer-Encoding other than one `chunked`: 501; two TE headers, TE on
+  HTTP/1.0, no or two Host on HTTP/1.1: 400) and a method allow-list (405 for TRACE, CONNECT, WebDAV);
 - one deadline per request covering head and body (`body_timeout`): slow senders get 408, including
-  slow *heads* (slowloris); idle keep-alive connections close after `keepalive_timeout`;
+  slow *heads* (slowloris); idle keep-alive connections close after `keepalive_timeout`, connections
+  that never sent a byte after FIRST_BYTE_TIMEOUT; a client that takes none of our answer for
+  `send_timeout` is cut (its handler, and so its provider request, cancelled);
 - limits on request-line and header sizes (414/431) and on header count; anything llhttp rejects
-  (bad framing, CL+TE smuggling, bad characters) is a 400; CONNECT is a 405. After such an answer the
+  (bad framing, CL+TE smuggling, bad characters) is a 400. After such an answer the
   connection closes *lingering* (our side sends FIN, then reads and drops for a bounded time what the
   client still sends), so the client gets the answer instead of a reset; a bad request pipelined behind
   others is answered after them;
