@@ -263,3 +263,25 @@ async def test_budget_settings_are_in_relay_toml_and_rendered(relay_factory, htt
     assert relay.server.relay.budget.limit == 32 << 20
     resp = await http.get(relay.url + "/metrics", headers=bearer(relay.token))
     assert "llm_relay_memory_budget_bytes 33554432" in await resp.text()
+
+
+async def test_a_provider_takes_only_its_methods(relay_factory, http, upstream):
+    relay = await relay_factory(extra='methods = ["POST", "get"]')  # appended to [providers.lab]
+    auth = bearer(relay.token)
+    resp = await http.delete(relay.url + "/lab/v1/models", headers=auth)
+    assert resp.status == 405 and "does not take DELETE" in (await resp.json())["error"]["message"]
+    resp = await http.get(relay.url + "/lab/v1/models", headers=auth)
+    assert resp.status == 200
+    before = len(upstream.state.requests)
+    resp = await http.delete(relay.url + "/openrouter/v1/models", headers=auth)
+    # The default: every method of the providers' APIs is forwarded (the fake upstream's own 405 comes back).
+    assert "does not take" not in await resp.text() and len(upstream.state.requests) == before + 1
+
+
+async def test_provider_methods_outside_the_allow_list_are_a_config_error(tmp_path, upstream):
+    from conftest import make_relay_dir
+    from llm_relay.server.config import ConfigError, load_settings
+
+    make_relay_dir(tmp_path, upstream.base, extra='methods = ["TRACE"]')
+    with pytest.raises(ConfigError, match=r"\[providers.lab\] methods"):
+        load_settings(tmp_path / "relay.toml")

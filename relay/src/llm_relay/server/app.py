@@ -357,6 +357,15 @@ class RelayApp:
             )
 
     def _route(self, state: RelayState, method: str, path: str) -> Route:
+        route = self._find_route(state, method, path)
+        for provider, _ in route.attempts:  # every provider the request may reach must take its method
+            if method not in provider.settings.methods:
+                raise RelayError(
+                    405, "method_not_allowed", f"provider {provider.name!r} does not take {method} requests"
+                )
+        return route
+
+    def _find_route(self, state: RelayState, method: str, path: str) -> Route:
         if "." in path or "%" in path:
             segments = unquote(path).split("/")
             if "." in segments or ".." in segments:

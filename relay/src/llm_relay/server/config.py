@@ -33,6 +33,9 @@ from .headers import valid_name, valid_value
 DEFAULT_CONFIG = "/etc/llm-relay/relay.toml"
 OPENROUTER_BASE = "https://openrouter.ai/api/v1"
 RESERVED_PROVIDER_NAMES = RESERVED_NAMES
+# What the providers' APIs use (OpenAI-compatible, Anthropic): the default of [providers.X] methods and
+# the most it may hold. The HTTP server refuses any other method for every route (http11.ALLOWED_METHODS).
+PROVIDER_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class ProviderSettings:
     response_timeout: float = 600.0
     idle_timeout: float = 300.0
     max_idle_connections: int = 64
+    # Methods forwarded to this provider (issue 25): others get 405 before any byte goes to it.
+    methods: frozenset[str] = field(default_factory=lambda: PROVIDER_METHODS)
 
     @property
     def auth_header(self) -> str | None:
@@ -222,6 +227,7 @@ def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
         "response_timeout",
         "idle_timeout",
         "max_idle_connections",
+        "methods",
     }
     t = Table(data, f"providers.{name}", known)
     default_base = OPENROUTER_BASE if name == "openrouter" else None
@@ -268,6 +274,7 @@ def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
         response_timeout=t.number("response_timeout", 600.0, 0.001),
         idle_timeout=t.number("idle_timeout", 300.0, 0.001),
         max_idle_connections=int(t.number("max_idle_connections", 64)),
+        methods=_provider_methods(t, name),
     )
 
 
@@ -381,3 +388,14 @@ def _budget_settings(s: Table) -> dict[str, Any]:
         "connection_budget_bytes": per_connection,
         "send_timeout": s.number("send_timeout", 60.0, 0.001),
     }
+
+
+def _provider_methods(t: Table, name: str) -> frozenset[str]:
+    """[providers.X] methods: the HTTP methods forwarded to it (default: all of PROVIDER_METHODS)."""
+    methods = t.get("methods", list, sorted(PROVIDER_METHODS))
+    chosen = {m.upper() for m in methods if isinstance(m, str)}
+    if len(chosen) != len(methods) or not chosen or not chosen <= PROVIDER_METHODS:
+        raise ConfigError(
+            f"[providers.{name}] methods must be a non-empty list of {', '.join(sorted(PROVIDER_METHODS))}"
+        )
+    return frozenset(chosen)
