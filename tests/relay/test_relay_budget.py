@@ -9,7 +9,7 @@ import asyncio
 import json
 
 import pytest
-from llm_relay import envelope_v2
+from llm_relay import envelope, envelope_v2
 from llm_relay.server.budget import MemoryBudget
 from llm_relay.server.forward import Outbound
 from llm_relay.server.http11 import MAX_FRAMING, SLICE, Response
@@ -285,3 +285,19 @@ async def test_provider_methods_outside_the_allow_list_are_a_config_error(tmp_pa
     make_relay_dir(tmp_path, upstream.base, extra='methods = ["TRACE"]')
     with pytest.raises(ConfigError, match=r"\[providers.lab\] methods"):
         load_settings(tmp_path / "relay.toml")
+
+
+async def test_a_client_over_its_rate_adds_no_replay_cache_entries(relay_factory, http):
+    relay = await relay_factory(rate_limit=5)
+    key = envelope_v2.ClientKey(relay.client_key("alice"), "alice")
+    statuses = []
+    for _ in range(40):  # every one a fresh, valid envelope: before, each entered the cache
+        inner = envelope.InnerRequest("GET", "/v1/models", token=relay.token)
+        body, _ = envelope_v2.seal_request(key, inner)
+        resp = await http.post(
+            relay.url + "/e/x", data=body, headers={"Content-Type": "application/octet-stream"}
+        )
+        statuses.append(resp.status)
+        await resp.read()
+    assert statuses == [200] * 40  # sealed answers: the 429s are inside
+    assert len(relay.server.relay.state.replay) <= 5

@@ -345,7 +345,6 @@ class HttpConnection(asyncio.Protocol):
         # per-message parsing state
         self.url = bytearray()
         self.header_pairs: list[tuple[str, str]] = []
-        self.framing_fields: list[tuple[str, str]] = []  # the Host and Transfer-Encoding fields
         self.chunked = False
         self.head_bytes = 0
         self.head_start = 0
@@ -526,7 +525,6 @@ class HttpConnection(asyncio.Protocol):
         self.head_start = self.fed
         self.url.clear()
         self.header_pairs = []
-        self.framing_fields = []
         self.head_bytes = 0
         self.body = bytearray()
         self.body_size = 0
@@ -563,10 +561,7 @@ class HttpConnection(asyncio.Protocol):
         ):
             self.reject = RelayError(431, "headers_too_large", "request header fields too large")
             raise ValueError("headers too large")
-        pair = (name.decode("latin-1"), value.decode("latin-1"))
-        self.header_pairs.append(pair)
-        if len(name) == 4 or len(name) == 17:  # Host, Transfer-Encoding: counted for _framing_error
-            self.framing_fields.append(pair)
+        self.header_pairs.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -580,9 +575,11 @@ class HttpConnection(asyncio.Protocol):
         request.keep_alive = parser.should_keep_alive()
         self.request = request
         declared = headers.get("content-length")
-        self.chunked = "transfer-encoding" in headers
-        has_body = self.chunked or (declared is not None and declared != "0")
-        self.reject = _framing_error(self.framing_fields, request.version)
+        self.chunked = chunked = "transfer-encoding" in headers
+        has_body = chunked or (declared is not None and declared != "0")
+        # The usual head (one Host, no TE, no repeated name) needs no scan for what nginx refuses.
+        if chunked or "host" not in headers or len(headers._lookup) != len(self.header_pairs):
+            self.reject = _framing_error(self.header_pairs, request.version)
         if self.reject is not None:
             pass
         elif method not in ALLOWED_METHODS:
@@ -642,8 +639,9 @@ class HttpConnection(asyncio.Protocol):
             except RelayError as err:
                 self.reject = err
                 raise ValueError("refused by its first bytes") from None
-        parsed = self.held - len(self._pending)
-        if parsed > self.limits.connection_budget and (self.queue or self.current is not None):
+        if (self.queue or self.current is not None) and (
+            self.held - len(self._pending) > self.limits.connection_budget
+        ):
             # Earlier requests of this connection hold its share: read no more until they are answered.
             self.budget_paused = True
             self._flow()
@@ -723,9 +721,13 @@ class HttpConnection(asyncio.Protocol):
                 response = await self.server.handler(request)
             finally:
                 request.body = b""  # the request's body is given back as soon as it is answered
-                if request.held:
-                    self.release(request.held)
+                held = request.held
+                if held and not self.closed:  # (a closed connection gave back everything it held)
                     request.held = 0
+                    self.held -= held
+                    self.budget.used -= held
+                    if self.budget_paused:
+                        self._flow()
         except asyncio.CancelledError:
             self.current = None
             return
