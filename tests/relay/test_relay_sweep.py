@@ -68,6 +68,11 @@ def test_sweep_every_route_every_shape_stays_in_budget(tmp_path):
             for key in sorted(statuses):
                 print(key)
             assert relay.alive(), relay.log_text()[-2000:]
+            for r in results:  # bodies refused unread where none is taken, and before a token where one is
+                if r["route"] in ("healthz", "readyz", "preflight", "metrics"):
+                    assert r["status"] == 413, r
+                elif r["route"] in ("proxy", "relay", "fallback") and not r["token"]:
+                    assert r["status"] == 401, r
             assert probe.failures == 0, line
             # The budget counts payload bytes; the allocator's and interpreter's overhead on them is what
             # the 25 % allows (config.md: RSS ~ baseline + 1.25 x memory_budget_bytes at most).
