@@ -82,12 +82,17 @@ class UpstreamThread:
 class RelayProcess:
     """llm-relay-server as a child process on 127.0.0.1:0, configured by tests/relay/conftest.py."""
 
-    def __init__(self, directory: Path, upstream_base: str, extra_server: str = "", nofile: int = 0):
+    def __init__(
+        self, directory: Path, upstream_base: str, extra_server: str = "", nofile: int = 0, extra: str = ""
+    ):
         self.dir = directory
-        self.token, _, self.fernet_keys = make_relay_dir(directory, upstream_base, extra_server=extra_server)
+        self.token, _, self.fernet_keys = make_relay_dir(
+            directory, upstream_base, extra_server=extra_server, extra=extra
+        )
         self.log_path = directory / "relay.log"
         self.nofile = nofile
         self.port = 0
+        self.metrics_port = 0
         self.proc: subprocess.Popen | None = None
 
     def _limits(self) -> None:  # in the child, before exec: the fd limit a systemd unit would set
@@ -106,6 +111,7 @@ class RelayProcess:
                 doc = json.loads(line)
                 if doc.get("msg") == "listening":
                     self.port = int(doc["listen"].rsplit(":", 1)[1])
+                    self.metrics_port = int(doc.get("metrics_port") or 0)
         assert self.port, self.log_path.read_text()
         return self
 
@@ -128,6 +134,9 @@ class RelayProcess:
 
     def rss_kb(self) -> int:
         return rss_kb(self.pid)
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection((HOST, self.port), timeout=5)
 
     def log_text(self) -> str:
         return self.log_path.read_text()
@@ -241,3 +250,61 @@ def raise_own_fd_limit(wanted: int) -> int:
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class SizedUpstream:
+    """A provider that answers any request with a JSON body of the `size` its JSON body asks for (a small
+    one otherwise), on its own event loop in a thread: large answers without an echo's cost."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                size, model = 16, "m"
+                if body[:1] == b"{" and len(body) < 4096:
+                    doc = json.loads(body)
+                    size, model = int(doc.get("size", 16)), str(doc.get("model", "m"))
+                # The model it was asked for, echoed with a usage report (as providers name what served).
+                payload = b'{"model":%s,"usage":{"prompt_tokens":1,"completion_tokens":1},"x":"%s"}' % (
+                    json.dumps(model).encode(),
+                    b"a" * size,
+                )
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                    % len(payload)
+                )
+                for i in range(0, len(payload), 1 << 16):
+                    writer.write(payload[i : i + (1 << 16)])
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, HOST, 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> SizedUpstream:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

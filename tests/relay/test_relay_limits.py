@@ -64,13 +64,18 @@ class RecordingTransport(asyncio.Transport):
     def get_extra_info(self, name, default=None):
         return default
 
+    def get_write_buffer_size(self) -> int:
+        return len(self.written)
+
 
 async def ok_handler(request):
     return Response(200, [("Content-Type", "text/plain")], b"ok")
 
 
-def connection(handler=ok_handler, admit=None, high: int = 65536):
-    server = HttpServer(handler, lambda: Limits(1 << 20, 30.0, max_head=MAX_HEAD), admit=admit)
+def connection(handler=ok_handler, admit=None, high: int = 65536, budget=None, **limits):
+    server = HttpServer(
+        handler, lambda: Limits(1 << 20, 30.0, max_head=MAX_HEAD, **limits), admit=admit, budget=budget
+    )
     conn = server()
     transport = RecordingTransport(conn, high)
     conn.connection_made(transport)
@@ -107,8 +112,8 @@ async def test_total_head_limit_counts_every_header():
 
 async def test_a_big_legal_head_behind_another_request_is_accepted():
     conn, transport = connection()
-    big = b"GET /b HTTP/1.1\r\nX-A: " + b"v" * 8000 + b"\r\nX-B: " + b"v" * 8000 + b"\r\n\r\n"
-    conn.data_received(b"GET /a HTTP/1.1\r\n\r\n" + big)
+    big = b"GET /b HTTP/1.1\r\nHost: x\r\nX-A: " + b"v" * 8000 + b"\r\nX-B: " + b"v" * 8000 + b"\r\n\r\n"
+    conn.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" + big)
     for _ in range(10):
         await asyncio.sleep(0)
     assert transport.written.count(b"HTTP/1.1 200 ") == 2
@@ -139,7 +144,7 @@ async def test_pipelining_client_that_never_reads_is_held_at_bounded_memory():
 
 async def test_answers_stop_while_unread_and_the_client_is_cut_after_body_timeout():
     conn, transport = connection(high=1000)
-    conn.data_received(b"GET /healthz HTTP/1.1\r\n\r\n" * 20)
+    conn.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
     for _ in range(20):
         await asyncio.sleep(0)
     assert conn.write_paused and conn.queue and len(transport.written) <= 1000 + 200
@@ -154,7 +159,7 @@ async def test_admission_refuses_before_the_body_is_read():
         raise RelayError(401, "missing_token", "no token")
 
     conn, transport = connection(admit=admit)
-    conn.data_received(b"POST /v1/x HTTP/1.1\r\nContent-Length: 10485760\r\n\r\n" + b"x" * 100_000)
+    conn.data_received(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n" + b"x" * 100_000)
     assert transport.written.startswith(b"HTTP/1.1 401 ") and b"Connection: close" in transport.written
     assert conn.body_size == 0  # not one body byte was kept
 

@@ -27,10 +27,13 @@ from llm_relay import envelope, envelope_v2
 
 from . import cors
 from .auth import retry_after_header, token_from_headers
+from .budget import MemoryBudget
+from .envelope_gate import v1_gate, v2_gate
 from .errors import RelayError
 from .forward import Outbound, Outcome, forward
 from .headers import from_mapping, upstream_request_headers
 from .http11 import Request, Response
+from .labels import ModelLabels
 from .logs import AccessLog, log_path
 from .metrics import Metrics
 from .reply import PlainReply, SealedReply, SealedReplyV2
@@ -50,6 +53,8 @@ MISSING_CREDENTIAL_MESSAGE = (
     "no client token: use Authorization: Bearer, X-Relay-Token, x-api-key, a /t/<token>/ path prefix "
     "or the envelope's token"
 )
+NO_BODY_PATHS = frozenset({"/healthz", "/readyz"})
+LOCAL_PATHS = frozenset({"/metrics", "/v1/providers", "/v1/usage"})
 _KEY_NOT_TOKENS = (403, "envelope_rejected", "envelope key and token belong to different clients")
 
 
@@ -85,6 +90,9 @@ class RelayApp:
         self.access_log = access_log or AccessLog(enabled=state.server.access_log, flush_interval=0.1)
         self.in_flight = 0
         self.draining = False
+        # The process's memory budget (budget.py), shared by every listener of the runner.
+        self.budget = MemoryBudget(state.settings.server.memory_budget_bytes)
+        self.models = ModelLabels()  # bounded model label values (labels.py)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -175,18 +183,25 @@ class RelayApp:
         unauthenticated until opened: without a valid outer token its body gets the smaller
         `max_envelope_body_bytes` cap. What it found is kept on the request, so the token is hashed once."""
         path = request.path
-        if path == "/healthz" or path == "/readyz":
-            return max_body
+        if path in NO_BODY_PATHS:
+            return 0  # token-free routes take no body: one is refused (413) without being read
         state = self.state
         headers = request.headers
         cors_settings = state.settings.cors
         if cors_settings.allow_origins and cors.is_preflight(request.method, headers):
-            return max_body  # a preflight carries no token by design (the handler answers it)
+            return 0  # a preflight carries no token by design (the handler answers it), nor a body
         token = path[3:].partition("/")[0] if path.startswith("/t/") else None
         token = token or token_from_headers(headers)
         name = state.tokens.authenticate(token) if token else None
-        if request.method == "POST" and _envelope_form(state, headers.get("Content-Type") or "", path):
+        ctype = headers.get("Content-Type") or ""
+        if request.method == "POST" and _envelope_form(state, ctype, path):
             if name is None:
+                # Unauthenticated until opened: a smaller cap, and refused from its first bytes when it
+                # cannot be anyone's (envelope_gate.py).
+                if ctype.startswith(envelope.CONTENT_TYPE):
+                    request.gate = v1_gate(state.settings.envelope_ttl)
+                elif state.client_keys is not None:
+                    request.gate = v2_gate(state.client_keys)
                 return min(max_body, state.server.max_envelope_body_bytes)
         elif name is None:
             # A page from an allowed origin must be able to read why it was refused.
@@ -195,6 +210,9 @@ class RelayApp:
                 raise RelayError(401, "missing_token", MISSING_CREDENTIAL_MESSAGE, extra)
             raise RelayError(401, "invalid_token", "unknown client token", extra)
         request.admitted = (state, token, name)
+        route_path = "/" + path[3:].partition("/")[2] if path.startswith("/t/") else path
+        if route_path in LOCAL_PATHS:
+            return 0  # local routes answer GET only: no body
         return max_body
 
     def _finish(
@@ -208,6 +226,7 @@ class RelayApp:
         duration = time.perf_counter() - started
         if outcome.provider:
             info.provider = outcome.provider  # the provider that answered (after any fallback)
+            outcome.usage.model = self.models.label(outcome.usage.model)
             self.metrics.usage.record(info.token_name, outcome.provider, outcome.usage)
         status = outcome.status
         if outcome.client_gone:
@@ -338,6 +357,15 @@ class RelayApp:
             )
 
     def _route(self, state: RelayState, method: str, path: str) -> Route:
+        route = self._find_route(state, method, path)
+        for provider, _ in route.attempts:  # every provider the request may reach must take its method
+            if method not in provider.settings.methods:
+                raise RelayError(
+                    405, "method_not_allowed", f"provider {provider.name!r} does not take {method} requests"
+                )
+        return route
+
+    def _find_route(self, state: RelayState, method: str, path: str) -> Route:
         if "." in path or "%" in path:
             segments = unquote(path).split("/")
             if "." in segments or ".." in segments:
@@ -385,6 +413,8 @@ class RelayApp:
                 "llm_relay_client_tokens": len(state.tokens),
                 "llm_relay_replay_cache_entries": len(state.replay),
                 "llm_relay_draining": int(self.draining),
+                "llm_relay_memory_budget_used_bytes": self.budget.used,
+                "llm_relay_memory_budget_bytes": self.budget.limit,
             }
         )
 
@@ -420,6 +450,8 @@ class RelayApp:
             owner = state.fernet.owner(key)
             if owner is not None and owner != info.token_name:
                 raise RelayError(*_KEY_NOT_TOKENS)
+            # Rate-limited before the replay cache: a client over its rate adds no entries to it.
+            self._rate_limit(state, info.token_name, info)
             # Only authenticated envelopes enter the replay cache: forged ones cannot fill it.
             expires = envelope.replay_expiry(sealed, state.settings.envelope_ttl)
             if not state.replay.check_and_add(envelope.replay_key(sealed), expires):
@@ -449,6 +481,7 @@ class RelayApp:
             self._identify(state, inner.token, info)
             if info.token_name != opened.key.name:
                 raise RelayError(*_KEY_NOT_TOKENS)
+            self._rate_limit(state, info.token_name, info)  # before the replay cache, as for v1
             replay_id = opened.key.kid + opened.nonce
             if not state.replay.check_and_add(replay_id, envelope_v2.replay_expiry(opened.timestamp, ttl)):
                 raise RelayError(403, "envelope_replayed", "envelope already used (replay)")
@@ -470,7 +503,6 @@ class RelayApp:
         """The request an envelope carried, from an authenticated client; every answer sealed by `reply`."""
         info.path = log_path(inner.path)
         try:
-            self._rate_limit(state, info.token_name, info)
             if inner.path.startswith("/t/") or len(inner.body) > state.server.max_body_bytes:
                 raise RelayError(400, "invalid_envelope", "inner request path or body not allowed")
             route = self._route(state, inner.method, inner.path)
@@ -515,8 +547,7 @@ def _check_json(body: bytes, require_object: bool) -> dict | None:
     Returns the parsed object when it was parsed and is one (forward.Outbound parses a large body only if
     a fallback entry must change its model)."""
     if len(body) > JSON_CHECK_BYTES:
-        stripped = body.strip(_JSON_BLANK)
-        first, last = stripped[:1], stripped[-1:]
+        first, last = _ends(body)
         if not ((first == b"{" and last == b"}") or (first == b"[" and last == b"]" and not require_object)):
             raise RelayError(400, "invalid_json", "request body must be a JSON object or array")
         return None
@@ -527,6 +558,16 @@ def _check_json(body: bytes, require_object: bool) -> dict | None:
     if require_object and not isinstance(doc, dict):
         raise RelayError(400, "invalid_json", "request body must be a JSON object")
     return doc if isinstance(doc, dict) else None
+
+
+def _ends(body: bytes) -> tuple[bytes, bytes]:
+    """The first and last non-blank bytes of a body, without the copy `strip()` would make of it."""
+    start, end = 0, len(body)
+    while start < end and body[start] in _JSON_BLANK:
+        start += 1
+    while end > start and body[end - 1] in _JSON_BLANK:
+        end -= 1
+    return body[start : start + 1], body[end - 1 : end] if end > start else b""
 
 
 def _request_model(doc: dict | None, outcome: Outcome) -> None:
@@ -541,6 +582,9 @@ class MetricsApp:
 
     def __init__(self, relay: RelayApp) -> None:
         self.relay = relay
+
+    def admit(self, request: Request, max_body: int) -> int:
+        return 0  # every route of this listener is a GET: no body is ever read
 
     async def handle(self, request: Request) -> Response:
         if request.path == "/metrics":

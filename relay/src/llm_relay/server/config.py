@@ -33,6 +33,9 @@ from .headers import valid_name, valid_value
 DEFAULT_CONFIG = "/etc/llm-relay/relay.toml"
 OPENROUTER_BASE = "https://openrouter.ai/api/v1"
 RESERVED_PROVIDER_NAMES = RESERVED_NAMES
+# What the providers' APIs use (OpenAI-compatible, Anthropic): the default of [providers.X] methods and
+# the most it may hold. The HTTP server refuses any other method for every route (http11.ALLOWED_METHODS).
+PROVIDER_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ class ServerSettings:
     max_head_bytes: int = 32768
     max_connections: int = 1024
     max_envelope_body_bytes: int = 2 * 1024 * 1024
+    # Memory budget (issue 25, server/budget.py): what the process and one connection may hold.
+    memory_budget_bytes: int = 128 * 1024 * 1024
+    connection_budget_bytes: int = 16 * 1024 * 1024
+    send_timeout: float = 60.0
     access_log: bool = True
     log_level: str = "info"
 
@@ -66,6 +73,8 @@ class ProviderSettings:
     response_timeout: float = 600.0
     idle_timeout: float = 300.0
     max_idle_connections: int = 64
+    # Methods forwarded to this provider (issue 25): others get 405 before any byte goes to it.
+    methods: frozenset[str] = field(default_factory=lambda: PROVIDER_METHODS)
 
     @property
     def auth_header(self) -> str | None:
@@ -218,6 +227,7 @@ def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
         "response_timeout",
         "idle_timeout",
         "max_idle_connections",
+        "methods",
     }
     t = Table(data, f"providers.{name}", known)
     default_base = OPENROUTER_BASE if name == "openrouter" else None
@@ -264,6 +274,7 @@ def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
         response_timeout=t.number("response_timeout", 600.0, 0.001),
         idle_timeout=t.number("idle_timeout", 300.0, 0.001),
         max_idle_connections=int(t.number("max_idle_connections", 64)),
+        methods=_provider_methods(t, name),
     )
 
 
@@ -300,6 +311,7 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
         max_envelope_body_bytes=int(s.number("max_envelope_body_bytes", 2 * 1024 * 1024, 1024)),
         access_log=s.get("access_log", bool, True),
         log_level=log_level,
+        **_budget_settings(s),
     )
 
     a = Table(raw.get("auth", {}), "auth", {"tokens_file", "rate_limit_per_minute"})
@@ -363,3 +375,27 @@ def _client_keys(e: Table, config_dir: Path) -> tuple[tuple[str, str], ...]:
     # A key whose name has no token is not an error (tokens and keys are rotated in two steps): it opens
     # envelopes, but no token can pass the owner check, so it authenticates nothing.
     return tuple(pairs)
+
+
+def _budget_settings(s: Table) -> dict[str, Any]:
+    """[server] memory budget settings (budget.py; documented in relay/docs/config.md)."""
+    total = int(s.number("memory_budget_bytes", 128 * 1024 * 1024, 1024 * 1024))
+    per_connection = int(s.number("connection_budget_bytes", 16 * 1024 * 1024, 64 * 1024))
+    if per_connection > total:
+        raise ConfigError("[server] connection_budget_bytes must not exceed memory_budget_bytes")
+    return {
+        "memory_budget_bytes": total,
+        "connection_budget_bytes": per_connection,
+        "send_timeout": s.number("send_timeout", 60.0, 0.001),
+    }
+
+
+def _provider_methods(t: Table, name: str) -> frozenset[str]:
+    """[providers.X] methods: the HTTP methods forwarded to it (default: all of PROVIDER_METHODS)."""
+    methods = t.get("methods", list, sorted(PROVIDER_METHODS))
+    chosen = {m.upper() for m in methods if isinstance(m, str)}
+    if len(chosen) != len(methods) or not chosen or not chosen <= PROVIDER_METHODS:
+        raise ConfigError(
+            f"[providers.{name}] methods must be a non-empty list of {', '.join(sorted(PROVIDER_METHODS))}"
+        )
+    return frozenset(chosen)

@@ -26,8 +26,13 @@ from .usage import StreamTap, Usage, from_json
 
 # Failures that mean "this provider did not take the request": fall back to the next one (if any).
 FALLBACK_KINDS = frozenset({"connect", "connect_timeout", "tls", "timeout", "reset"})
-BUFFER_LIMIT = 4 * 1024 * 1024  # plain mode: above this a non-SSE answer is streamed instead of buffered
-SEALED_LIMIT = 64 * 1024 * 1024  # envelope mode must buffer a non-SSE answer to seal it in one token
+# Above this a non-SSE answer is streamed instead of buffered (v2 sealed too). 1 MiB holds every usual
+# JSON answer; a larger pre-buffer only held more for clients that read slowly or not at all (4 MiB each
+# before issue 25: 40 such clients held 160 MiB of it).
+BUFFER_LIMIT = 1024 * 1024
+# Envelope v1 must buffer a non-SSE answer to seal it in one token: up to this, and only while the
+# connection's and the process's memory budgets have room for it (budget.py).
+SEALED_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass
@@ -46,12 +51,18 @@ class Outbound:
             return self
         doc = self.json_doc
         if doc is None:
-            try:  # a large body is parsed only here: when a fallback entry must change its model
-                doc = json.loads(self.body)
-            except (ValueError, RecursionError):
+            # A large body (app.JSON_CHECK_BYTES) is never parsed on the event loop: parsing and
+            # re-serialising 8 MB stalled every other connection for 1.7 s (issue 25). Its closing brace
+            # is replaced by one more member instead; JSON parsers keep the last of duplicate names
+            # (Python's json, JavaScript's JSON.parse, Go's encoding/json), so this `model` wins.
+            body = self.body
+            end = len(body)
+            while end and body[end - 1] in b" \t\r\n":
+                end -= 1
+            if body[end - 1 : end] != b"}":
                 return self
-            if not isinstance(doc, dict):
-                return self
+            tail = b', "model": ' + json.dumps(model).encode() + b"}"
+            return replace(self, body=b"".join((memoryview(body)[: end - 1], tail)))
         doc = {**doc, "model": model}
         return replace(self, body=json.dumps(doc).encode(), json_doc=doc)
 
@@ -185,25 +196,36 @@ async def _answer(
     metrics: Metrics,
 ) -> Response | None:
     ps = provider.settings
+    held = 0  # answer bytes charged to the client's connection
     try:
         headers, content_type = client_response_headers(conn.headers)
         headers += outcome.reply_headers
         outcome.status = conn.status
         if content_type.startswith("text/event-stream"):
             return await _relay_stream(request, conn, headers, reply, outcome, metrics, ps.idle_timeout)
-        chunks: list[bytes] = []
-        size = 0
-        limit = SEALED_LIMIT if reply.sealed else BUFFER_LIMIT
+        # Pre-buffered (to answer with a Content-Length and read its usage) while it is small and the
+        # memory budget has room for it, charged to the client's connection while held; otherwise the
+        # answer is streamed as the provider sends it (a v2 envelope seals it frame by frame). Only v1,
+        # which has no frames for a non-SSE answer, must buffer it whole, within the budget, or fail.
+        chunks = bytearray()
+        client = request.conn
+        limit = BUFFER_LIMIT if reply.streams_raw else min(SEALED_LIMIT, client.limits.connection_budget)
         while chunk := await conn.read(ps.idle_timeout):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                if reply.sealed:
+            if len(chunks) + len(chunk) > limit or not client.charge(len(chunk)):
+                if not reply.streams_raw:
                     raise UpstreamError("too_large", "provider answer too large to seal in an envelope")
-                writer = await reply.open_stream(request, conn.status, headers)
-                return await _pump(request, conn, writer, b"".join(chunks), outcome, ps.idle_timeout)
-        body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-        outcome.bytes_out = size
+                writer = await reply.open_raw_stream(request, conn.status, headers)
+                outcome.streamed = True
+                chunks += chunk
+                await writer.write(chunks)  # no copy: handed over as the client takes it
+                chunks = bytearray()
+                client.release(held)
+                held = 0
+                return await _pump(request, conn, writer, b"", outcome, ps.idle_timeout)
+            chunks += chunk
+            held += len(chunk)
+        body = bytes(chunks)
+        outcome.bytes_out = len(body)
         if conn.status < 300 and "json" in content_type:
             from_json(body, outcome.usage)
         return reply.full(conn.status, headers, body)
@@ -211,6 +233,8 @@ async def _answer(
         outcome.upstream_error = exc.kind
         raise
     finally:
+        if held:
+            request.conn.release(held)
         if conn.reusable:
             provider.pool.release(conn)
         else:

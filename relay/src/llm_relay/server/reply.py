@@ -57,6 +57,7 @@ class SealedStreamWriter(StreamWriter):
 
 class PlainReply:
     sealed = False
+    streams_raw = True  # a non-SSE answer can be streamed as it comes (see forward._answer)
 
     def full(self, status: int, headers: list[tuple[str, str]], body: bytes) -> Response:
         return Response(status, headers, body)
@@ -78,12 +79,19 @@ class PlainReply:
         )
         return StreamWriter(request)
 
+    async def open_raw_stream(
+        self, request: Request, status: int, headers: list[tuple[str, str]]
+    ) -> StreamWriter:
+        """A stream of a non-SSE answer (too large to buffer): its bytes as they come."""
+        return await self.open_stream(request, status, headers)
+
 
 class SealedReply(PlainReply):
     """Envelope v1: answers after a successful decryption are sealed; the outer status is 200 (v1 clients
     read the inner one), so the proxy no longer sees 401, 429 or 500."""
 
     sealed = True
+    streams_raw = False  # a v1 answer that is not SSE is one Fernet token: buffered whole
 
     def __init__(self, fernet: Fernet | MultiFernet) -> None:
         self.fernet = fernet
@@ -124,6 +132,24 @@ class SealedStreamWriterV2(StreamWriter):
         await super().finish()
 
 
+class RawSealedWriterV2(StreamWriter):
+    """A non-SSE answer sealed frame by frame as the provider sends it: one DATA frame per piece read
+    (the answer is never held whole), then the END frame. The client reads the same HEAD, DATA..., END
+    sequence as a buffered answer's (envelope_v2.ReplySealer.full), so it reassembles the same body."""
+
+    def __init__(self, request: Request, sealer: envelope_v2.ReplySealer) -> None:
+        super().__init__(request)
+        self.sealer = sealer
+
+    async def write(self, chunk: bytes) -> None:
+        if chunk:
+            await super().write(self.sealer.data(chunk))
+
+    async def finish(self) -> None:
+        await super().write(self.sealer.end())
+        await super().finish()
+
+
 class SealedReplyV2(PlainReply):
     """Envelope v2: frames under the client's own response key, bound to the request's nonce."""
 
@@ -141,5 +167,13 @@ class SealedReplyV2(PlainReply):
     ) -> StreamWriter:
         request.conn.start_stream(200, list(V2_HEADERS))
         writer = SealedStreamWriterV2(request, self.sealer)
+        await StreamWriter.write(writer, self.sealer.head(status, as_dict(headers)))
+        return writer
+
+    async def open_raw_stream(
+        self, request: Request, status: int, headers: list[tuple[str, str]]
+    ) -> StreamWriter:
+        request.conn.start_stream(200, list(V2_HEADERS))
+        writer = RawSealedWriterV2(request, self.sealer)
         await StreamWriter.write(writer, self.sealer.head(status, as_dict(headers)))
         return writer

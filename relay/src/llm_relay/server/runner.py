@@ -39,6 +39,8 @@ class RelayServer:
         self.listen_override = listen_override
         settings = load_settings(self.config_path, listen_override)
         self.relay = RelayApp(RelayState(settings))
+        # One budget for the whole process (both listeners); a reload changes its limit in place.
+        self.budget = self.relay.budget
         self._servers: list[asyncio.base_events.Server] = []
         self._http: list[HttpServer] = []
         self.port = 0
@@ -58,10 +60,12 @@ class RelayServer:
             s.max_headers,
             max_head=s.max_head_bytes,
             max_connections=s.max_connections,
+            connection_budget=s.connection_budget_bytes,
+            send_timeout=s.send_timeout,
         )
 
     def _http_server(self, handler, on_reject=None, admit=None) -> HttpServer:
-        server = HttpServer(handler, self._limits, on_reject, admit)
+        server = HttpServer(handler, self._limits, on_reject, admit, self.budget)
         self._http.append(server)
         return server
 
@@ -74,7 +78,10 @@ class RelayServer:
         self.port = srv.sockets[0].getsockname()[1]
         if self.settings.server.metrics_listen:
             mhost, mport = self.settings.server.metrics_listen
-            msrv = await loop.create_server(self._http_server(MetricsApp(self.relay).handle), mhost, mport)
+            metrics_app = MetricsApp(self.relay)
+            msrv = await loop.create_server(
+                self._http_server(metrics_app.handle, admit=metrics_app.admit), mhost, mport
+            )
             self._servers.append(msrv)
             self.metrics_port = msrv.sockets[0].getsockname()[1]
         log.info(
@@ -95,6 +102,7 @@ class RelayServer:
         try:
             settings = load_settings(self.config_path, self.listen_override)
             self.relay.swap_state(RelayState(settings, previous=self.relay.state))
+            self.budget.limit = settings.server.memory_budget_bytes
         except (ConfigError, ValueError) as exc:
             self.relay.metrics.reloads["failed"] += 1
             log.error("reload failed; keeping the previous settings", extra={"fields": {"error": str(exc)}})
