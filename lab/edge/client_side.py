@@ -143,7 +143,7 @@ async def forward(request: web.Request, conn: TunnelConnection, host: str, ray: 
     finally:
         if pump is not None:
             pump.cancel()
-        conn.streams.pop(stream_id, None)
+        conn.forget_stream(stream_id)
 
 
 async def drain(stream, conn: TunnelConnection, stream_id: int) -> None:

@@ -1,8 +1,9 @@
 """An in-process edge + Cloudflare emulator on ephemeral ports, for the edge tests and the SSE bench.
 
 Never binds the lab's fixed ports: the emulator app and the edge listen on port 0 of 127.0.0.1 with a
-throw-away CA, the real cloudflared (lab/edge/binary.py) runs as a process against them, and tunnels/records are made through
-the emulator's REST API (``CloudflareApi``, plain requests), as the e2e test does against the real lab.
+throw-away CA, the real cloudflared (lab/edge/binary.py) runs as a process against them, and
+tunnels/records are made through the emulator's REST API (``CloudflareApi``, plain requests), as the
+e2e test does against the real lab.
 """
 
 import asyncio
@@ -27,6 +28,7 @@ from lab.cloudflare import create_app, state_of
 from lab.context import LabContext
 from lab.edge import binary
 from lab.edge.component import start as start_edge
+
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 ZONE = "lab.test"
 HARNESS_TOKEN = "edge-harness-" + "x" * 27  # 40 chars, valid only for the in-process emulator
@@ -101,6 +103,11 @@ class CloudflareApi:
         secret = base64.b64encode(secrets.token_bytes(32)).decode()
         self.call("PATCH", f"/accounts/{self.account}/cfd_tunnel/{tunnel_id}", json={"tunnel_secret": secret})
 
+    def delete_tunnel(self, tunnel_id: str) -> None:
+        """DELETE with cascade, as `cloudflared tunnel delete -f` sends it."""
+        path = f"/accounts/{self.account}/cfd_tunnel/{tunnel_id}"
+        self.call("DELETE", path, params={"cascade": "true"})
+
     def connections(self, tunnel_id: str) -> list[dict]:
         return self.call("GET", f"/accounts/{self.account}/cfd_tunnel/{tunnel_id}/connections")
 
@@ -160,23 +167,35 @@ class Cloudflared:
 
     @classmethod
     async def start(
-        cls, edge_port: int, ca_path, *flags: str, token: str | None = None, run_args=(), env=None
+        cls,
+        edge_port: int,
+        ca_path,
+        *flags: str,
+        token: str | None = None,
+        run_args=(),
+        env=None,
+        connections: int = 1,
     ):
         """`cloudflared tunnel --no-autoupdate --metrics 127.0.0.1:0 FLAGS run RUN_ARGS`, pointed at the
-        in-process edge by cloudflared's own environment variables (as the lab inventory does)."""
+        in-process edge by cloudflared's own environment variables (as the lab inventory does).
+
+        cloudflared opens one connection per distinct edge address it is given (at most --ha-connections);
+        listing the one lab address `connections` times gives that many connections to the same edge."""
         argv = [str(binary.locate()), "tunnel", "--no-autoupdate", "--metrics", "127.0.0.1:0", *flags]
         argv += ["run", *run_args]
         home = tempfile.mkdtemp(prefix="cloudflared-home-")  # no ~/.cloudflared config of the caller's
         full_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": home,
-            "TUNNEL_EDGE": f"127.0.0.1:{edge_port}",
+            "TUNNEL_EDGE": ",".join([f"127.0.0.1:{edge_port}"] * connections),
             "TUNNEL_CACERT": str(ca_path),
             "TUNNEL_TRANSPORT_PROTOCOL": "http2",
             **(env or {}),
         }
         if token is not None:
             full_env["TUNNEL_TOKEN"] = token
+        if os.environ.get("NOTIFY_SOCKET"):  # a test standing in for systemd's notify socket
+            full_env["NOTIFY_SOCKET"] = os.environ["NOTIFY_SOCKET"]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=full_env, cwd=home
         )

@@ -12,6 +12,7 @@ import ssl
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -58,7 +59,7 @@ def _issued_by(crt: Path, ca_crt: Path) -> bool:
         cert = x509.load_pem_x509_certificate(crt.read_bytes())
         ca_cert = x509.load_pem_x509_certificate(ca_crt.read_bytes())
         cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, Exception):  # noqa: BLE001 - any mismatch means: issue anew
+    except (ValueError, TypeError, InvalidSignature):  # any mismatch means: issue anew
         return False
     return True
 

@@ -40,9 +40,8 @@ from lab.cloudflare.store import encode_token
 
 log = logging.getLogger("lab.edge")
 
-SCHEMA = capnp.load(
-    str(Path(__file__).with_name("capnp") / "tunnelrpc.capnp"), imports=[str(Path(__file__).with_name("capnp"))]
-)
+SCHEMA_DIR = Path(__file__).with_name("capnp")
+SCHEMA = capnp.load(str(SCHEMA_DIR / "tunnelrpc.capnp"), imports=[str(SCHEMA_DIR)])
 UPGRADE = "cf-cloudflared-proxy-connection-upgrade"
 RESPONSE_HEADERS = "cf-cloudflared-response-headers"
 RESPONSE_META = "cf-cloudflared-response-meta"
@@ -54,6 +53,7 @@ BAD_SECRET = "Unauthorized: Invalid tunnel secret"
 NO_TUNNEL = "Unauthorized: Tunnel not found"
 DELETED = "Tunnel deleted: this tunnel was deleted and cannot accept connections"
 RETRY_AFTER_NS = 1_000_000_000
+CONTROL_END_WAIT = 5
 DROP_EVENTS = {
     "connections_deleted": "tunnel connections deleted through the API",
     "tunnel_deleted": "tunnel deleted",
@@ -92,6 +92,8 @@ class TunnelConnection:
         )
         self.streams: dict[int, Stream] = {}
         self.window_open = asyncio.Event()
+        self.control_ended = asyncio.Event()
+        self.stream_gone = asyncio.Event()  # set whenever a request stream ends (for draining)
         self.control_id = 0
         self.tunnel_id = ""
         self.conn_id = ""
@@ -123,7 +125,8 @@ class TunnelConnection:
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("tunnel connection %s: task failed", self.conn_id or self.peer, exc_info=task.exception())
+            name = self.conn_id or self.peer
+            log.error("tunnel connection %s: task failed", name, exc_info=task.exception())
 
     def close(self) -> None:
         if not self.writer.is_closing():
@@ -170,7 +173,12 @@ class TunnelConnection:
         with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
             self.flush()
-        self.streams.pop(stream_id, None)
+        self.forget_stream(stream_id)
+
+    def forget_stream(self, stream_id: int) -> Stream | None:
+        stream = self.streams.pop(stream_id, None)
+        self.stream_gone.set()
+        return stream
 
     def _dispatch(self, event) -> None:
         if isinstance(event, h2.events.DataReceived):
@@ -192,12 +200,14 @@ class TunnelConnection:
         elif isinstance(event, h2.events.TrailersReceived):
             pass  # HTTP/1.1 visitors get no trailers
         elif isinstance(event, h2.events.StreamEnded):
-            if (stream := self.streams.pop(event.stream_id, None)) is not None:
+            if (stream := self.forget_stream(event.stream_id)) is not None:
                 stream.events.put_nowait(("end", b"", 0))
-            if event.stream_id == self.control_id and self._rpc_writer is not None:
-                self._rpc_writer.close()
+            if event.stream_id == self.control_id:
+                self.control_ended.set()
+                if self._rpc_writer is not None:
+                    self._rpc_writer.close()
         elif isinstance(event, h2.events.StreamReset):
-            if (stream := self.streams.pop(event.stream_id, None)) is not None:
+            if (stream := self.forget_stream(event.stream_id)) is not None:
                 stream.events.put_nowait(("reset", f"stream reset ({event.error_code!r})".encode(), 0))
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self.window_open.set()
@@ -335,7 +345,12 @@ class TunnelConnection:
     async def _close_when_idle(self) -> None:
         """GOAWAY and close once the visitors' streams on this connection are answered."""
         while any(sid != self.control_id for sid in self.streams):
-            await asyncio.sleep(0.05)
+            self.stream_gone.clear()
+            await self.stream_gone.wait()
+        # cloudflared ends the control stream after its unregisterConnection is answered; closing before
+        # that cuts the answer ("Error shutting down control stream: rpc: connection closed").
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.control_ended.wait(), CONTROL_END_WAIT)
         self.close()
 
     async def push_config(self) -> None:
@@ -369,7 +384,8 @@ class TunnelConnection:
                     self.consumed(stream_id, length)
                 elif kind != "headers":
                     break
-            log.info("config version %s pushed to %s: %s", version, self.conn_id, answer.decode(errors="replace"))
+            reply = answer.decode(errors="replace")
+            log.info("config version %s pushed to %s: %s", version, self.conn_id, reply)
         except (ConnectionError, h2.exceptions.ProtocolError) as exc:
             log.info("config push to %s failed: %s", self.conn_id, exc)
 
@@ -380,7 +396,7 @@ class Registration(SCHEMA.RegistrationServer.Server):
     def __init__(self, conn: TunnelConnection):
         self.conn = conn
 
-    async def registerConnection(self, auth, tunnelId, connIndex, options, _context, **kwargs):  # noqa: N802
+    async def registerConnection(self, auth, tunnelId, connIndex, options, _context, **kwargs):
         tunnel_id = _canonical_uuid(bytes(tunnelId))
         accepted, outcome = self.conn.register(
             auth.accountTag, bytes(auth.tunnelSecret), tunnel_id, connIndex, options
@@ -399,10 +415,10 @@ class Registration(SCHEMA.RegistrationServer.Server):
             error.shouldRetry = outcome.startswith("Unauthorized")
             self.conn.refused(outcome)
 
-    async def unregisterConnection(self, _context, **kwargs):  # noqa: N802
+    async def unregisterConnection(self, _context, **kwargs):
         self.conn.unregister()
 
-    async def updateLocalConfiguration(self, config, _context, **kwargs):  # noqa: N802
+    async def updateLocalConfiguration(self, config, _context, **kwargs):
         log.info("cloudflared %s sent its local configuration (%d bytes)", self.conn.conn_id, len(config))
 
 
@@ -437,7 +453,8 @@ class ConnectorSide:
             for conn in list(self.pools.get(tunnel_id, [])):
                 if event == "connections_deleted" and conn.conn_id in known:
                     continue  # DELETE …/connections?client_id= cuts one connector's connections only
-                log.info("dropping connection %s of tunnel %s: %s", conn.conn_id, tunnel_id, DROP_EVENTS[event])
+                why = DROP_EVENTS[event]
+                log.info("dropping connection %s of tunnel %s: %s", conn.conn_id, tunnel_id, why)
                 conn.close()
         elif event == "config_updated":
             for conn in self.pools.get(tunnel_id, []):
