@@ -194,7 +194,7 @@ class Cloudflared:
         }
         if token is not None:
             full_env["TUNNEL_TOKEN"] = token
-        if os.environ.get("NOTIFY_SOCKET"):  # a test standing in for systemd's notify socket
+        if os.environ.get("NOTIFY_SOCKET"):  # a test's socket in place of systemd's
             full_env["NOTIFY_SOCKET"] = os.environ["NOTIFY_SOCKET"]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=full_env, cwd=home

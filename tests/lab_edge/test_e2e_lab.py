@@ -60,10 +60,13 @@ class Guest:
             raise AssertionError(f"`{command[:80]}` failed ({done.returncode}): {done.stdout}{done.stderr}")
         return done
 
-    def copy(self, source: Path, dest: str) -> None:
-        argv = ["scp", "-q", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"]
-        argv += ["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
-        subprocess.run([*argv, str(source), f"root@{self.ip}:{dest}"], check=True, timeout=120)
+    def install(self, source: Path, dest: str, mode: str = "0755") -> None:
+        """A (binary) file from the host into the container, over the same SSH."""
+        argv = ["ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"]
+        argv += ["-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
+        command = f"install -m {mode} /dev/stdin {dest}"
+        data = source.read_bytes()
+        subprocess.run([*argv, f"root@{self.ip}", command], input=data, check=True, timeout=120)
 
     def journal(self, unit: str) -> str:
         return self.run(f"journalctl -u {unit} --no-pager -o cat", check=False).stdout
@@ -146,8 +149,7 @@ def container(lab, tmp_path_factory):
             "apt-get install -y -qq --no-install-recommends python3 >/dev/null",
             timeout=480,
         )
-        guest.copy(binary.locate(), "/usr/bin/cloudflared")
-        guest.run("chmod 0755 /usr/bin/cloudflared")
+        guest.install(binary.locate(), "/usr/bin/cloudflared")
         guest.run(
             "install -m 0755 /dev/stdin /usr/local/bin/e2e-origin",
             stdin=(HERE / "container_origin.py").read_text(),
