@@ -127,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llm-relay ask failed (exit {ask.returncode}):\n{ask.stderr}", file=sys.stderr)
         return ask.returncode
     print(f"A: {ask.stdout.strip()}")
-    print(
-        "   (client -> lab edge -> tunnel -> cloudflared -> relay -> fake OpenRouter; Fernet-sealed)"
-    )
+    print("   (client -> lab edge -> tunnel -> cloudflared -> relay -> fake OpenRouter; Fernet-sealed)")
 
     report(config.load(), artifact, changed)
     print("\nTimings:")
