@@ -74,6 +74,7 @@ def lab_vars() -> dict:
         # for edge connections only) and HTTP/2, the one transport the lab edge speaks.
         "cloudflared_install_method": "file",
         "cloudflared_file_src": cloudflared_src,
+        "cloudflared_version": binary.VERSION,  # the role asserts the installed binary reports it
         "cloudflared_environment": {
             "TUNNEL_EDGE": f"{gateway}:{edge.get('ports', [7844])[0]}",
             "TUNNEL_CACERT": "/usr/local/share/ca-certificates/llm-relay-extra-0.crt",
