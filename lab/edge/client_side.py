@@ -18,7 +18,15 @@ import h2.exceptions
 from aiohttp import web
 
 from lab.edge.errors import BAD_GATEWAY, NO_ROUTE, TUNNEL_DOWN, error_response, ray_id
-from lab.edge.tunnel import RESPONSE_HEADERS, RESPONSE_META, ConnectorSide, TunnelConnection
+from lab.edge.tunnel import (
+    DATA,
+    END,
+    HEADERS,
+    RESPONSE_HEADERS,
+    RESPONSE_META,
+    ConnectorSide,
+    TunnelConnection,
+)
 
 log = logging.getLogger("lab.edge")
 
@@ -105,7 +113,7 @@ async def forward(request: web.Request, conn: TunnelConnection, host: str, ray: 
     response = None
     try:
         kind, headers, _ = await stream.events.get()
-        if kind != "headers":
+        if kind != HEADERS:
             log.info("stream %s on %s failed before headers: %s", stream_id, conn.conn_id, headers[:200])
             return error_response(request, BAD_GATEWAY, host, ray)
         head = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
@@ -126,10 +134,10 @@ async def forward(request: web.Request, conn: TunnelConnection, host: str, ray: 
         await response.prepare(request)
         while True:
             kind, data, length = await stream.events.get()
-            if kind == "data":
+            if kind == DATA:
                 await response.write(data)
                 conn.consumed(stream_id, length)  # the visitor took it: cloudflared may send more
-            elif kind == "end":
+            elif kind == END:
                 await response.write_eof()
                 return response
             else:  # reset or lost after the headers went out: the visitor sees a truncated answer
@@ -149,7 +157,7 @@ async def forward(request: web.Request, conn: TunnelConnection, host: str, ray: 
 async def drain(stream, conn: TunnelConnection, stream_id: int) -> None:
     while True:
         kind, _, length = await stream.events.get()
-        if kind != "data":
+        if kind != DATA:
             return
         conn.consumed(stream_id, length)
 

@@ -43,6 +43,8 @@ log = logging.getLogger("lab.edge")
 SCHEMA_DIR = Path(__file__).with_name("capnp")
 SCHEMA = capnp.load(str(SCHEMA_DIR / "tunnelrpc.capnp"), imports=[str(SCHEMA_DIR)])
 UPGRADE = "cf-cloudflared-proxy-connection-upgrade"
+# What a request stream's queue carries, as (kind, payload, flow-controlled length) tuples.
+HEADERS, DATA, END, RESET = "headers", "data", "end", "reset"
 RESPONSE_HEADERS = "cf-cloudflared-response-headers"
 RESPONSE_META = "cf-cloudflared-response-meta"
 REGISTRATION_TIMEOUT = 15  # cloudflared registers within ~0.5 s of the handshake
@@ -189,26 +191,26 @@ class TunnelConnection:
                     self._rpc_pending += event.data
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif (stream := self.streams.get(event.stream_id)) is not None:
-                stream.events.put_nowait(("data", event.data, event.flow_controlled_length))
+                stream.events.put_nowait((DATA, event.data, event.flow_controlled_length))
             else:
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.ResponseReceived | h2.events.InformationalResponseReceived):
             if (stream := self.streams.get(event.stream_id)) is not None and isinstance(
                 event, h2.events.ResponseReceived
             ):
-                stream.events.put_nowait(("headers", event.headers, 0))
+                stream.events.put_nowait((HEADERS, event.headers, 0))
         elif isinstance(event, h2.events.TrailersReceived):
             pass  # HTTP/1.1 visitors get no trailers
         elif isinstance(event, h2.events.StreamEnded):
             if (stream := self.forget_stream(event.stream_id)) is not None:
-                stream.events.put_nowait(("end", b"", 0))
+                stream.events.put_nowait((END, b"", 0))
             if event.stream_id == self.control_id:
                 self.control_ended.set()
                 if self._rpc_writer is not None:
                     self._rpc_writer.close()
         elif isinstance(event, h2.events.StreamReset):
             if (stream := self.forget_stream(event.stream_id)) is not None:
-                stream.events.put_nowait(("reset", f"stream reset ({event.error_code!r})".encode(), 0))
+                stream.events.put_nowait((RESET, f"stream reset ({event.error_code!r})".encode(), 0))
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self.window_open.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -249,7 +251,7 @@ class TunnelConnection:
             self.closed.set()
             self.window_open.set()
             for stream in self.streams.values():
-                stream.events.put_nowait(("reset", reason.encode(), 0))
+                stream.events.put_nowait((RESET, reason.encode(), 0))
             self.streams.clear()
             if self._rpc_writer is not None:
                 self._rpc_writer.close()
@@ -274,7 +276,7 @@ class TunnelConnection:
         """
         kind, headers, _ = await control.events.get()
         log.debug("control stream answer from %s: %s %s", self.peer, kind, headers)
-        status = dict(headers).get(b":status") if kind == "headers" else None
+        status = dict(headers).get(b":status") if kind == HEADERS else None
         if status != b"200":
             log.info("cloudflared from %s refused the control stream (%s)", self.peer, status)
             self.close()
@@ -379,10 +381,10 @@ class TunnelConnection:
             answer = b""
             while True:
                 kind, data, length = await stream.events.get()
-                if kind == "data":
+                if kind == DATA:
                     answer += data
                     self.consumed(stream_id, length)
-                elif kind != "headers":
+                elif kind != HEADERS:
                     break
             reply = answer.decode(errors="replace")
             log.info("config version %s pushed to %s: %s", version, self.conn_id, reply)
