@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup host-deps venv collection-link sanity-venvs lint test test-unit test-lab bench demo lab-up lab-down clean
+.PHONY: cloudflared-check setup host-deps venv collection-link sanity-venvs lint test test-unit test-lab bench demo lab-up lab-down clean
 
 setup: host-deps venv collection-link sanity-venvs
 
@@ -59,8 +59,19 @@ lab-up: setup
 lab-down: setup
 	$(PY) -m lab down
 
-demo: setup
+demo: cloudflared-check setup
 	$(PY) -m lab demo
+
+# The lab runs the real cloudflared (lab/edge/binary.py pins its version and sha256): checked before
+# `make demo` installs or starts anything. Where it is looked for, in this order:
+CLOUDFLARED_NAME := cloudflared-2026.8.2-linux-amd64
+cloudflared-check:
+	@for f in "$${LAB_CLOUDFLARED:-}" "$${LLM_RELAY_SHARED:+$$LLM_RELAY_SHARED/cloudflared/$(CLOUDFLARED_NAME)}" \
+	  "$${LAB_CACHE_DIR:-/var/cache/llm-relay-lab}/cloudflared/$(CLOUDFLARED_NAME)"; do \
+	  if [ -n "$$f" ] && [ -f "$$f" ]; then exit 0; fi; done; \
+	echo "make demo: the real cloudflared 2026.8.2 was not found. Set LAB_CLOUDFLARED=/path/to/$(CLOUDFLARED_NAME)," >&2; \
+	echo "or LLM_RELAY_SHARED to the project's shared directory (its cloudflared/ holds the pinned build," >&2; \
+	echo "see its README.md); a copy is then cached in the lab cache dir for later runs." >&2; exit 2
 
 clean:
 	-$(PY) -m lab down

@@ -1,9 +1,10 @@
-"""SSE through the lab edge + cloudflared stand-in: first-chunk latency and per-chunk added delay.
+"""SSE through the lab edge + the real cloudflared: first-chunk latency and per-chunk added delay.
 
 Same run, same origin, two paths: the client reads the origin's event stream directly (baseline) and
-through edge → stand-in → origin (the Cloudflare emulator and the edge in-process on ephemeral ports,
-the stand-in as a real process). Every event carries the origin's monotonic emit time, so per-chunk
-transit = arrival - emit is measured on one clock; "added" is the tunnel path minus the baseline.
+through edge → cloudflared → origin (the Cloudflare emulator and the edge in-process on ephemeral
+ports, the real cloudflared 2026.8.2 as a process). Every event carries the origin's monotonic emit time,
+so per-chunk transit = arrival - emit is measured on one clock; "added" is the tunnel path minus the
+baseline.
 
     python -m bench edge_sse [--rounds N] [--events N] [--interval SECONDS]
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from lab.edge.harness import Origin, StandIn, edge_harness
+from lab.edge.harness import Cloudflared, Origin, edge_harness
 
 HOST = "bench-sse.lab.test"
 
@@ -57,36 +58,34 @@ async def run(rounds: int, events: int, interval: float) -> None:
             }
             await env.api.put_config(tunnel_id, config)
             await env.api.route(HOST, tunnel_id)
-            standin = await StandIn.start(
-                env.connector_port, env.ca_path, "--ha-connections", "2", token=token
-            )
+            cloudflared = await Cloudflared.start(env.connector_port, env.ca_path, token=token, connections=2)
             try:
-                await standin.wait_for("Registered tunnel connection", count=2)
+                await cloudflared.wait_for("Registered tunnel connection", count=2)
                 tls = ssl.create_default_context(cafile=str(env.ca_path))
                 query = f"/sse?n={events}&delay={interval}"
-                results = {"direct": ([], []), "edge + stand-in": ([], [])}
+                results = {"direct": ([], []), "edge + cloudflared": ([], [])}
                 async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http:
                     for _ in range(rounds):  # interleaved, so both paths see the same machine load
                         for name, url, headers in (
                             ("direct", f"http://127.0.0.1:{origin.port}{query}", {}),
-                            ("edge + stand-in", env.client_url + query, {"Host": HOST}),
+                            ("edge + cloudflared", env.client_url + query, {"Host": HOST}),
                         ):
                             first, transits = await read_stream(http, url, headers)
                             results[name][0].append(first)
                             results[name][1].extend(transits)
             finally:
-                await standin.stop()
+                await cloudflared.stop()
     await origin.stop()
 
     print(f"SSE through the lab edge: {rounds} rounds x {events} events, {interval * 1000:.0f} ms apart")
     for name, (firsts, transits) in results.items():
         print(f"  {name:16s} first chunk   {summary(firsts)}")
         print(f"  {name:16s} per chunk     {summary(transits)}")
-    direct, tunnel = results["direct"], results["edge + stand-in"]
+    direct, tunnel = results["direct"], results["edge + cloudflared"]
     added_first = statistics.median(tunnel[0]) - statistics.median(direct[0])
     added_chunk = statistics.median(tunnel[1]) - statistics.median(direct[1])
     ratio = statistics.median(tunnel[1]) / max(statistics.median(direct[1]), 1e-9)
-    print(f"  added by edge + stand-in: first chunk {added_first * 1000:.2f} ms,", end="")
+    print(f"  added by edge + cloudflared: first chunk {added_first * 1000:.2f} ms,", end="")
     print(f" per chunk {added_chunk * 1000:.2f} ms")
     print(f"  per-chunk transit ratio tunnel/direct: {ratio:.1f}x (same run)")
     expected = rounds * events

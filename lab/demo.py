@@ -22,6 +22,7 @@ from typing import Any
 import requests
 
 from lab import config
+from lab.edge import binary
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -86,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv or [])
     timings: list[tuple[str, float]] = []
     total = time.monotonic()
+    try:  # before anything is started: the connector every container runs is the real cloudflared
+        print(f"cloudflared: {binary.locate()} (sha256 {binary.SHA256[:12]}…, {binary.VERSION})", flush=True)
+    except binary.BinaryMissing as exc:
+        print(f"make demo needs the real cloudflared: {exc}", file=sys.stderr)
+        return 2
 
     started = step("1/3 lab up: Proxmox VE and Cloudflare emulators, lab edge, fake OpenRouter")
     rc, _ = run_streamed([sys.executable, "-m", "lab", "up"])
@@ -121,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llm-relay ask failed (exit {ask.returncode}):\n{ask.stderr}", file=sys.stderr)
         return ask.returncode
     print(f"A: {ask.stdout.strip()}")
-    print(
-        "   (client -> lab edge -> tunnel -> cloudflared stand-in -> relay -> fake OpenRouter; Fernet-sealed)"
-    )
+    print("   (client -> lab edge -> tunnel -> cloudflared -> relay -> fake OpenRouter; Fernet-sealed)")
 
     report(config.load(), artifact, changed)
     print("\nTimings:")

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from lab import config  # noqa: E402
+from lab.edge import binary  # noqa: E402
 
 
 def lab_vars() -> dict:
@@ -22,6 +23,11 @@ def lab_vars() -> dict:
     ca = str(config.ca_path())
     gateway = config.BRIDGE_ADDR
     hostname = f"relay.{cf['zone']}"
+    try:
+        cloudflared_src = str(binary.locate())
+    except binary.BinaryMissing as exc:  # the role's validation then names the missing file
+        print(f"lab inventory: {exc}", file=sys.stderr)
+        cloudflared_src = ""
     return {
         "relay_env_name": "lab",
         # Proxmox VE API emulator
@@ -62,10 +68,18 @@ def lab_vars() -> dict:
         ],
         # Certificates the containers must trust (the lab CA signs the edge's and the upstream's).
         "relay_extra_ca_certificates": [Path(ca).read_text(encoding="ascii")] if Path(ca).exists() else [],
-        # cloudflared cannot be downloaded here: the lab's stand-in, copied from the controller.
+        # The real cloudflared (pinned by sha256, lab/edge/binary.py), copied from the controller: these
+        # machines cannot download Cloudflare's release. Only its environment differs from production:
+        # the lab edge's address, the lab CA for the edge's certificate (it replaces Cloudflare's roots
+        # for edge connections only) and HTTP/2, the one transport the lab edge speaks.
         "cloudflared_install_method": "file",
-        "cloudflared_file_src": str(ROOT / "lab" / "cloudflared_standin" / "cloudflared"),
-        "cloudflared_environment": {"LAB_EDGE_ADDR": f"{gateway}:{edge.get('ports', [7844])[0]}"},
+        "cloudflared_file_src": cloudflared_src,
+        "cloudflared_version": binary.VERSION,  # the role asserts the installed binary reports it
+        "cloudflared_environment": {
+            "TUNNEL_EDGE": f"{gateway}:{edge.get('ports', [7844])[0]}",
+            "TUNNEL_CACERT": "/usr/local/share/ca-certificates/llm-relay-extra-0.crt",
+            "TUNNEL_TRANSPORT_PROTOCOL": "http2",
+        },
         # Throw-away containers on the lab bridge: their host keys are new on every create.
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
     }

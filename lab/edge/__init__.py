@@ -1,4 +1,4 @@
-"""The lab edge: a small stand-in for Cloudflare's edge in front of tunnels.
+"""The lab edge: Cloudflare's edge in front of tunnels, speaking cloudflared's real HTTP/2 transport.
 
 Component contract (CONTRIBUTING.md): ``start(ctx)`` serves the client side (HTTPS, default 9443) and the
 connector side (TLS, default 7844) on ``ctx.bind_hosts`` with the lab certificate, publishes itself as

@@ -1,13 +1,17 @@
 """Starts and stops the lab edge's two listeners (the lab daemon's component entry point)."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import capnp
 from aiohttp import web
 
 from lab.edge.client_side import make_app
-from lab.edge.connectors import ConnectorSide
+from lab.edge.tls import edge_tls
+from lab.edge.tunnel import ConnectorSide
 
 log = logging.getLogger("lab.edge")
 
@@ -41,6 +45,10 @@ async def start(ctx) -> Callable[[], Awaitable[None]]:
     connectors = ConnectorSide(ctx.registry, settings["location"])
     edge = Edge(connectors)
 
+    # pycapnp's RPC runs on KJ's event loop, which must run beside asyncio's for as long as the edge does.
+    kj = contextlib.AsyncExitStack()
+    await kj.enter_async_context(capnp.kj_loop())
+    tunnel_tls = edge_tls(Path(ctx.ca_path))
     runner = web.AppRunner(
         make_app(connectors), access_log=None, handle_signals=False, handler_cancellation=True
     )
@@ -51,7 +59,7 @@ async def start(ctx) -> Callable[[], Awaitable[None]]:
         await site.start()
         edge.client_ports.append(site._server.sockets[0].getsockname()[1])
         server = await asyncio.start_server(
-            connectors.handle, host, connector_port, ssl=ctx.ssl_context, reuse_address=True
+            connectors.handle, host, connector_port, ssl=tunnel_tls, reuse_address=True
         )
         servers.append(server)
         edge.connector_ports.append(server.sockets[0].getsockname()[1])
@@ -66,5 +74,6 @@ async def start(ctx) -> Callable[[], Awaitable[None]]:
         await runner.cleanup()
         for server in servers:
             await server.wait_closed()
+        await kj.aclose()
 
     return cleanup

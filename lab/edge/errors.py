@@ -59,6 +59,6 @@ def error_response(request: web.Request, error: EdgeError, host: str, ray: str) 
     page = (
         f"<!DOCTYPE html><html><head><title>{error.title} | {safe_host} | Cloudflare</title></head><body>"
         f"<h1><span>{label}</span> Ray ID: {ray}</h1><h2>{error.title}</h2><p>{html.escape(error.detail)}</p>"
-        "<p>Served by the llm-relay lab edge (a stand-in for Cloudflare's edge).</p></body></html>"
+        "<p>Served by the llm-relay lab edge (in place of Cloudflare's edge).</p></body></html>"
     )
     return web.Response(status=error.status, text=page, content_type="text/html", headers=headers)

@@ -1,8 +1,9 @@
 """An in-process edge + Cloudflare emulator on ephemeral ports, for the edge tests and the SSE bench.
 
 Never binds the lab's fixed ports: the emulator app and the edge listen on port 0 of 127.0.0.1 with a
-throw-away CA, the stand-in runs as a real process against them, and tunnels/records are made through
-the emulator's REST API (``CloudflareApi``, plain requests), as the e2e test does against the real lab.
+throw-away CA, the real cloudflared (lab/edge/binary.py) runs as a process against them, and
+tunnels/records are made through the emulator's REST API (``CloudflareApi``, plain requests), as the
+e2e test does against the real lab.
 """
 
 import asyncio
@@ -11,8 +12,9 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import ssl
-import sys
+import tempfile
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,11 +25,10 @@ from aiohttp import web
 
 from lab import ca
 from lab.cloudflare import create_app, state_of
-from lab.cloudflared_standin import EXECUTABLE
 from lab.context import LabContext
+from lab.edge import binary
 from lab.edge.component import start as start_edge
 
-STANDIN = EXECUTABLE  # the stand-in a role would install as /usr/bin/cloudflared
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 ZONE = "lab.test"
 HARNESS_TOKEN = "edge-harness-" + "x" * 27  # 40 chars, valid only for the in-process emulator
@@ -102,6 +103,11 @@ class CloudflareApi:
         secret = base64.b64encode(secrets.token_bytes(32)).decode()
         self.call("PATCH", f"/accounts/{self.account}/cfd_tunnel/{tunnel_id}", json={"tunnel_secret": secret})
 
+    def delete_tunnel(self, tunnel_id: str) -> None:
+        """DELETE with cascade, as `cloudflared tunnel delete -f` sends it."""
+        path = f"/accounts/{self.account}/cfd_tunnel/{tunnel_id}"
+        self.call("DELETE", path, params={"cascade": "true"})
+
     def connections(self, tunnel_id: str) -> list[dict]:
         return self.call("GET", f"/accounts/{self.account}/cfd_tunnel/{tunnel_id}/connections")
 
@@ -149,36 +155,55 @@ class InThread:
         return call
 
 
-class StandIn:
-    """The cloudflared stand-in as a subprocess; collects its log lines (stderr) as they come."""
+class Cloudflared:
+    """The real cloudflared as a subprocess; collects its log lines (stderr) as they come."""
 
-    def __init__(self, proc: asyncio.subprocess.Process):
+    def __init__(self, proc: asyncio.subprocess.Process, home: str):
         self.proc = proc
+        self.home = home
         self.lines: list[str] = []
         self._changed = asyncio.Event()
         self._reader = asyncio.create_task(self._collect())
 
     @classmethod
     async def start(
-        cls, edge_port: int, ca_path, *flags: str, token: str | None = None, run_args=(), env=None
+        cls,
+        edge_port: int,
+        ca_path,
+        *flags: str,
+        token: str | None = None,
+        run_args=(),
+        env=None,
+        connections: int = 1,
     ):
-        """`cloudflared tunnel --no-autoupdate --metrics 127.0.0.1:0 FLAGS run RUN_ARGS`."""
-        argv = [sys.executable, str(STANDIN), "tunnel", "--no-autoupdate", "--metrics", "127.0.0.1:0", *flags]
+        """`cloudflared tunnel --no-autoupdate --metrics 127.0.0.1:0 FLAGS run RUN_ARGS`, pointed at the
+        in-process edge by cloudflared's own environment variables (as the lab inventory does).
+
+        cloudflared opens one connection per distinct edge address it is given (at most --ha-connections);
+        listing the one lab address `connections` times gives that many connections to the same edge."""
+        argv = [str(binary.locate()), "tunnel", "--no-autoupdate", "--metrics", "127.0.0.1:0", *flags]
         argv += ["run", *run_args]
+        home = tempfile.mkdtemp(prefix="cloudflared-home-")  # no ~/.cloudflared config of the caller's
         full_env = {
-            **os.environ,
-            "LAB_EDGE_ADDR": f"127.0.0.1:{edge_port}",
-            "LAB_EDGE_CA": str(ca_path),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": home,
+            "TUNNEL_EDGE": ",".join([f"127.0.0.1:{edge_port}"] * connections),
+            "TUNNEL_CACERT": str(ca_path),
+            "TUNNEL_TRANSPORT_PROTOCOL": "http2",
             **(env or {}),
         }
         if token is not None:
             full_env["TUNNEL_TOKEN"] = token
-        proc = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE, env=full_env)
-        return cls(proc)
+        if os.environ.get("NOTIFY_SOCKET"):  # a test's socket in place of systemd's
+            full_env["NOTIFY_SOCKET"] = os.environ["NOTIFY_SOCKET"]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=full_env, cwd=home
+        )
+        return cls(proc, home)
 
     async def _collect(self) -> None:
         while line := await self.proc.stderr.readline():
-            self.lines.append(line.decode().rstrip())
+            self.lines.append(line.decode(errors="replace").rstrip())
             self._changed.set()
         self._changed.set()
 
@@ -195,7 +220,7 @@ class StandIn:
                 return found
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (self.proc.returncode is not None and self._reader.done()):
-                raise AssertionError(f"no {count}x {pattern!r} in stand-in log:\n{self.log}")
+                raise AssertionError(f"no {count}x {pattern!r} in cloudflared's log:\n{self.log}")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
@@ -204,11 +229,12 @@ class StandIn:
         line = (await self.wait_for(r"Starting metrics server on"))[0]
         return "http://" + re.search(r"on (\S+)/metrics", line).group(1)
 
-    async def stop(self) -> int:
+    async def stop(self, within: float = 40) -> int:
         if self.proc.returncode is None:
             self.proc.terminate()
-        code = await asyncio.wait_for(self.proc.wait(), 20)
+        code = await asyncio.wait_for(self.proc.wait(), within)
         await self._reader
+        shutil.rmtree(self.home, ignore_errors=True)
         return code
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for edge/stand-in unit tests: the real Cloudflare emulator and the edge in-process on
+"""Fixtures for the edge tests with the real cloudflared: the Cloudflare emulator and the edge in-process on
 ephemeral ports (lab/edge/harness.py), and a small origin."""
 
 import pytest

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A small HTTP service the e2e test runs INSIDE a lab container (stdlib only, like the stand-in).
+"""A small HTTP service the e2e test runs INSIDE a lab container (stdlib only: python3 alone there).
 
 GET /            "e2e origin <marker> in <hostname>" (the marker is argv[2])
 GET /sse?n=&delay=   text/event-stream; each event carries the wall-clock time it was written

@@ -4,9 +4,9 @@ import ssl
 
 import aiohttp
 
-from lab.edge.harness import STANDIN, Origin, StandIn
+from lab.edge.harness import Cloudflared, Origin
 
-__all__ = ["STANDIN", "Origin", "StandIn", "client_session", "get", "ingress"]
+__all__ = ["Cloudflared", "Origin", "client_session", "get", "ingress"]
 
 
 def client_session(ca_path) -> aiohttp.ClientSession:

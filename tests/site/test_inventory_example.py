@@ -135,6 +135,6 @@ def test_example_uses_the_lab_inventory_variable_names():
         run(str(BIN / "python"), str(REPO / "inventory" / "lab" / "lab_inventory.py"), "--list").stdout
     )
     lab = set(listed["all"]["vars"])
-    # Every setting both need is spelled the same; the lab-only ones (emulator URLs, the stand-in) aside.
+    # Every setting both need is spelled the same; the lab-only ones (emulator URLs, the edge's env) aside.
     assert example >= REQUIRED
     assert lab >= REQUIRED

@@ -44,6 +44,9 @@ from llm_relay import envelope
 from loadgen import LoadGenerator
 from play_events import events, first
 
+from lab.edge import binary
+from lab.edge import tunnel as edge_tunnel
+
 
 def _harness():
     """tests/site/conftest.py under its own name: `from conftest import` may find another suite's."""
@@ -62,7 +65,6 @@ pytestmark = pytest.mark.lab
 HOSTNAME, PREFIX, REPLICAS = "rotate.lab.test", "rot-", 2
 TUNNEL = f"llm-relay-{HOSTNAME}"
 ROTATE = "playbooks/rotate-credentials.yml"
-STANDIN = REPO / "lab" / "cloudflared_standin" / "cloudflared"
 CONNECTED = "Wait until the connector has a registered edge connection"
 START = "Enable and start the cloudflared service"
 RESTART_CONNECTOR = "Restart the cloudflared service"
@@ -139,19 +141,26 @@ def sealed_chat(dep, ca: Path, token: str, key: str) -> requests.Response:
     )
 
 
-def standin_with(token: str, ca: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    """The cloudflared stand-in on this host, against the lab edge on loopback, with `token`."""
+def cloudflared_with(token: str, ca: Path, tmp_path: Path, within: float = 10) -> tuple[int | None, str]:
+    """The real cloudflared on this host, against the lab edge on loopback, with `token`: (its exit code,
+    or None when it was still running after `within` seconds and was stopped; its log)."""
     env = {
         **os.environ,
         "TUNNEL_TOKEN": token,
-        "LAB_EDGE_ADDR": "127.0.0.1:7844",
-        "LAB_EDGE_CA": str(ca),
+        "TUNNEL_EDGE": "127.0.0.1:7844",
+        "TUNNEL_CACERT": str(ca),
+        "TUNNEL_TRANSPORT_PROTOCOL": "http2",
     }
-    argv = [sys.executable, str(STANDIN), "tunnel", "--no-autoupdate", "--metrics", "127.0.0.1:0"]
-    argv += ["--retries", "0", "--ha-connections", "1", "run"]
-    return subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
-    )
+    argv = [str(binary.locate()), "tunnel", "--no-autoupdate", "--metrics", "127.0.0.1:0"]
+    argv += ["--ha-connections", "1", "run"]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        _, log = proc.communicate(timeout=within)
+        return proc.returncode, log
+    except subprocess.TimeoutExpired:  # an "Unauthorized" refusal is retried with back-off, forever
+        proc.terminate()
+        _, log = proc.communicate(timeout=30)
+        return None, log
 
 
 def secrets_now(lab, dep) -> dict[str, str]:
@@ -289,9 +298,9 @@ def test_rotation_under_load_fails_no_request_and_old_credentials_are_refused(la
         units = in_container(vmid, "systemctl", "list-units", *LIST_CONNECTORS)
         assert [u.split()[0] for u in units.splitlines()] == ["cloudflared.service"], units
         assert in_container(vmid, "ls", "/etc").split().count("cloudflared-next") == 0
-    old = standin_with(old_tunnel_token, ca, tmp_path)
-    assert old.returncode == 1
-    assert 'Register tunnel error from server side error="Unauthorized: Tunnel not found"' in old.stderr
+    # A deleted tunnel: cloudflared gives up at once (exit 1) with the edge's cause.
+    code, log = cloudflared_with(old_tunnel_token, ca, tmp_path)
+    assert code == 1 and f'initial tunnel connection failed error="{edge_tunnel.DELETED}"' in log, log
     # The rotation's steps, in order: second connectors up before the CNAME moves, the main connectors
     # switched one at a time after it, the old tunnel deleted only once no connector of it is left.
     found = events(run.output)
@@ -323,9 +332,9 @@ def test_secret_rotation_opt_in_keeps_the_tunnel_and_refuses_the_old_token(lab, 
     # Same tunnel, new secret: the old token cannot connect a connector any more.
     assert cloudflare.tunnel_id(TUNNEL) == tunnel_id
     assert cloudflare.token(tunnel_id) != old_tunnel_token
-    old = standin_with(old_tunnel_token, ca, tmp_path)
-    assert old.returncode == 1
-    assert 'Register tunnel error from server side error="Unauthorized: Invalid tunnel secret"' in old.stderr
+    code, log = cloudflared_with(old_tunnel_token, ca, tmp_path)
+    assert code is None and "Registered tunnel connection" not in log, log
+    assert 'Register tunnel error from server side error="Unauthorized: Invalid tunnel secret"' in log
     assert len(cloudflare.connectors(tunnel_id)) == REPLICAS
     first(events(run.output), MOVE_CNAME, "localhost", "skipping")
 
