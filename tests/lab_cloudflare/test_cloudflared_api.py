@@ -246,3 +246,21 @@ def test_name_prefix_as_cloudflared_sends_it(http):
     for key in ("name_prefix", "include_prefix"):
         resp = http.get(tunnels_url(http), params={key: "edge-"}, timeout=10)
         assert sorted(t["name"] for t in resp.json()["result"]) == ["edge-a", "edge-b"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/accounts/{account}/teamnet/routes"),
+        ("GET", "/accounts/{account}/teamnet/virtual_networks"),
+        ("POST", "/accounts/{account}/cfd_tunnel/{tunnel}/management/logs"),
+    ],
+)
+def test_what_the_lab_does_not_emulate_answers_no_route(http, method, path):
+    # `cloudflared tunnel route ip|vnet` and `cloudflared tail` call these; lab/cloudflare/README.md lists
+    # them as not emulated, and they answer as an unknown route does, in the API's envelope.
+    tunnel_id = new_tunnel(http, "unemulated")
+    url = http.api + path.format(account=ACCOUNT, tunnel=tunnel_id)
+    resp = http.request(method, url, timeout=10)
+    assert (resp.status_code, resp.headers["Content-Type"]) == (400, "application/json")
+    assert resp.json()["errors"] == [{"code": 7000, "message": "No route for that URI"}]
