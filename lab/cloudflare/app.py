@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import access, dns, tunnels, zones
+from . import access, dns, routes, tunnels, zones
 from .auth import authenticate, parse_tokens
 from .envelope import CloudflareError, failure, ok
 from .faults import FaultBook, FaultRuleError
@@ -117,6 +117,7 @@ def create_app(config: dict[str, Any], state_path: Path | None = None) -> web.Ap
     zones.add_routes(app.router, API)
     dns.add_routes(app.router, API)
     access.add_routes(app.router, API)
+    routes.add_routes(app.router, API)
     app.router.add_get(f"{API}/user/tokens/verify", verify_token)
     app.router.add_get("/_lab/faults", faults_get)
     app.router.add_post("/_lab/faults", faults_post)

@@ -80,7 +80,9 @@ async def list_records(request: web.Request) -> web.Response:
     return paged([record_view(r) for r in records], query, "dns_records")
 
 
-def _store(request: web.Request, zone: dict[str, Any], fields: dict[str, Any], record_id: str | None) -> dict:
+def store_record(
+    request: web.Request, zone: dict[str, Any], fields: dict[str, Any], record_id: str | None
+) -> dict:
     records = state(request).records[zone["id"]]
     others = [r for rid, r in records.items() if rid != record_id]
     refuse_conflicts(fields, others)
@@ -98,7 +100,7 @@ def _store(request: web.Request, zone: dict[str, Any], fields: dict[str, Any], r
 async def create(request: web.Request) -> web.Response:
     zone = zone_for(request, write=True)
     fields = normalise(await json_object(request), zone["name"])
-    return ok(record_view(_store(request, zone, fields, None)))
+    return ok(record_view(store_record(request, zone, fields, None)))
 
 
 async def get(request: web.Request) -> web.Response:
@@ -110,7 +112,7 @@ async def replace(request: web.Request) -> web.Response:
     zone = zone_for(request, write=True)
     record = find_record(request, zone)
     fields = normalise(await json_object(request), zone["name"])
-    return ok(record_view(_store(request, zone, fields, record["id"])))
+    return ok(record_view(store_record(request, zone, fields, record["id"])))
 
 
 async def patch(request: web.Request) -> web.Response:
@@ -121,7 +123,7 @@ async def patch(request: web.Request) -> web.Response:
     if body.get("proxied") is False and "ttl" not in body:
         current["ttl"] = 1
     fields = normalise(current | body, zone["name"])
-    return ok(record_view(_store(request, zone, fields, record["id"])))
+    return ok(record_view(store_record(request, zone, fields, record["id"])))
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -11,6 +11,12 @@ from typing import Any
 
 from aiohttp import web
 
+# cloudflared's API client (cfapi/base_client.go, statusCodeToError) decodes an error body only when
+# Content-Type is exactly "application/json"; aiohttp's json_response adds "; charset=utf-8", which made
+# cloudflared print a generic "unauthorized" instead of the API's code and reason. The live API sends the
+# bare type (public reports of cloudflared show the decoded `code: ..., reason: ...` form).
+JSON_TYPE = "application/json"
+
 DEFAULT_PER_PAGE = {"tunnels": 20, "zones": 20, "dns_records": 100}
 MIN_PER_PAGE = {"tunnels": 1, "zones": 5, "dns_records": 1}
 MAX_PER_PAGE = {"tunnels": 1000, "zones": 50, "dns_records": 5000000}
@@ -26,16 +32,23 @@ class CloudflareError(Exception):
         self.headers = headers or {}
 
 
+def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer with Content-Type exactly `application/json` (no charset parameter)."""
+    return web.Response(
+        body=json.dumps(body).encode(), status=status, headers=headers, content_type=JSON_TYPE
+    )
+
+
 def ok(result: Any, result_info: dict[str, int] | None = None, status: int = 200) -> web.Response:
     body: dict[str, Any] = {"success": True, "errors": [], "messages": [], "result": result}
     if result_info is not None:
         body["result_info"] = result_info
-    return web.json_response(body, status=status)
+    return json_reply(body, status=status)
 
 
 def failure(error: CloudflareError) -> web.Response:
     body = {"success": False, "errors": error.errors, "messages": [], "result": None}
-    return web.json_response(body, status=error.status, headers=error.headers)
+    return json_reply(body, status=error.status, headers=error.headers)
 
 
 def bad_request(message: str, code: int = 1001) -> CloudflareError:

@@ -11,8 +11,11 @@ Interface for the lab edge (all synchronous; call them from the daemon's event l
                                                     ({}, 0) before the first PUT; KeyError if no live tunnel
     route_hostname(hostname) -> tunnel_id | None    via a proxied CNAME `<id>.cfargotunnel.com` in any zone
     connection_opened(tunnel_id, info) -> conn_id   info: client_id, client_version, arch, origin_ip,
-                                                    opened_at?, colo_name?, features?, config_version?
-    connection_closed(tunnel_id, conn_id)
+                                                    opened_at?, colo_name?, features?, config_version?,
+                                                    conn_index? (a reconnect replaces its pending entry)
+    connection_closed(tunnel_id, conn_id)           the connection stays listed, `is_pending_reconnect`,
+                                                    for `pending_reconnect_seconds` (lab.toml), as on
+                                                    Cloudflare; `connections` holds only live ones
     add_listener(callback)   callback(event, tunnel_id) on "secret_rotated", "connections_deleted",
                              "tunnel_deleted", "config_updated"
 """
@@ -37,6 +40,11 @@ from typing import Any
 log = logging.getLogger("lab.cloudflare")
 
 TUNNEL_TARGET_SUFFIX = ".cfargotunnel.com"
+# The schema's `is_pending_reconnect`: "Cloudflare continues to track connections for several minutes after
+# they disconnect ... If true, the connection has disconnected but is still being tracked." Three minutes is
+# our reading of "several"; lab.toml's [cloudflare] pending_reconnect_seconds overrides it (0 = forget at
+# once), so suites that count connectors right after restarts stay fast.
+DEFAULT_PENDING_RECONNECT_SECONDS = 180.0
 Listener = Callable[[str, str], None]
 
 
@@ -72,16 +80,26 @@ class CloudflareState:
         self.account_name: str = config.get("account_name", "Lab account")
         self.colo: str = config.get("colo", "LAB")
         self.deleted_retention_days: float = float(config.get("deleted_retention_days", 7))
+        self.pending_reconnect_seconds: float = float(
+            config.get("pending_reconnect_seconds", DEFAULT_PENDING_RECONNECT_SECONDS)
+        )
+        if self.pending_reconnect_seconds < 0:
+            raise ValueError("[cloudflare] pending_reconnect_seconds must be >= 0")
         self.zones: list[dict[str, Any]] = []
         for zone in config.get("zones", []):
             self.zones.append({"id": zone.get("id") or zone_id_for(zone["name"]), "name": zone["name"]})
         self.path = path
         self.tunnels: dict[str, dict[str, Any]] = {}
         self.records: dict[str, dict[str, dict[str, Any]]] = {z["id"]: {} for z in self.zones}
-        # tunnel id -> connection id -> connection (with its client/connector fields)
+        # tunnel id -> connection id -> connection (with its client/connector fields): LIVE connections only,
+        # the ones the edge can route through (the edge reads this mapping).
         self.connections: dict[str, dict[str, dict[str, Any]]] = {}
         # Access objects by kind (apps, policies, service_tokens) -> id -> object; served by access.py.
         self.access: dict[str, dict[str, dict[str, Any]]] = {}
+        # tunnel id -> connection id -> (monotonic time it closed, connection): disconnected connections the
+        # API still lists with `is_pending_reconnect: true` until pending_reconnect_seconds have passed.
+        self.pending: dict[str, dict[str, tuple[float, dict[str, Any]]]] = {}
+        self.clock: Callable[[], float] = time.monotonic  # tests replace it to age pending connections
         self._listeners: list[Listener] = []
         self._load()
 
@@ -154,18 +172,36 @@ class CloudflareState:
         tunnel = self.tunnels.get(tunnel_id)
         return tunnel if tunnel is not None and tunnel.get("deleted_at") is None else None
 
+    def pending_connections(self, tunnel_id: str) -> list[dict[str, Any]]:
+        """The tunnel's disconnected connections still tracked; older ones are forgotten on the way."""
+        tracked = self.pending.get(tunnel_id)
+        if not tracked:
+            return []
+        horizon = self.clock() - self.pending_reconnect_seconds
+        for conn_id in [c for c, (closed, _) in tracked.items() if closed <= horizon]:
+            del tracked[conn_id]
+        if not tracked:
+            del self.pending[tunnel_id]
+        return [conn for _, conn in tracked.values()]
+
+    def listed_connections(self, tunnel_id: str) -> list[dict[str, Any]]:
+        """What the API lists: live connections, then the ones pending reconnect."""
+        return list(self.connections.get(tunnel_id, {}).values()) + self.pending_connections(tunnel_id)
+
     def tunnel_status(self, tunnel: dict[str, Any]) -> str:
+        """Cloudflare's tunnel health (schema `tunnel_status`; docs "Tunnel health"): `healthy` while it
+        serves through connections, `degraded` when it serves but at least one individual connection has
+        failed (a pending-reconnect one), `down` when none is live (pending ones serve nothing), `inactive`
+        when it never had one."""
         if self.connections.get(tunnel["id"]):
-            return "healthy"
+            return "degraded" if self.pending_connections(tunnel["id"]) else "healthy"
         return "down" if tunnel.get("conns_active_at") else "inactive"
 
     def tunnel_view(self, tunnel: dict[str, Any]) -> dict[str, Any]:
         """A tunnel as the API shows it (never the secret or the stored configuration)."""
         hidden = {"secret", "config", "config_version", "config_created_at"}
         view = {k: v for k, v in tunnel.items() if k not in hidden}
-        view["connections"] = [
-            self.connection_view(c) for c in self.connections.get(tunnel["id"], {}).values()
-        ]
+        view["connections"] = [self.connection_view(c) for c in self.listed_connections(tunnel["id"])]
         view["status"] = self.tunnel_status(tunnel)
         return view
 
@@ -179,7 +215,7 @@ class CloudflareState:
     def clients_view(self, tunnel_id: str) -> list[dict[str, Any]]:
         """GET …/connections: one entry per connector (client), each with its connections."""
         clients: dict[str, dict[str, Any]] = {}
-        for conn in self.connections.get(tunnel_id, {}).values():
+        for conn in self.listed_connections(tunnel_id):
             client = clients.setdefault(
                 conn["client_id"],
                 {
@@ -247,9 +283,18 @@ class CloudflareState:
             raise KeyError(f"no live tunnel {tunnel_id}")
         conn_id = str(uuid.uuid4())
         opened = info.get("opened_at") or now()
+        client_id = info.get("client_id") or str(uuid.uuid4())
+        conn_index = info.get("conn_index")
+        # The tracking is "an optimization to improve latency and reliability of reconnecting" (schema): the
+        # same connector reconnecting its connection index takes the place of the pending entry.
+        if conn_index is not None:
+            for pending_id, (_, old) in list(self.pending.get(tunnel_id, {}).items()):
+                if old["client_id"] == client_id and old.get("conn_index") == conn_index:
+                    del self.pending[tunnel_id][pending_id]
         self.connections.setdefault(tunnel_id, {})[conn_id] = {
             "id": conn_id,
-            "client_id": info.get("client_id") or str(uuid.uuid4()),
+            "client_id": client_id,
+            "conn_index": conn_index,
             "client_version": info.get("client_version") or "",
             "arch": info.get("arch") or "",
             "origin_ip": info.get("origin_ip") or "",
@@ -267,8 +312,15 @@ class CloudflareState:
         return conn_id
 
     def connection_closed(self, tunnel_id: str, conn_id: str) -> None:
+        """A connection ended: no longer live (routing, status); listed pending reconnect for a while."""
         conns = self.connections.get(tunnel_id, {})
-        if conns.pop(conn_id, None) is not None and not conns:
+        conn = conns.pop(conn_id, None)
+        if conn is None:
+            return
+        if self.pending_reconnect_seconds > 0 and self.live_tunnel(tunnel_id) is not None:
+            pending = conn | {"is_pending_reconnect": True}
+            self.pending.setdefault(tunnel_id, {})[conn_id] = (self.clock(), pending)
+        if not conns:
             self._mark_inactive(tunnel_id)
 
     def _mark_inactive(self, tunnel_id: str) -> None:
@@ -279,10 +331,21 @@ class CloudflareState:
             self.save()
 
     def drop_connections(self, tunnel_id: str, client_id: str | None = None) -> None:
-        """DELETE …/connections (all, or one connector's): forget them and tell the edge to cut them."""
+        """DELETE …/connections (all, or one connector's): forget them, pending-reconnect ones included
+        (the SDK's words: "Removes connections that are in a disconnected or pending reconnect state"), and
+        tell the edge to cut the live ones."""
         conns = self.connections.get(tunnel_id, {})
+        had_live = bool(conns)
         for conn_id in [c for c, v in conns.items() if client_id is None or v["client_id"] == client_id]:
             del conns[conn_id]
+        tracked = self.pending.get(tunnel_id, {})
+        for conn_id, (_, conn) in list(tracked.items()):
+            if client_id is None or conn["client_id"] == client_id:
+                del tracked[conn_id]
+        if not tracked:
+            self.pending.pop(tunnel_id, None)
         if not conns:
-            self._mark_inactive(tunnel_id)
+            self.connections.pop(tunnel_id, None)
+            if had_live:
+                self._mark_inactive(tunnel_id)
         self.emit("connections_deleted", tunnel_id)

@@ -7,6 +7,7 @@ import binascii
 import re
 import secrets
 import uuid
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -119,7 +120,26 @@ def _bool_param(query: Any, name: str) -> bool | None:
     return value == "true"
 
 
-def _matches(tunnel: dict[str, Any], query: Any, status: str) -> bool:
+def timestamp(value: str, name: str) -> datetime:
+    """An RFC 3339 date-time with any UTC offset (cloudflared sends `--when` as time.RFC3339, its local
+    offset included: cfapi/tunnel_filter.go ByExistedAt), as an aware datetime to compare instants."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise bad_request(f"{name} must be an RFC 3339 date-time", 1001) from exc
+    if parsed.tzinfo is None:
+        raise bad_request(f"{name} must be an RFC 3339 date-time", 1001)
+    return parsed
+
+
+def _existed_at(tunnel: dict[str, Any], instant: datetime) -> bool:
+    """Created at or before `instant` and not deleted by then (schema `tunnel_existed_at`)."""
+    if timestamp(tunnel["created_at"], "created_at") > instant:
+        return False
+    return tunnel["deleted_at"] is None or timestamp(tunnel["deleted_at"], "deleted_at") > instant
+
+
+def _matches(tunnel: dict[str, Any], query: Any, status: str, existed: datetime | None) -> bool:
     deleted = _bool_param(query, "is_deleted")
     if deleted is not None and (tunnel.get("deleted_at") is not None) != deleted:
         return False
@@ -127,18 +147,25 @@ def _matches(tunnel: dict[str, Any], query: Any, status: str) -> bool:
         ("name", lambda v: tunnel["name"] == v),
         ("uuid", lambda v: tunnel["id"] == v),
         ("include_prefix", lambda v: tunnel["name"].startswith(v)),
+        # `cloudflared tunnel list --name-prefix` sends `name_prefix` (cfapi/tunnel_filter.go ByNamePrefix),
+        # the schema names `include_prefix`: both select names starting with the value.
+        ("name_prefix", lambda v: tunnel["name"].startswith(v)),
         ("exclude_prefix", lambda v: not tunnel["name"].startswith(v)),
         ("status", lambda v: status == v),
-        ("existed_at", lambda v: tunnel["created_at"] <= v and (tunnel["deleted_at"] or "~") > v),
     ]
+    if existed is not None and not _existed_at(tunnel, existed):
+        return False
     return all(check(query[key]) for key, check in checks if key in query)
 
 
 async def list_tunnels(request: web.Request) -> web.Response:
     check_account(request, write=False)
+    existed = timestamp(request.query["existed_at"], "existed_at") if "existed_at" in request.query else None
     store = state(request)
     ordered = sorted(store.tunnels.values(), key=lambda t: (t["created_at"], t["id"]))
-    found = [store.tunnel_view(t) for t in ordered if _matches(t, request.query, store.tunnel_status(t))]
+    found = [
+        store.tunnel_view(t) for t in ordered if _matches(t, request.query, store.tunnel_status(t), existed)
+    ]
     return paged(found, request.query, "tunnels")
 
 
@@ -169,7 +196,11 @@ async def edit(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     tunnel = find_tunnel(request, write=True)
     store = state(request)
-    if store.connections.get(tunnel["id"]):
+    # Connections pending reconnect count too: they are why users are told to run `cloudflared tunnel
+    # cleanup` (DELETE …/connections) after stopping a connector, or `delete -f`, which adds ?cascade=true
+    # ("Cascade will delete all tunnel dependencies (connections, routes, etc.)", cloudflared
+    # cfapi/tunnel.go DeleteTunnel).
+    if store.listed_connections(tunnel["id"]):
         if request.query.get("cascade") != "true":
             raise bad_request("Cannot delete tunnel because it has active connections", 1022)
         store.drop_connections(tunnel["id"])

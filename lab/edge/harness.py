@@ -34,6 +34,9 @@ ZONE = "lab.test"
 HARNESS_TOKEN = "edge-harness-" + "x" * 27  # 40 chars, valid only for the in-process emulator
 HARNESS_CLOUDFLARE = {
     "account_id": ACCOUNT,
+    # Closed connections are forgotten at once (Cloudflare lists them pending reconnect for minutes; the
+    # emulator's default): these tests check a stopped connector's connections are gone.
+    "pending_reconnect_seconds": 0,
     "zones": [{"name": ZONE}],
     "tokens": [
         {

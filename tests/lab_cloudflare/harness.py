@@ -8,6 +8,7 @@ as the lab edge does.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -58,9 +59,16 @@ CONFIG: dict[str, Any] = {
 
 
 class EmulatorThread:
-    def __init__(self, state_path: Path | None):
-        self.app = create_app(CONFIG, state_path)
+    def __init__(
+        self,
+        state_path: Path | None,
+        config: dict[str, Any] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
+        """`config` defaults to CONFIG; with `ssl_context` it serves HTTPS (as the lab daemon does)."""
+        self.app = create_app(CONFIG if config is None else config, state_path)
         self.state: CloudflareState = state_of(self.app)
+        self.ssl_context = ssl_context
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -70,7 +78,7 @@ class EmulatorThread:
         asyncio.set_event_loop(self.loop)
         self.runner = web.AppRunner(self.app, access_log=None)
         self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         self.loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]
         self._ready.set()
@@ -88,7 +96,8 @@ class EmulatorThread:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def api(self) -> str:
