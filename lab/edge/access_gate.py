@@ -5,7 +5,8 @@ covers `host + path` (Cloudflare's application paths: "the more specific rule ta
 covers its sub-paths, `*` matches one label in a hostname and anything in a path; cloudflare-docs
 cloudflare-one/access-controls/policies/app-paths.mdx). No application → the request goes on untouched, as
 before Access existed. Otherwise:
-- a Bypass policy including everyone → forwarded untouched ("disables Access enforcement", policies/index);
+- a Bypass policy including everyone → forwarded untouched ("disables Access enforcement", policies/index),
+  and so is a CORS preflight when the application has `options_preflight_bypass`;
 - `CF-Access-Client-Id` + `CF-Access-Client-Secret` naming an enabled, unexpired service token (its current
   secret, or the previous one until `previous_client_secret_expires_at`) that a Service Auth policy of the
   application includes → forwarded with `Cf-Access-Jwt-Assertion`;
@@ -115,6 +116,11 @@ class AccessGate:
         if app is None:
             return None, None
         policies = _policies(store, app)
+        # `options_preflight_bypass` (API schema: "Allows options preflight requests to bypass Access
+        # authentication and go directly to the origin"): a CORS preflight carries no credentials.
+        preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+        if preflight and app.get("options_preflight_bypass"):
+            return None, None
         if any(p["decision"] == "bypass" and any("everyone" in r for r in p["include"]) for p in policies):
             return None, None
         client_id = request.headers.get(CLIENT_ID, "")

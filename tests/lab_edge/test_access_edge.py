@@ -149,6 +149,23 @@ async def test_refusals_come_before_routing_and_follow_the_app_settings(edge):
     assert status == 530 and "Error 1033" in page
     status, text, _ = await get(edge, "/", HOST, Accept="application/json")
     assert status == 403 and json.loads(text)["title"] == "Forbidden"
+    # A disabled token is refused; enabled again, admitted.
+    await edge.api.call("PUT", f"{BASE}/service_tokens/{token_id}", json={"enabled": False})
+    assert (await get(edge, "/", HOST, **good))[0] == 403
+    await edge.api.call("PUT", f"{BASE}/service_tokens/{token_id}", json={"enabled": True})
+    assert (await get(edge, "/", HOST, **good))[0] == 530
+    # A CORS preflight passes without credentials only where the application says so.
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    async with client_session(edge.ca_path) as http:
+        async with http.options(edge.client_url + "/", headers={"Host": HOST, **preflight}) as resp:
+            assert resp.status == 403
+        await protect(edge, "cors.lab.test", token_id, options_preflight_bypass=True)
+        async with http.options(
+            edge.client_url + "/", headers={"Host": "cors.lab.test", **preflight}
+        ) as resp:
+            assert resp.status == 530  # past Access: no route for this name (1016)
+        async with http.options(edge.client_url + "/", headers={"Host": "cors.lab.test"}) as resp:
+            assert resp.status == 403  # an OPTIONS that is no preflight is not bypassed
     # Only for the covered path: /api/ is protected on another host, /public there is not.
     await protect(edge, "paths.lab.test/api", token_id, service_auth_401_redirect=True)
     assert (await get(edge, "/api/v1/x", "paths.lab.test"))[0] == 401
