@@ -17,6 +17,8 @@ import logging
 import h2.exceptions
 from aiohttp import web
 
+from lab.edge.access_gate import STRIPPED as ACCESS_STRIPPED
+from lab.edge.access_gate import AccessGate
 from lab.edge.errors import BAD_GATEWAY, NO_ROUTE, TUNNEL_DOWN, error_response, ray_id
 from lab.edge.tunnel import (
     DATA,
@@ -85,28 +87,41 @@ def _unb64(text: str) -> str:
     return base64.b64decode(text + "=" * (-len(text) % 4)).decode("latin-1")
 
 
-def make_app(connectors: ConnectorSide) -> web.Application:
+def make_app(connectors: ConnectorSide, gate: AccessGate | None = None) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         host = (request.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
         ray = ray_id()
         cf = connectors.cloudflare()
+        access_headers = None
+        if gate is not None and host:
+            if host == gate.team_domain:  # <team>.cloudflareaccess.com: the team's certs
+                return gate.team_endpoint(request, ray)
+            # Access sits in front of routing: a refused request never picks a connector.
+            refusal, access_headers = gate.check(cf, request, host, ray)
+            if refusal is not None:
+                return refusal
         tunnel_id = cf.route_hostname(host) if cf is not None and host else None
         if tunnel_id is None:
             return error_response(request, NO_ROUTE, host, ray)
         conn = connectors.pick(tunnel_id)
         if conn is None:
             return error_response(request, TUNNEL_DOWN, host, ray)
-        return await forward(request, conn, host, ray)
+        return await forward(request, conn, host, ray, access_headers)
 
     app = web.Application(client_max_size=0)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
 
-async def forward(request: web.Request, conn: TunnelConnection, host: str, ray: str) -> web.StreamResponse:
+async def forward(
+    request: web.Request, conn: TunnelConnection, host: str, ray: str, access_headers=None
+) -> web.StreamResponse:
     has_body = request.body_exists
+    headers = request_headers(request, host, ray)
+    if access_headers is not None:  # admitted by Access: its token instead of the service-token headers
+        headers = [(k, v) for k, v in headers if k not in ACCESS_STRIPPED] + access_headers
     try:
-        stream_id, stream = conn.open_stream(request_headers(request, host, ray), end=not has_body)
+        stream_id, stream = conn.open_stream(headers, end=not has_body)
     except h2.exceptions.ProtocolError:
         return error_response(request, BAD_GATEWAY, host, ray)
     pump = asyncio.create_task(pump_body(request, conn, stream_id)) if has_body else None

@@ -9,6 +9,8 @@ from pathlib import Path
 import capnp
 from aiohttp import web
 
+from lab.edge.access_gate import AccessGate
+from lab.edge.access_keys import AccessSigner
 from lab.edge.client_side import make_app
 from lab.edge.tls import edge_tls
 from lab.edge.tunnel import ConnectorSide
@@ -16,7 +18,9 @@ from lab.edge.tunnel import ConnectorSide
 log = logging.getLogger("lab.edge")
 
 # lab.toml [edge]: `port` = client side (HTTPS), `ports` = [connector side]; `lab up` waits for both.
-DEFAULTS = {"port": 9443, "ports": [7844], "location": "lab01"}
+# access_team_domain: where the team's certs are published (Cloudflare: <team>.cloudflareaccess.com); in the
+# lab a name under the lab zone, which the lab certificate covers and lab/hosts.py resolves to the edge.
+DEFAULTS = {"port": 9443, "ports": [7844], "location": "lab01", "access_team_domain": "team.lab.test"}
 
 
 class Edge:
@@ -24,6 +28,7 @@ class Edge:
 
     def __init__(self, connectors: ConnectorSide):
         self.connectors = connectors
+        self.access = None  # the AccessGate: team domain, issuer, signing key
         self.client_ports: list[int] = []
         self.connector_ports: list[int] = []
 
@@ -44,13 +49,16 @@ async def start(ctx) -> Callable[[], Awaitable[None]]:
     client_port, connector_port = int(settings["port"]), int(settings["ports"][0])
     connectors = ConnectorSide(ctx.registry, settings["location"])
     edge = Edge(connectors)
+    team_domain = str(settings["access_team_domain"])
+    gate = AccessGate(AccessSigner.load_or_create(Path(ctx.state_dir) / "edge", team_domain), team_domain)
+    edge.access = gate
 
     # pycapnp's RPC runs on KJ's event loop, which must run beside asyncio's for as long as the edge does.
     kj = contextlib.AsyncExitStack()
     await kj.enter_async_context(capnp.kj_loop())
     tunnel_tls = edge_tls(Path(ctx.ca_path))
     runner = web.AppRunner(
-        make_app(connectors), access_log=None, handle_signals=False, handler_cancellation=True
+        make_app(connectors, gate), access_log=None, handle_signals=False, handler_cancellation=True
     )
     await runner.setup()
     servers: list[asyncio.Server] = []
@@ -63,6 +71,7 @@ async def start(ctx) -> Callable[[], Awaitable[None]]:
         )
         servers.append(server)
         edge.connector_ports.append(server.sockets[0].getsockname()[1])
+    gate.set_port(edge.client_port)
     ctx.registry["edge"] = edge
     log.info("lab edge: clients on %s, connectors on %s", edge.client_ports, edge.connector_ports)
 

@@ -42,7 +42,13 @@ HARNESS_CLOUDFLARE = {
         {
             "name": "edge-harness",
             "value": HARNESS_TOKEN,
-            "permissions": ["Cloudflare Tunnel:Edit", "DNS:Edit", "Zone:Read"],
+            "permissions": [
+                "Cloudflare Tunnel:Edit",
+                "DNS:Edit",
+                "Zone:Read",
+                "Access: Apps and Policies:Edit",
+                "Access: Service Tokens:Edit",
+            ],
             "accounts": [ACCOUNT],
             "zones": [ZONE],
         }
