@@ -108,6 +108,7 @@ def _sealed(relay, path: str = "/v1/chat/completions", headers: dict | None = No
         {"Content-Type": "application/json", **(headers or {})},
         json.dumps(CHAT).encode(),
         token=relay.token,
+        epoch=relay.epoch,
     )
     return env.seal_request(relay.fernet, inner)
 

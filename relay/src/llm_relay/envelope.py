@@ -34,6 +34,7 @@ _BAD_NAME = re.compile(r"[\r\n:\0 ]")
 _BAD_VALUE = re.compile(r"[\r\n\0]")
 _BAD_PATH = re.compile(r"[ \r\n\0?#]")
 _BAD_QUERY = re.compile(r"[ \r\n\0#]")
+_EPOCH = re.compile(r"[0-9a-f]{32}")
 
 
 class EnvelopeError(ValueError):
@@ -126,6 +127,8 @@ class InnerRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
     token: str | None = None
+    # The relay process the envelope is meant for (server/replay.py): "" until the client has learnt it.
+    epoch: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,13 @@ def check_headers(value: object) -> dict[str, str]:
         if not k or _BAD_NAME.search(k) or _BAD_VALUE.search(v):
             raise EnvelopeError("envelope field 'headers' holds an invalid header")
     return dict(value)
+
+
+def check_epoch(value: object) -> str:
+    """The relay-process epoch an envelope names: "" or 32 lowercase hex digits (server/replay.py)."""
+    if value == "" or (isinstance(value, str) and _EPOCH.fullmatch(value)):
+        return value  # type: ignore[return-value]
+    raise EnvelopeError("envelope field 'epoch' must be 32 hex digits")
 
 
 def check_path(path: object) -> str:
@@ -215,6 +225,8 @@ def seal_request(fernet: MultiFernet, request: InnerRequest) -> bytes:
     }
     if request.token is not None:
         doc["token"] = request.token
+    if request.epoch:
+        doc["epoch"] = request.epoch
     return _encrypt(fernet, doc)
 
 
@@ -237,6 +249,7 @@ def open_request_keyed(
     token = doc.get("token")
     if token is not None and not isinstance(token, str):
         raise EnvelopeError("envelope field 'token' must be a string")
+    epoch = check_epoch(doc.get("epoch", ""))
     request = InnerRequest(
         method=method.upper(),
         path=path,
@@ -244,6 +257,7 @@ def open_request_keyed(
         headers=check_headers(doc.get("headers")),
         body=_unb64(doc.get("body", ""), "body"),
         token=token,
+        epoch=epoch,
     )
     return request, key
 

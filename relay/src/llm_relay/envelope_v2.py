@@ -8,7 +8,8 @@ from `cryptography` (~1 µs here, against ~24 µs for a Fernet token: relay/docs
 Request body (`POST`, `Content-Type: application/octet-stream`):
     0x02 | key id (8) | nonce (12) | AES-GCM(request key, nonce, plaintext, aad = 0x02 | key id)
     plaintext = u32 head length | head JSON | inner body | zero padding
-    head = {"ts": unix seconds, "method", "path", "query", "headers", "token", "body_len"}
+    head = {"ts": unix seconds, "method", "path", "query", "headers", "token", "body_len", "epoch"?}
+    (epoch: the relay process the envelope is meant for, learnt from that relay: server/replay.py)
 Answer (status 200, the same content type, buffered or streamed): a sequence of frames
     u32 length | nonce (12) | AES-GCM(response key, nonce, plaintext, aad = the request's nonce)
     plaintext = kind (1) | sequence number (u32, from 0) | u32 data length | data | zero padding
@@ -43,6 +44,7 @@ from llm_relay.envelope import (
     EnvelopeRejected,
     InnerRequest,
     InnerResponse,
+    check_epoch,
     check_headers,
     check_path,
     check_query,
@@ -168,6 +170,8 @@ def seal_request(
         "token": request.token,
         "body_len": len(request.body),
     }
+    if request.epoch:
+        head["epoch"] = request.epoch
     head_bytes = _json(head)
     plain = b"".join((_U32.pack(len(head_bytes)), head_bytes, request.body))
     plain += bytes(_padded(len(plain), pad_to) - len(plain))
@@ -223,6 +227,7 @@ def open_request(keys: KeyTable, data: bytes) -> OpenedRequest:
         headers=check_headers(head.get("headers")),
         body=plain[start : start + body_len],
         token=token,
+        epoch=check_epoch(head.get("epoch", "")),
     )
     return OpenedRequest(request, key, nonce, ts)
 

@@ -6,9 +6,14 @@ its own placeholder key; corporate proxies strip that header anyway).
 
 Encrypting mode seals the whole request - method, path, headers, body and token - into an envelope and
 opens the answer, a buffered one or an SSE stream decrypted event by event as it arrives; the caller (the
-OpenAI SDK, serve-local) sees a normal response either way. Envelope v2 (codec_v2.py) is spoken by default;
-against a relay that answers v2 as an older relay does, the transport falls back to v1 (a Fernet token
-posted to `<relay>/envelope`) for the rest of its life and says why in `codec.reason` (doctor prints it).
+OpenAI SDK, serve-local) sees a normal response either way. Envelope v2 (codec_v2.py) is spoken unless the
+configuration says `envelope = "v1"` (a Fernet token posted to `<relay>/envelope`, for a relay that speaks
+nothing else). There is no automatic fallback: the only signal for one would be a plain answer, which
+anyone on the path can forge (codec_v2.EnvelopeRefused).
+
+Every envelope names the relay process it is meant for (its epoch, server/replay.py): a relay that was
+restarted, or another replica behind the same name, answers a sealed `409 envelope_epoch` with its own, and
+the request is sealed again for it (up to EPOCH_TRIES times).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from urllib.parse import urlsplit
 from llm_relay import envelope
 
 from ._http import httpx
-from .codec_v2 import DROP_OPENED, V2Codec, fallback_reason, is_v2_answer
+from .codec_v2 import DROP_OPENED, V2Codec, is_v2_answer, refusal
 from .config import Profile
 
 ENVELOPE_PATH = "/envelope"  # v1 only; v2 posts to the relay's root
@@ -44,6 +49,11 @@ _DROP_INNER = HOP_BY_HOP | {
     "cookie",
 }
 _DROP_OPENED = DROP_OPENED
+EPOCH_HEADER = "x-relay-epoch"  # server/replay.py's EPOCH_HEADER, inside the sealed answer
+# Sends of one request while relay processes answer "not my epoch". The first request of a process needs
+# two (it learns the epoch); behind a balancer spreading single requests over N replicas each further send
+# reaches the replica whose epoch it names with probability 1/N: 6 sends leave 1/32 failing with N = 2.
+EPOCH_TRIES = 6
 
 
 class RelayCodec:
@@ -58,11 +68,23 @@ class RelayCodec:
         self.reason = {
             "v1": "envelope = v1 in the configuration",
             "v2": "envelope = v2 in the configuration",
-            "auto": "the default (v2; v1 only for a relay that does not answer v2)",
+            "auto": "the default: v2 only, never a fallback",
         }[profile.envelope]
+        self.epoch = ""  # the relay process's, once an answer named it
 
-    def fall_back(self, reason: str) -> None:
-        self.version, self.reason = 1, reason + ": using envelope v1"
+    def learn_epoch(self, response: object) -> bool:
+        """True when the relay refused the envelope for naming another process (sealed 409 with its
+        epoch, which is now ours): the caller seals the request again."""
+        if self.fernet is None or response.status_code != 409:
+            return False
+        epoch = response.headers.get(EPOCH_HEADER, "")
+        try:
+            valid = bool(envelope.check_epoch(epoch))
+        except envelope.EnvelopeError:
+            return False
+        if valid:
+            self.epoch = epoch
+        return valid
 
     def relay_path(self, url: object) -> str:
         """The request path relative to the relay root (`/v1/chat/completions`)."""
@@ -94,6 +116,7 @@ class RelayCodec:
             headers={k: v for k, v in request.headers.items() if k.lower() not in _DROP_INNER},
             body=body,
             token=self.profile.token,
+            epoch=self.epoch,
         )
 
     def sealed_request(self, request: object, body: bytes) -> object:
@@ -111,15 +134,6 @@ class RelayCodec:
         if self.v2 is None or self.version != 2:
             return None
         return self.v2.outgoing(request, self.inner_request(request, body))
-
-    def after_v2(self, outer: object, body: bytes) -> bool:
-        """True when this plain answer to a v2 request means: try v1 (only in `envelope = auto`)."""
-        if self.profile.envelope != "auto":
-            return False
-        reason = fallback_reason(outer, body)
-        if reason is not None:
-            self.fall_back(reason)
-        return reason is not None
 
     @staticmethod
     def kind(response: object) -> str:
@@ -200,14 +214,24 @@ class RelayTransport(httpx.BaseTransport):
 
     def handle_request(self, request: object) -> object:
         body = request.read()
+        for _ in range(EPOCH_TRIES - 1):
+            response = self._once(request, body)
+            if not self.codec.learn_epoch(response):
+                return response
+            response.read()
+            response.close()
+        return self._once(request, body)
+
+    def _once(self, request: object, body: bytes) -> object:
         v2 = self.codec.sealed_v2(request, body)
         if v2 is not None:
             outer = self.inner.handle_request(v2[0])
             if is_v2_answer(outer):
                 return self.codec.v2.open_sync(request, outer, v2[1])
-            if not self.codec.after_v2(outer, outer.read()):
-                return outer
-            outer.close()
+            try:
+                raise refusal(outer, outer.read())
+            finally:
+                outer.close()
         outer = self.inner.handle_request(self.codec.outgoing(request, body))
         kind = self.codec.kind(outer) if self.codec.fernet else "plain"
         if kind == "plain":
@@ -237,14 +261,24 @@ class AsyncRelayTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: object) -> object:
         body = await request.aread()
+        for _ in range(EPOCH_TRIES - 1):
+            response = await self._once(request, body)
+            if not self.codec.learn_epoch(response):
+                return response
+            await response.aread()
+            await response.aclose()
+        return await self._once(request, body)
+
+    async def _once(self, request: object, body: bytes) -> object:
         v2 = self.codec.sealed_v2(request, body)
         if v2 is not None:
             outer = await self.inner.handle_async_request(v2[0])
             if is_v2_answer(outer):
                 return await self.codec.v2.open_async(request, outer, v2[1])
-            if not self.codec.after_v2(outer, await outer.aread()):
-                return outer
-            await outer.aclose()
+            try:
+                raise refusal(outer, await outer.aread())
+            finally:
+                await outer.aclose()
         outer = await self.inner.handle_async_request(self.codec.outgoing(request, body))
         kind = self.codec.kind(outer) if self.codec.fernet else "plain"
         if kind == "plain":

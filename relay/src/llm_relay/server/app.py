@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 from llm_relay import envelope, envelope_v2
 
-from . import cors
+from . import cors, replay
 from .auth import retry_after_header, token_from_headers
 from .errors import RelayError
 from .forward import Outbound, Outcome, forward
@@ -422,8 +422,7 @@ class RelayApp:
                 raise RelayError(*_KEY_NOT_TOKENS)
             # Only authenticated envelopes enter the replay cache: forged ones cannot fill it.
             expires = envelope.replay_expiry(sealed, state.settings.envelope_ttl)
-            if not state.replay.check_and_add(envelope.replay_key(sealed), expires):
-                raise RelayError(403, "envelope_replayed", "envelope already used (replay)")
+            replay.admit(state, inner.epoch, envelope.replay_key(sealed), expires)
         except RelayError as err:
             return reply.error(err)
         return await self._inner(request, state, inner, reply, info, outcome)
@@ -450,8 +449,7 @@ class RelayApp:
             if info.token_name != opened.key.name:
                 raise RelayError(*_KEY_NOT_TOKENS)
             replay_id = opened.key.kid + opened.nonce
-            if not state.replay.check_and_add(replay_id, envelope_v2.replay_expiry(opened.timestamp, ttl)):
-                raise RelayError(403, "envelope_replayed", "envelope already used (replay)")
+            replay.admit(state, inner.epoch, replay_id, envelope_v2.replay_expiry(opened.timestamp, ttl))
         except envelope.EnvelopeError as exc:
             return reply.error(RelayError(exc.status, exc.code, str(exc)))
         except RelayError as err:

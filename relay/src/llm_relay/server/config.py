@@ -117,7 +117,9 @@ class Settings:
     fernet_keys: tuple[bytes, ...] = field(default=(), repr=False)
     envelope_ttl: int = envelope.DEFAULT_TTL
     client_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (token name, key), v2
-    accept_v1: bool = True  # the transition: v1 envelopes still open (false refuses them)
+    # Envelope v1 opens only when asked for: a proxy that could make clients fall back to it would get
+    # unbound answers, unnumbered stream events and unpadded sizes (relay/docs/envelope.md).
+    accept_v1: bool = False
     envelope_pad_to: int = envelope_v2.DEFAULT_PAD
     cors: CorsSettings = field(default_factory=CorsSettings)
     routes: dict[str, RouteSettings] = field(default_factory=dict)
@@ -342,7 +344,7 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
         fernet_keys=tuple(fernet_keys),
         envelope_ttl=int(e.number("ttl", envelope.DEFAULT_TTL, 1)),
         client_keys=client_keys,
-        accept_v1=e.get("accept_v1", bool, True),
+        accept_v1=e.get("accept_v1", bool, False),
         envelope_pad_to=int(e.number("pad_to", envelope_v2.DEFAULT_PAD, 0)),
         cors=parse_cors(raw.get("cors", {})),
         routes=routes,

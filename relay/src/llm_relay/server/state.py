@@ -10,6 +10,7 @@ from llm_relay import envelope, envelope_v2
 
 from .auth import RateLimiter, TokenStore
 from .config import ProviderSettings, Settings
+from .replay import new_epoch
 from .upstream import UpstreamPool
 
 
@@ -62,9 +63,12 @@ class RelayState:
             self.limiter.per_minute = settings.rate_limit_per_minute
             self.replay = previous.replay
             self.replay.ttl = settings.envelope_ttl
+            self.epoch = previous.epoch
         else:
             self.limiter = RateLimiter(settings.rate_limit_per_minute)
             self.replay = envelope.ReplayCache(settings.envelope_ttl)
+            # This process's epoch (replay.py): a restart draws a new one, so older envelopes are refused.
+            self.epoch = new_epoch()
         old_pools = {p.pool.identity: p.pool for p in previous.providers.values()} if previous else {}
         self.providers: dict[str, Provider] = {}
         for name, ps in settings.providers.items():
