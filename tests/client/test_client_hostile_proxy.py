@@ -25,10 +25,11 @@ MODEL = "openai/gpt-4o-mini"
 
 
 class OnPath:
-    """A reverse proxy on 127.0.0.1 in front of `target`; `forge` plain 401s to answer instead of it."""
+    """A reverse proxy on 127.0.0.1 in front of `targets` (round robin per request, as the lab edge
+    balances replicas); `forge` plain 401s to answer instead of them."""
 
-    def __init__(self, bg, target: str) -> None:
-        self.target, self.forge, self.seen = target, 0, []  # seen: (path, body, status) per request
+    def __init__(self, bg, *targets: str) -> None:
+        self.targets, self.forge, self.seen = targets, 0, []  # seen: (path, body, status) per request
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.served = ServedApp(bg, app)
@@ -42,11 +43,10 @@ class OnPath:
             error = {"error": {"message": "no client token", "type": "x", "code": "missing_token"}}
             return web.json_response(error, status=401)
         headers = {"Content-Type": request.headers.get("Content-Type", "")}
+        target = self.targets[len(self.seen) % len(self.targets)]
         async with (
             ClientSession() as session,
-            session.request(
-                request.method, self.target + request.path_qs, data=body, headers=headers
-            ) as answer,
+            session.request(request.method, target + request.path_qs, data=body, headers=headers) as answer,
         ):
             raw = await answer.read()
             self.seen.append((request.path_qs, body, answer.status))
@@ -124,3 +124,29 @@ def test_a_replayed_envelope_is_refused_by_a_second_relay_and_after_a_restart(
         assert again.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}]).id
     finally:
         proxy.served.stop()
+
+
+def test_two_replicas_behind_a_round_robin_balancer_serve_every_request(bg, relay_factory, keys, profile_for):
+    """Each envelope is valid at one replica only; the client learns both epochs and picks one at random,
+    so strict alternation cannot starve it. Prints the sends per request it took."""
+
+    def start():
+        return relay_factory([keys["token_line"]], [], client_key_lines=[keys["client_key_line"]])
+
+    first, second = start(), start()
+    balancer = OnPath(bg, first.url, second.url)
+    try:
+        client = openai_client(profile_for(balancer.url), max_retries=0)
+        count = 20
+        for n in range(count):
+            reply = client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": f"{n}"}]
+            )
+            assert reply.choices[0].message.content
+        statuses = [status for _, _, status in balancer.seen]
+        assert statuses == [200] * len(statuses)  # every refusal is sealed: the balancer sees only 200s
+        print(f"\n{count} requests over 2 round-robin replicas: {len(statuses)} sends")
+        first_log, second_log = first.wait_requests(1), second.wait_requests(1)
+        assert first_log and second_log  # both replicas answered requests
+    finally:
+        balancer.served.stop()

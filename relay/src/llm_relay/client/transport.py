@@ -18,6 +18,7 @@ the request is sealed again for it (up to EPOCH_TRIES times).
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
@@ -51,9 +52,12 @@ _DROP_INNER = HOP_BY_HOP | {
 _DROP_OPENED = DROP_OPENED
 EPOCH_HEADER = "x-relay-epoch"  # server/replay.py's EPOCH_HEADER, inside the sealed answer
 # Sends of one request while relay processes answer "not my epoch". The first request of a process needs
-# two (it learns the epoch); behind a balancer spreading single requests over N replicas each further send
-# reaches the replica whose epoch it names with probability 1/N: 6 sends leave 1/32 failing with N = 2.
-EPOCH_TRIES = 6
+# two (it learns the epoch). Behind a balancer spreading single requests over N replicas, each send names
+# one of the epochs learnt so far, picked at random (a fixed pick could alternate with a round-robin
+# balancer forever): it reaches that replica with probability 1/N, so with N = 2 a request needs 2 sends
+# on average and 16 sends leave 1 in 32768 failing.
+EPOCH_TRIES = 16
+KNOWN_EPOCHS = 8  # the most recent epochs kept (replicas, restarts); older ones are forgotten
 
 
 class RelayCodec:
@@ -70,7 +74,7 @@ class RelayCodec:
             "v2": "envelope = v2 in the configuration",
             "auto": "the default: v2 only, never a fallback",
         }[profile.envelope]
-        self.epoch = ""  # the relay process's, once an answer named it
+        self.epochs: list[str] = []  # relay processes that named themselves, most recent last
 
     def learn_epoch(self, response: object) -> bool:
         """True when the relay refused the envelope for naming another process (sealed 409 with its
@@ -82,8 +86,8 @@ class RelayCodec:
             valid = bool(envelope.check_epoch(epoch))
         except envelope.EnvelopeError:
             return False
-        if valid:
-            self.epoch = epoch
+        if valid and epoch not in self.epochs:
+            self.epochs = [*self.epochs, epoch][-KNOWN_EPOCHS:]
         return valid
 
     def relay_path(self, url: object) -> str:
@@ -116,7 +120,7 @@ class RelayCodec:
             headers={k: v for k, v in request.headers.items() if k.lower() not in _DROP_INNER},
             body=body,
             token=self.profile.token,
-            epoch=self.epoch,
+            epoch=random.choice(self.epochs) if self.epochs else "",  # noqa: S311 - not a secret
         )
 
     def sealed_request(self, request: object, body: bytes) -> object:
