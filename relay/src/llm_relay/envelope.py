@@ -38,10 +38,14 @@ _EPOCH = re.compile(r"[0-9a-f]{32}")
 
 
 class EnvelopeError(ValueError):
-    """An envelope that cannot be used. `status` is the HTTP status the server answers with."""
+    """An envelope that cannot be used. `status` is the HTTP status the server answers with.
+
+    `opened_by` is set when the envelope decrypted and only its content is wrong: the key that opened it
+    (v1) or (key, nonce) (v2), so the relay answers sealed and the proxy does not learn which field."""
 
     status = 400
     code = "invalid_envelope"
+    opened_by: object = None
 
 
 class EnvelopeRejected(EnvelopeError):
@@ -240,6 +244,14 @@ def open_request_keyed(
 ) -> tuple[InnerRequest, Fernet | MultiFernet]:
     """`open_request`, plus the key that opened the envelope: the one to seal the answer with."""
     doc, key = _decrypt_keyed(fernet, data.strip(), ttl)
+    try:
+        return _inner_request(doc), key
+    except EnvelopeError as exc:
+        exc.opened_by = key  # the sender holds this key: the relay seals its refusal under it
+        raise
+
+
+def _inner_request(doc: dict) -> InnerRequest:
     if doc.get("v") != VERSION:
         raise EnvelopeError("unsupported envelope version (expected v=1)")
     method = doc.get("method")
@@ -259,7 +271,7 @@ def open_request_keyed(
         token=token,
         epoch=epoch,
     )
-    return request, key
+    return request
 
 
 def seal_response(fernet: MultiFernet, response: InnerResponse) -> bytes:

@@ -183,9 +183,9 @@ def seal_request(
 @dataclass(frozen=True)
 class OpenedRequest:
     request: InnerRequest
+    timestamp: int
     key: ClientKey
     nonce: bytes
-    timestamp: int
 
 
 def looks_like_v2(data: bytes) -> bool:
@@ -205,6 +205,14 @@ def open_request(keys: KeyTable, data: bytes) -> OpenedRequest:
         plain = key.request.decrypt(nonce, data[1 + KID_LEN + NONCE_LEN :], data[: 1 + KID_LEN])
     except InvalidTag:
         raise EnvelopeRejected("envelope rejected: wrong key or tampered") from None
+    try:
+        return OpenedRequest(*_inner_request(plain), key, nonce)
+    except EnvelopeError as exc:
+        exc.opened_by = (key, nonce)  # the sender holds this key: the relay seals its refusal under it
+        raise
+
+
+def _inner_request(plain: bytes) -> tuple[InnerRequest, int]:
     if len(plain) < 4:
         raise EnvelopeError("envelope payload too short")
     (head_len,) = _U32.unpack_from(plain)
@@ -229,7 +237,7 @@ def open_request(keys: KeyTable, data: bytes) -> OpenedRequest:
         token=token,
         epoch=check_epoch(head.get("epoch", "")),
     )
-    return OpenedRequest(request, key, nonce, ts)
+    return request, ts
 
 
 def check_timestamp(timestamp: int, ttl: int, now: float | None = None) -> None:

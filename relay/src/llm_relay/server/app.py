@@ -31,6 +31,9 @@ from .errors import RelayError
 from .forward import Outbound, Outcome, forward
 from .headers import from_mapping, upstream_request_headers
 from .http11 import Request, Response
+from .inner import effective as inner_effective
+from .inner import observe as observe_inner
+from .inner import sealed_refusal
 from .logs import AccessLog, log_path
 from .metrics import Metrics
 from .reply import PlainReply, SealedReply, SealedReplyV2
@@ -216,7 +219,8 @@ class RelayApp:
             status = 502  # the client got a truncated stream
         elif response is not None and not outcome.streamed:
             status = response.status
-        self.metrics.observe(info.token_name, info.provider, status, duration)
+        status, method = inner_effective(outcome, status, request.method)  # an envelope's inner request
+        self.metrics.observe(info.token_name, info.provider, status, duration, method)
         if outcome.upstream_error:
             self.metrics.upstream_errors[(info.provider, outcome.upstream_error)] += 1
         bytes_out = outcome.bytes_out
@@ -225,7 +229,7 @@ class RelayApp:
         self.access_log.request(
             info.token_name,
             info.provider,
-            request.method,
+            method,
             info.path,
             status,
             duration,
@@ -409,11 +413,13 @@ class RelayApp:
         try:
             inner, key = envelope.open_request_keyed(state.fernet, sealed, ttl=state.settings.envelope_ttl)
         except envelope.EnvelopeError as exc:
-            raise RelayError(exc.status, exc.code, str(exc)) from None
+            return sealed_refusal(exc, state, outcome) or PLAIN.error(
+                RelayError(exc.status, exc.code, str(exc))
+            )
         # From here on every answer, errors included, is sealed: the proxy learns nothing more.
         # Sealed under the key that opened the request, so a client still on the previous key of a rotation
         # reads the answer.
-        reply = SealedReply(key)
+        reply = observe_inner(SealedReply(key), outcome, inner.method)
         try:
             token = inner.token or path_token or token_from_headers(request.headers)
             self._identify(state, token, info, request.admitted)
@@ -437,10 +443,12 @@ class RelayApp:
         try:
             opened = envelope_v2.open_request(state.client_keys, sealed)
         except envelope.EnvelopeError as exc:
-            # Nothing opened: no key to seal with, so this answer is plain (it concerns no client's data).
-            raise RelayError(exc.status, exc.code, str(exc)) from None
+            # Not opened: no key to seal with, so this answer is plain (it concerns no client's data).
+            return sealed_refusal(exc, state, outcome) or PLAIN.error(
+                RelayError(exc.status, exc.code, str(exc))
+            )
         sealer = envelope_v2.ReplySealer(opened.key, opened.nonce, state.settings.envelope_pad_to)
-        reply = SealedReplyV2(sealer)
+        reply = observe_inner(SealedReplyV2(sealer), outcome, opened.request.method)
         inner = opened.request
         ttl = state.settings.envelope_ttl
         try:
