@@ -37,7 +37,7 @@ SDK_HEADERS = {
 def test_allow_list_keeps_sdk_headers_and_drops_the_rest():
     pairs = [*EDGE_HEADERS.items(), *SDK_HEADERS.items(), ("Content-Type", "application/json")]
     out = dict(upstream_request_headers(pairs, envelope=False))
-    assert out == {**SDK_HEADERS, "Content-Type": "application/json"}
+    assert out == {**SDK_HEADERS, "Content-Type": "application/json", "Accept-Encoding": "identity"}
 
 
 @pytest.mark.parametrize("envelope", [False, True])
@@ -47,8 +47,10 @@ def test_connection_named_headers_are_dropped_even_when_allowed(envelope):
     assert [p for p in out if p[0] != "Accept-Encoding"] == [("Accept", "*/*")]
 
 
-def test_envelope_asks_for_identity_encoding():
-    out = upstream_request_headers([("Accept-Encoding", "gzip")], envelope=True)
+@pytest.mark.parametrize("envelope", [False, True])
+def test_the_relay_asks_for_identity_encoding_in_both_modes(envelope):
+    """It reads the usage from every answer (a gzipped one counted 0 tokens) and seals SSE per event."""
+    out = upstream_request_headers([("Accept-Encoding", "gzip, br")], envelope=envelope)
     assert out == [("Accept-Encoding", "identity")]
 
 
@@ -73,7 +75,7 @@ def test_invalid_fields_are_refused_not_forwarded(name, value):
 
 def test_tab_and_obs_text_are_valid_values():
     pairs = [("User-Agent", "a\tb"), ("Accept-Language", "caf\xe9")]
-    assert upstream_request_headers(pairs, envelope=False) == pairs
+    assert upstream_request_headers(pairs, envelope=False) == [*pairs, ("Accept-Encoding", "identity")]
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 from llm_relay import envelope, envelope_v2
 
-from . import cors, replay
+from . import cors, replay, token_budget
 from .auth import retry_after_header, token_from_headers
 from .errors import RelayError
 from .forward import Outbound, Outcome, forward
@@ -211,7 +211,6 @@ class RelayApp:
         duration = time.perf_counter() - started
         if outcome.provider:
             info.provider = outcome.provider  # the provider that answered (after any fallback)
-            self.metrics.usage.record(info.token_name, outcome.provider, outcome.usage)
         status = outcome.status
         if outcome.client_gone:
             pass
@@ -220,6 +219,7 @@ class RelayApp:
         elif response is not None and not outcome.streamed:
             status = response.status
         status, method = inner_effective(outcome, status, request.method)  # an envelope's inner request
+        token_budget.settle(self.metrics.usage, info.token_name, outcome, status)
         self.metrics.observe(info.token_name, info.provider, status, duration, method)
         if outcome.upstream_error:
             self.metrics.upstream_errors[(info.provider, outcome.upstream_error)] += 1
@@ -293,6 +293,7 @@ class RelayApp:
             client_headers.append(("Content-Type", "application/json"))
         out = Outbound(request.method, route.path, query, client_headers, body, doc, is_json)
         _request_model(doc, outcome)
+        token_budget.reserve(self.metrics.usage, state.settings.usage, info.token_name, body, doc, outcome)
         return await forward(request, route.attempts, out, PLAIN, outcome, self.metrics)
 
     def _authenticate(
@@ -494,6 +495,9 @@ class RelayApp:
                 client_headers.append(("Content-Type", "application/json"))
             out = Outbound(inner.method, route.path, inner.query, client_headers, body, doc, is_json)
             _request_model(doc, outcome)
+            token_budget.reserve(
+                self.metrics.usage, state.settings.usage, info.token_name, body, doc, outcome
+            )
             return await forward(request, route.attempts, out, reply, outcome, self.metrics)
         except RelayError as err:
             return reply.error(err)

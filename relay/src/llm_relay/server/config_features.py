@@ -39,6 +39,10 @@ class RouteSettings:
 class UsageSettings:
     daily_token_budget: int = 0  # prompt + completion tokens per client and UTC day; 0 = unlimited
     client_budgets: dict[str, int] = field(default_factory=dict)  # per client name, overrides the default
+    # What a request without max_tokens (max_completion_tokens, max_output_tokens) reserves for its answer
+    # against the budget while it runs (token_budget.py).
+    reserve_tokens: int = 1024
+    max_concurrent_per_client: int = 0  # requests of one client in flight at once; 0 = unlimited
 
     def budget_of(self, client: str) -> int:
         return self.client_budgets.get(client, self.daily_token_budget)
@@ -94,9 +98,18 @@ def parse_routes(raw: Any, providers: dict[str, Any]) -> dict[str, RouteSettings
 
 
 def parse_usage(raw: Any) -> UsageSettings:
-    t = Table(raw, "usage", {"daily_token_budget", "client_budgets"})
+    t = Table(
+        raw,
+        "usage",
+        {"daily_token_budget", "client_budgets", "reserve_tokens", "max_concurrent_per_client"},
+    )
     budgets = t.get("client_budgets", dict, {})
     for client, value in budgets.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"[usage] client_budgets: {client!r} must be a non-negative integer")
-    return UsageSettings(int(t.number("daily_token_budget", 0)), dict(budgets))
+    return UsageSettings(
+        int(t.number("daily_token_budget", 0)),
+        dict(budgets),
+        int(t.number("reserve_tokens", 1024, 1)),
+        int(t.number("max_concurrent_per_client", 0)),
+    )

@@ -38,7 +38,6 @@ HOP_BY_HOP = frozenset(
 FORWARDED = frozenset(
     {
         "accept",  # JSON or text/event-stream
-        "accept-encoding",  # plain mode only: compressed answers pass through untouched
         "accept-language",
         "content-type",  # JSON, multipart (audio/file uploads)
         "content-encoding",  # compressed request bodies are passed through, not decompressed
@@ -150,16 +149,16 @@ def upstream_request_headers(client: Iterable[tuple[str, str]], envelope: bool) 
             continue
         if not (value.isascii() and value.isprintable()) and not valid_value(value):
             check_header(name, value)
-        if kind == _FORWARD or (kind == _ENCODING and not envelope):
+        if kind == _FORWARD:
             out.append((name, value))
         elif kind == _CONNECTION:
             named = (named or set()) | _connection_tokens(value)
-        # an envelope's Accept-Encoding is replaced: the relay must see SSE event boundaries to seal
-        # each event, so it asks for identity
+        # The client's Accept-Encoding is replaced in both modes: the relay reads the usage from every
+        # answer (a gzipped JSON answer counted 0 tokens against the budget: the unmodified OpenAI SDK
+        # sends `Accept-Encoding: gzip`) and must see SSE event boundaries to seal each event.
     if named:
         out = [(n, v) for n, v in out if n.lower() not in named]
-    if envelope:
-        out.append(("Accept-Encoding", "identity"))
+    out.append(("Accept-Encoding", "identity"))
     return out
 
 
