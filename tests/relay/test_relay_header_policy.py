@@ -134,3 +134,14 @@ async def test_envelope_inner_fields_are_validated_before_the_provider(
         inner = env.open_response(relay.fernet, await r.read())
     assert inner.status == 400 and json.loads(inner.body)["error"]["code"] == code
     assert len(upstream.state.requests) == before  # nothing was sent upstream
+
+
+def test_coding_agent_headers_declined_beside_the_allow_list_are_not_forwarded():
+    """Claude Code's and Codex's own headers: decided one by one in headers.py (DECLINED), dropped."""
+    from llm_relay.server.headers import DECLINED, DECLINED_PREFIXES
+
+    sent = [(name, "v") for name in sorted(DECLINED)]
+    sent += [("X-Codex-Turn-Metadata", "{}"), ("anthropic-beta", "prompt-caching-2024-07-31")]
+    assert all(not n.startswith(DECLINED_PREFIXES) for n in DECLINED)
+    out = upstream_request_headers(sent, envelope=True)
+    assert out == [("anthropic-beta", "prompt-caching-2024-07-31"), ("Accept-Encoding", "identity")]

@@ -35,7 +35,7 @@ from .inner import effective as inner_effective
 from .inner import observe as observe_inner
 from .inner import sealed_refusal
 from .logs import AccessLog, log_path
-from .metrics import Metrics
+from .metrics import Metrics, own_lines
 from .reply import PlainReply, SealedReply, SealedReplyV2
 from .state import Provider, RelayState
 from .upstream import UpstreamError
@@ -134,7 +134,7 @@ class RelayApp:
             if response is not None:
                 outcome.status = response.status
                 if outcome.reply_headers:
-                    response.headers = [*response.headers, *outcome.reply_headers]
+                    response.headers = cors.merge(response.headers, outcome.reply_headers)
                 if self.draining:
                     response.close = True
             return response
@@ -367,15 +367,14 @@ class RelayApp:
 
     def _local(self, state: RelayState, path: str, reply: PlainReply, info: RequestInfo) -> Response:
         if path == "/metrics":
-            resp = reply.full(
-                200, [("Content-Type", "text/plain; version=0.0.4")], self.render_metrics(state).encode()
-            )
+            text = own_lines(self.render_metrics(state), info.token_name)  # a client sees only its own
+            resp = reply.full(200, [("Content-Type", "text/plain; version=0.0.4")], text.encode())
             return resp
         if path == "/v1/usage":
             budget = state.settings.usage.budget_of(info.token_name)
             return reply.json(200, self.metrics.usage.report(info.token_name, budget))
         data = [
-            {"id": p.name, "base_url": p.settings.base_url, "default": p.name == state.default_name}
+            {"id": p.name, "base_url": p.public_base_url, "default": p.name == state.default_name}
             for p in state.providers.values()
         ]
         data += [  # fallback routes: the providers they try, in order

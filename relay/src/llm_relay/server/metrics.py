@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import re
 from collections import Counter
 
 from .usage import UsageLedger
@@ -91,3 +92,18 @@ class Metrics:
         for name, value in (extra_gauges or {}).items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"
+
+
+_CLIENT_LABEL = re.compile(r'[{,](?:token|client)="([^"]*)"')
+
+
+def own_lines(text: str, client: str) -> str:
+    """The exposition a client gets on the main listener: every line that names a client (label `token`
+    or `client`) dropped unless it names this one. Other clients' names, request counts and tokens are
+    theirs; the metrics listener (localhost only, for Prometheus) still shows everything."""
+    kept = []
+    for line in text.splitlines(keepends=True):
+        match = _CLIENT_LABEL.search(line)
+        if match is None or match.group(1) == client:
+            kept.append(line)
+    return "".join(kept)

@@ -6,12 +6,21 @@ changes keys, limits or pools under a running request or stream.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from llm_relay import envelope, envelope_v2
 
 from .auth import RateLimiter, TokenStore
 from .config import ProviderSettings, Settings
 from .replay import new_epoch
 from .upstream import UpstreamPool
+
+
+def without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class Provider:
@@ -22,6 +31,8 @@ class Provider:
         self.name = settings.name
         self.pool = pool
         self.base_path = settings.base_path
+        # What GET /v1/providers shows: never the userinfo a base_url may carry (user:password@).
+        self.public_base_url = without_userinfo(settings.base_url)
         self.extra_headers = list(settings.headers.items())
         self.auth_header = settings.auth_header
         self.auth_query = settings.auth_query
