@@ -26,6 +26,7 @@ from .config_features import (
     parse_cors,
     parse_routes,
     parse_usage,
+    with_secrets_file,
 )
 from .config_table import ConfigError, Table
 from .headers import valid_name, valid_value
@@ -208,6 +209,11 @@ def _auth_style(name: str, auth: str) -> str:
 def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
     if not tokens.NAME_RE.match(name) or name in RESERVED_PROVIDER_NAMES:
         raise ConfigError(f"[providers.{name}]: invalid or reserved provider name")
+    data = with_secrets_file(  # headers and proxy from a 0600 file (config_features.SECRET_SETTINGS)
+        name,
+        data,
+        lambda ref: read_secret(resolve_secret(ref, config_dir), f"[providers.{name}] secrets_file"),
+    )
     known = {
         "base_url",
         "keys_file",

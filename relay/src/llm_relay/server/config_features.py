@@ -5,6 +5,8 @@ Each is off by default: no table, no behaviour change. Format and meaning: relay
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -113,3 +115,42 @@ def parse_usage(raw: Any) -> UsageSettings:
         int(t.number("reserve_tokens", 1024, 1)),
         int(t.number("max_concurrent_per_client", 0)),
     )
+
+
+# What a provider's `secrets_file` may hold: the settings that can carry credentials (a header holding a
+# key, a proxy URL with user:password), kept out of relay.toml (readable by the service's group) in a 0600
+# file owned by the service user, like the keys files.
+SECRET_SETTINGS = frozenset({"headers", "proxy"})
+
+
+def with_secrets_file(name: str, data: Any, read: Callable[[str], list[str]]) -> Any:
+    """`[providers.NAME]` with its `secrets_file` (TOML: `headers = {...}`, `proxy = "..."`) merged in.
+    `read` returns the lines of a private secret file (the caller checks its mode). A header or proxy set
+    in both places is an error: one place decides. Nothing read from the file is echoed in an error."""
+    if not isinstance(data, dict) or "secrets_file" not in data:
+        return data
+    where = f"[providers.{name}] secrets_file"
+    ref = data["secrets_file"]
+    if not isinstance(ref, str) or not ref:
+        raise ConfigError(f"{where} must be a file name")
+    try:
+        extra = tomllib.loads("\n".join(read(ref)))
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"{where}: {ref} is not valid TOML") from None
+    unknown = set(extra) - SECRET_SETTINGS
+    if unknown:
+        raise ConfigError(f"{where}: {ref} may hold only {sorted(SECRET_SETTINGS)}, not {sorted(unknown)}")
+    merged = {k: v for k, v in data.items() if k != "secrets_file"}
+    if "proxy" in extra:
+        if "proxy" in merged:
+            raise ConfigError(f"{where}: proxy is set both here and in relay.toml")
+        merged["proxy"] = extra["proxy"]
+    if "headers" in extra:
+        inline, secret = merged.get("headers", {}), extra["headers"]
+        if not isinstance(inline, dict) or not isinstance(secret, dict):
+            raise ConfigError(f"{where}: headers must be a table")
+        both = {k.lower() for k in inline} & {k.lower() for k in secret}
+        if both:
+            raise ConfigError(f"{where}: headers {sorted(both)} set both here and in relay.toml")
+        merged["headers"] = {**inline, **secret}
+    return merged
