@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import requests
 from llm_relay import envelope
-from llm_relay.client.transport import EPOCH_TRIES
+from llm_relay.client.transport import EPOCH_FRESH_S, EPOCH_TRIES
 
 KINDS = ("plain", "plain_stream", "sealed", "sealed_stream")
 PATH = "/v1/chat/completions"
@@ -111,7 +111,8 @@ class LoadGenerator:
         self.pause = concurrency / rate
         self.stats = Stats()
         self._lock = threading.Lock()
-        self.epochs: list[str] = []  # relay processes (replicas, restarts) that named themselves
+        # Relay processes' epochs (replicas; a rolling restart makes new ones) -> last seen alive.
+        self.epochs: dict[str, float] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stamp: tuple[int, int] | None = None
@@ -234,8 +235,9 @@ class LoadGenerator:
         """POST the envelope naming a relay epoch (llm_relay/server/replay.py), as the client library
         does: a replica that is not the one named answers a sealed 409 with its own epoch; resend."""
         for _ in range(EPOCH_TRIES):
-            with self._lock:
-                epoch = random.choice(self.epochs) if self.epochs else ""
+            with self._lock:  # the epochs seen alive lately (a restarted replica's old one fades out)
+                fresh = [e for e, seen in self.epochs.items() if seen > time.monotonic() - EPOCH_FRESH_S]
+                epoch = random.choice(fresh) if fresh else ""
             sealed = envelope.seal_request(fernet, dataclasses.replace(inner, epoch=epoch))
             resp = session.post(
                 url, data=sealed, headers=headers, verify=self.ca_path, timeout=60, stream=stream
@@ -245,11 +247,13 @@ class LoadGenerator:
             answer = envelope.open_response(fernet, resp.content)
             named = {k.lower(): v for k, v in answer.headers.items()}.get("x-relay-epoch")
             if answer.status != 409 or not named:
+                if epoch:
+                    with self._lock:
+                        self.epochs[epoch] = time.monotonic()
                 return resp
             resp.close()
             with self._lock:
-                if named not in self.epochs:
-                    self.epochs.append(named)
+                self.epochs[named] = time.monotonic()
         return resp
 
 

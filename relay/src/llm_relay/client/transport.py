@@ -19,6 +19,7 @@ the request is sealed again for it (up to EPOCH_TRIES times).
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
@@ -57,7 +58,10 @@ EPOCH_HEADER = "x-relay-epoch"  # server/replay.py's EPOCH_HEADER, inside the se
 # balancer forever): it reaches that replica with probability 1/N, so with N = 2 a request needs 2 sends
 # on average and 16 sends leave 1 in 32768 failing.
 EPOCH_TRIES = 16
-KNOWN_EPOCHS = 8  # the most recent epochs kept (replicas, restarts); older ones are forgotten
+KNOWN_EPOCHS = 8  # epochs kept at most (replicas, restarts); the least recently seen goes first
+# An epoch not seen for this long (neither announced in a 409 nor accepted) is forgotten: a replica that
+# restarted never names its old epoch again, and picking dead epochs would cost sends.
+EPOCH_FRESH_S = 120.0
 
 
 class RelayCodec:
@@ -74,7 +78,7 @@ class RelayCodec:
             "v2": "envelope = v2 in the configuration",
             "auto": "the default: v2 only, never a fallback",
         }[profile.envelope]
-        self.epochs: list[str] = []  # relay processes that named themselves, most recent last
+        self.epochs: dict[str, float] = {}  # relay processes' epochs -> when last seen alive (monotonic)
 
     def learn_epoch(self, response: object) -> bool:
         """True when the relay refused the envelope for naming another process (sealed 409 with its
@@ -86,9 +90,23 @@ class RelayCodec:
             valid = bool(envelope.check_epoch(epoch))
         except envelope.EnvelopeError:
             return False
-        if valid and epoch not in self.epochs:
-            self.epochs = [*self.epochs, epoch][-KNOWN_EPOCHS:]
+        if valid:
+            self.confirm(epoch, learnt=True)
         return valid
+
+    def confirm(self, epoch: str, learnt: bool = False) -> None:
+        """`epoch` is alive: a relay announced it, or accepted an envelope naming it."""
+        if epoch and (learnt or epoch in self.epochs):
+            self.epochs[epoch] = time.monotonic()
+            if len(self.epochs) > KNOWN_EPOCHS:
+                del self.epochs[min(self.epochs, key=self.epochs.__getitem__)]
+
+    def pick_epoch(self) -> str:
+        """One of the epochs seen alive lately, at random; "" (learn it) when there is none."""
+        stale = time.monotonic() - EPOCH_FRESH_S
+        for epoch in [e for e, seen in self.epochs.items() if seen < stale]:
+            del self.epochs[epoch]
+        return random.choice(list(self.epochs)) if self.epochs else ""  # noqa: S311 - not a secret
 
     def relay_path(self, url: object) -> str:
         """The request path relative to the relay root (`/v1/chat/completions`)."""
@@ -112,7 +130,7 @@ class RelayCodec:
             request.method, url, headers=headers, content=body, extensions=request.extensions
         )
 
-    def inner_request(self, request: object, body: bytes) -> envelope.InnerRequest:
+    def inner_request(self, request: object, body: bytes, epoch: str = "") -> envelope.InnerRequest:
         return envelope.InnerRequest(
             method=request.method,
             path=self.relay_path(request.url),
@@ -120,24 +138,26 @@ class RelayCodec:
             headers={k: v for k, v in request.headers.items() if k.lower() not in _DROP_INNER},
             body=body,
             token=self.profile.token,
-            epoch=random.choice(self.epochs) if self.epochs else "",  # noqa: S311 - not a secret
+            epoch=epoch,
         )
 
-    def sealed_request(self, request: object, body: bytes) -> object:
+    def sealed_request(self, request: object, body: bytes, epoch: str = "") -> object:
         """Envelope v1 (the transition): the content type still names it; the rest is generic."""
-        sealed = envelope.seal_request(self.fernet, self.inner_request(request, body))
+        sealed = envelope.seal_request(self.fernet, self.inner_request(request, body, epoch))
         url = request.url.copy_with(raw_path=(self.prefix + ENVELOPE_PATH).encode())
         headers = {"Content-Type": envelope.CONTENT_TYPE, "Accept": "*/*"}
         return httpx.Request("POST", url, headers=headers, content=sealed, extensions=request.extensions)
 
-    def outgoing(self, request: object, body: bytes) -> object:
-        return self.sealed_request(request, body) if self.fernet else self.plain_request(request, body)
+    def outgoing(self, request: object, body: bytes, epoch: str = "") -> object:
+        if self.fernet:
+            return self.sealed_request(request, body, epoch)
+        return self.plain_request(request, body)
 
-    def sealed_v2(self, request: object, body: bytes) -> tuple[object, bytes] | None:
+    def sealed_v2(self, request: object, body: bytes, epoch: str = "") -> tuple[object, bytes] | None:
         """(outer request, nonce) while v2 is in use; None once on v1 (or in plain mode)."""
         if self.v2 is None or self.version != 2:
             return None
-        return self.v2.outgoing(request, self.inner_request(request, body))
+        return self.v2.outgoing(request, self.inner_request(request, body, epoch))
 
     @staticmethod
     def kind(response: object) -> str:
@@ -219,15 +239,17 @@ class RelayTransport(httpx.BaseTransport):
     def handle_request(self, request: object) -> object:
         body = request.read()
         for _ in range(EPOCH_TRIES - 1):
-            response = self._once(request, body)
+            epoch = self.codec.pick_epoch()
+            response = self._once(request, body, epoch)
             if not self.codec.learn_epoch(response):
+                self.codec.confirm(epoch)
                 return response
             response.read()
             response.close()
-        return self._once(request, body)
+        return self._once(request, body, self.codec.pick_epoch())
 
-    def _once(self, request: object, body: bytes) -> object:
-        v2 = self.codec.sealed_v2(request, body)
+    def _once(self, request: object, body: bytes, epoch: str) -> object:
+        v2 = self.codec.sealed_v2(request, body, epoch)
         if v2 is not None:
             outer = self.inner.handle_request(v2[0])
             if is_v2_answer(outer):
@@ -236,7 +258,7 @@ class RelayTransport(httpx.BaseTransport):
                 raise refusal(outer, outer.read())
             finally:
                 outer.close()
-        outer = self.inner.handle_request(self.codec.outgoing(request, body))
+        outer = self.inner.handle_request(self.codec.outgoing(request, body, epoch))
         kind = self.codec.kind(outer) if self.codec.fernet else "plain"
         if kind == "plain":
             return outer
@@ -266,15 +288,17 @@ class AsyncRelayTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: object) -> object:
         body = await request.aread()
         for _ in range(EPOCH_TRIES - 1):
-            response = await self._once(request, body)
+            epoch = self.codec.pick_epoch()
+            response = await self._once(request, body, epoch)
             if not self.codec.learn_epoch(response):
+                self.codec.confirm(epoch)
                 return response
             await response.aread()
             await response.aclose()
-        return await self._once(request, body)
+        return await self._once(request, body, self.codec.pick_epoch())
 
-    async def _once(self, request: object, body: bytes) -> object:
-        v2 = self.codec.sealed_v2(request, body)
+    async def _once(self, request: object, body: bytes, epoch: str) -> object:
+        v2 = self.codec.sealed_v2(request, body, epoch)
         if v2 is not None:
             outer = await self.inner.handle_async_request(v2[0])
             if is_v2_answer(outer):
@@ -283,7 +307,7 @@ class AsyncRelayTransport(httpx.AsyncBaseTransport):
                 raise refusal(outer, await outer.aread())
             finally:
                 await outer.aclose()
-        outer = await self.inner.handle_async_request(self.codec.outgoing(request, body))
+        outer = await self.inner.handle_async_request(self.codec.outgoing(request, body, epoch))
         kind = self.codec.kind(outer) if self.codec.fernet else "plain"
         if kind == "plain":
             return outer
