@@ -203,3 +203,19 @@ def _stopped_at_done(opener: envelope_v2.ReplyOpener, last: bytes) -> bool:
     directly: closing there reads on to the terminator, so a stream cut right after `[DONE]` is caught too.
     (A caller that stops anywhere else abandons the answer on purpose; nothing is checked then.)"""
     return not opener.ended and last.startswith(b"data: [DONE]")
+
+
+def relay_epoch(root: str, key_text: str, token: str) -> str:
+    """The epoch of the relay process at `root` (server/replay.py), for tools that seal envelopes
+    themselves ahead of time (the benchmarks): one sealed probe, whose 409 names it."""
+    key = envelope_v2.ClientKey(key_text)
+    body, nonce = envelope_v2.seal_request(key, envelope.InnerRequest("GET", "/v1/providers", token=token))
+    answer = httpx.post(root.rstrip("/") + V2_PATH, content=body, headers=OUTER_HEADERS, trust_env=False)
+    opener = envelope_v2.ReplyOpener(key, nonce)
+    opener.feed(answer.content)
+    opener.close()
+    assert opener.head is not None
+    epoch = {k.lower(): v for k, v in opener.head[1].items()}.get("x-relay-epoch", "")
+    if not epoch:
+        raise envelope.EnvelopeError(f"the relay named no epoch (inner status {opener.head[0]})")
+    return epoch
