@@ -43,7 +43,7 @@ def _connection_options(parser: argparse.ArgumentParser | None = None) -> argpar
     group.add_argument(
         "--envelope",
         choices=("auto", "v2", "v1"),
-        help="envelope version (default: auto = v2, v1 against a relay that does not answer v2)",
+        help="envelope version (default: auto = v2 only; v1 only for a relay that speaks nothing else)",
     )
     group.add_argument(
         "--token-channel",
