@@ -87,3 +87,14 @@ async def test_a_bad_inner_field_is_refused_sealed(relay, http):
     )
     (line,) = await lines(relay, 1)
     assert line["status"] == 400 and line["envelope"] is True
+
+
+async def test_a_v1_envelope_that_decrypts_to_no_json_object_is_refused_sealed(relay, http):
+    fernet = env.make_fernet(relay.fernet_keys)
+    for payload in (b"not json", b"[1, 2]"):
+        async with http.post(
+            relay.url + "/envelope", data=fernet.encrypt(payload), headers={"Content-Type": env.CONTENT_TYPE}
+        ) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == env.CONTENT_TYPE
+            refused = env.open_response(fernet, await r.read())
+        assert refused.status == 400 and json.loads(refused.body)["error"]["code"] == "invalid_envelope"

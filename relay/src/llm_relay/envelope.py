@@ -207,9 +207,11 @@ def _decrypt_keyed(fernet: MultiFernet, data: bytes, ttl: int | None) -> tuple[d
     try:
         doc = json.loads(plain)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise EnvelopeError("envelope payload is not UTF-8 JSON") from None
+        doc = None
     if not isinstance(doc, dict):
-        raise EnvelopeError("envelope payload must be a JSON object")
+        error = EnvelopeError("envelope payload must be a JSON object (UTF-8)")
+        error.opened_by = key  # it decrypted: the sender holds the key (the relay seals its refusal)
+        raise error
     return doc, key
 
 
