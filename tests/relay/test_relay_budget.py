@@ -135,3 +135,22 @@ async def test_usage_is_read_from_gzip_and_from_a_6_mib_answer(relay_factory, ht
         assert (await usage_of(http, relay, relay.token))["today_tokens"] == 33 + 2 * BIG_PROMPT_TOKENS
     finally:
         await provider.close()
+
+
+async def test_the_per_client_concurrency_cap_refuses_what_is_over_it(relay_factory, upstream, http):
+    relay = await relay_factory(extra="\n[usage]\nmax_concurrent_per_client = 2\n")  # no token budget
+    # ~1 s per stream: the other requests certainly arrive while the first two still run
+    upstream.state.add_fault({"path": "chat", "token_delay_ms": 150})
+    body = json.dumps(STREAM).encode()
+
+    async def one(token: str) -> tuple[int, str]:
+        headers = {**bearer(token), "Content-Type": "application/json"}
+        async with http.post(relay.url + "/v1/chat/completions", data=body, headers=headers) as r:
+            raw = await r.read()
+            return r.status, (json.loads(raw)["error"]["code"] if r.status != 200 else "")
+
+    alice = await asyncio.gather(*(one(relay.token) for _ in range(5)), one(relay.other_token))
+    upstream.state.clear_faults()
+    assert sorted(alice[:5]) == [(200, ""), (200, "")] + [(429, "too_many_in_flight")] * 3
+    assert alice[5] == (200, "")  # bob's requests are his own
+    assert (await one(relay.token))[0] == 200  # released when they ended

@@ -98,3 +98,15 @@ async def test_a_v1_envelope_that_decrypts_to_no_json_object_is_refused_sealed(r
             assert r.status == 200 and r.headers["Content-Type"] == env.CONTENT_TYPE
             refused = env.open_response(fernet, await r.read())
         assert refused.status == 400 and json.loads(refused.body)["error"]["code"] == "invalid_envelope"
+
+
+async def test_a_reload_keeps_the_epoch_and_a_new_process_draws_another(relay):
+    from llm_relay.server.state import RelayState
+
+    state = relay.server.relay.state
+    reloaded, restarted = RelayState(state.settings, previous=state), RelayState(state.settings)
+    try:
+        assert reloaded.epoch == state.epoch  # SIGHUP: the same process
+        assert restarted.epoch != state.epoch  # what a restart does
+    finally:
+        restarted.close()
