@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup host-deps venv collection-link sanity-venvs lint test test-unit test-lab bench demo lab-up lab-down clean
+.PHONY: setup host-deps venv collection-link sanity-venvs lint test test-unit test-lab bench demo lab-up lab-down clean release
 
 setup: host-deps venv collection-link sanity-venvs
 
@@ -61,6 +61,11 @@ lab-down: setup
 
 demo: setup
 	$(PY) -m lab demo
+
+# The collection tarball a user installs (dist/llm_relay-homelab-<version>.tar.gz): the collection plus the
+# relay's wheel, which the relay role deploys by default (tools/build_collection.py).
+release: venv
+	$(PY) tools/build_collection.py --output-path dist
 
 clean:
 	-$(PY) -m lab down
