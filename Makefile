@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: cloudflared-check setup host-deps venv collection-link sanity-venvs lint test test-unit test-lab bench demo lab-up lab-down clean
+.PHONY: cloudflared-check setup host-deps venv collection-link sanity-venvs lint test test-unit test-lab bench demo lab-up lab-down clean release
 
 setup: host-deps venv collection-link sanity-venvs
 
@@ -72,6 +72,11 @@ cloudflared-check:
 	echo "make demo: the real cloudflared 2026.8.2 was not found. Set LAB_CLOUDFLARED=/path/to/$(CLOUDFLARED_NAME)," >&2; \
 	echo "or LLM_RELAY_SHARED to the project's shared directory (its cloudflared/ holds the pinned build," >&2; \
 	echo "see its README.md); a copy is then cached in the lab cache dir for later runs." >&2; exit 2
+
+# The collection tarball a user installs (dist/llm_relay-homelab-<version>.tar.gz): the collection plus the
+# relay's wheel, which the relay role deploys by default (tools/build_collection.py).
+release: venv
+	$(PY) tools/build_collection.py --output-path dist
 
 clean:
 	-$(PY) -m lab down

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from llm_relay import __version__
 
 from lab import config
 from lab.edge import binary
@@ -127,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llm-relay ask failed (exit {ask.returncode}):\n{ask.stderr}", file=sys.stderr)
         return ask.returncode
     print(f"A: {ask.stdout.strip()}")
-    print("   (client -> lab edge -> tunnel -> cloudflared -> relay -> fake OpenRouter; Fernet-sealed)")
+    print(
+        "   (client -> lab edge -> tunnel -> cloudflared -> relay -> fake OpenRouter;"
+        " envelope v2, AES-GCM sealed)"
+    )
 
     report(config.load(), artifact, changed)
     print("\nTimings:")
@@ -156,12 +160,13 @@ def report(cfg: dict[str, Any], artifact: Path, changed: dict[str, int]) -> None
     rel = artifact.relative_to(ROOT) if artifact.is_relative_to(ROOT) else artifact
     print(
         "\n=== Use it from the PC (relay/docs/client.md)\n"
-        "  here the client is in .venv/bin; on the PC: pip install './relay[client]' and copy the artifact\n"
+        "  here the client is in .venv/bin; on the PC, with the artifact and the wheel beside it copied:\n"
+        f"  pip install '{rel.parent}/llm_relay-{__version__}-py3-none-any.whl[client]'\n"
         f"  export LLM_RELAY_CLIENT_CONFIG={rel}\n"
         '  .venv/bin/llm-relay ask "hello"          # one question; add --encrypt to seal it\n'
         "  .venv/bin/llm-relay doctor               # checks each hop, secrets masked\n"
-        "  .venv/bin/llm-relay serve-local --encrypt --port 8787 &   # OpenAI-compatible on loopback:\n"
-        "  export OPENAI_BASE_URL=http://127.0.0.1:8787/v1 OPENAI_API_KEY=unused\n"
+        "  .venv/bin/llm-relay serve-local --encrypt --port 8788 &   # OpenAI-compatible on loopback:\n"
+        "  export OPENAI_BASE_URL=http://127.0.0.1:8788/v1 OPENAI_API_KEY=unused\n"
         "  .venv/bin/python -c 'from openai import OpenAI; print(OpenAI().chat.completions.create(\n"
         '  model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]).choices[0].message)\'\n'
         "  aider --openai-api-base $OPENAI_BASE_URL --model openai/openai/gpt-4o-mini"

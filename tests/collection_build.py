@@ -1,5 +1,6 @@
-"""The collection as a user gets it: `ansible-galaxy collection build` of the checkout, the tarball installed
-into an empty path, and the environment of a project that has only that path (no checkout, no link).
+"""The collection as a user gets it: `make release`'s tarball of the checkout (ansible-galaxy collection build
+of the collection plus the relay's wheel), installed into an empty path, and the environment of a project
+that has only that path (no checkout, no link).
 
 Shared by tests/collection (the artifact, ansible-doc) and tests/site (site.yml run from the installed
 collection against the lab).
@@ -29,10 +30,11 @@ ssh_args = -o ControlMaster=auto -o ControlPersist=60s
 
 
 def build(out_dir: Path) -> Path:
-    """The collection tarball, built from the checkout into out_dir."""
+    """The collection tarball as `make release` builds it from the checkout (the collection plus the relay's
+    wheel, tools/build_collection.py), into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [str(BIN / "ansible-galaxy"), "collection", "build", "--force", "--output-path", str(out_dir)],
+        [sys.executable, str(REPO / "tools" / "build_collection.py"), "--output-path", str(out_dir)],
         cwd=REPO,
         capture_output=True,
         text=True,

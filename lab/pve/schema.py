@@ -1,4 +1,4 @@
-"""The PVE API schema (apidata.json, a copy of /work/shared/api-schemas/proxmox-ve-api.json so the lab
+"""The PVE API schema (apidata.json, a copy of ../shared/api-schemas/proxmox-ve-api.json so the lab
 works from a clean clone; apidata_access.json adds the access-control paths) and a validator that
 accepts exactly what PVE::JSONSchema accepts.
 

@@ -1,6 +1,6 @@
 """Validation against the shared Cloudflare OpenAPI subset, with its documented defects corrected.
 
-Corrections (see /work/shared/api-schemas/README.md): the catch-all ingress rule has no hostname; DNS
+Corrections (see ../shared/api-schemas/README.md): the catch-all ingress rule has no hostname; DNS
 request bodies do not carry the response-only `id`/`proxiable`/`created_on`/`modified_on`; OpenAPI 3.0
 `nullable` becomes a JSON-Schema null type, and optional properties may be null (the live API sends
 `"deleted_at": null`, `"comment": null` … where the schema omits `nullable`). Tunnel 4XX schemas are
@@ -18,7 +18,7 @@ from typing import Any
 
 import jsonschema
 
-# A copy of /work/shared/api-schemas/cloudflare-tunnel-dns-openapi.json, so a clean clone can run this.
+# A copy of ../shared/api-schemas/cloudflare-tunnel-dns-openapi.json, so a clean clone can run this.
 SPEC_PATH = Path(__file__).with_name("cloudflare-openapi-subset.json")
 RESPONSE_ONLY = {"id", "proxiable", "created_on", "modified_on"}
 

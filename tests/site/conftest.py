@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -21,7 +22,8 @@ from typing import Any
 
 import pytest
 import requests
-from collection_build import user_env
+import yaml
+from collection_build import build, install, user_env
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = REPO / "inventory" / "lab" / "lab_inventory.py"
@@ -57,8 +59,9 @@ class Deployment:
     replicas: int
     artifacts_dir: Path
     secrets_dir: Path
-    # A user project with the built collection installed (collection_build.install): playbooks are then
-    # run by FQCN from there, with that project's config and the lab inventory, never from the checkout.
+    # A user project (user_project()): the built collection installed there and the lab inventory rendered
+    # into it; playbooks are then run by FQCN from there, in a mount namespace where the checkout shows
+    # nothing but its .venv (hidden_checkout()).
     project: Path | None = None
 
     @property
@@ -87,15 +90,14 @@ class Deployment:
         """`playbook` is a path in the checkout (site.yml, playbooks/destroy.yml) or, with a project, a
         collection playbook name (llm_relay.homelab.site)."""
         if self.project is not None:
-            # The relay's Python source is not part of the collection (README: relay_source_dir).
-            extra = {**self.extra_vars, "relay_source_dir": str(REPO / "relay")}
             return [
+                *hidden_checkout(self.project),
                 str(VENV_BIN / "ansible-playbook"),
                 "-i",
-                str(LAB_INVENTORY),
+                str(self.project / USER_INVENTORY),
                 playbook,
                 "-e",
-                json.dumps(extra),
+                json.dumps(self.extra_vars),
                 *args,
             ]
         return [
@@ -176,6 +178,58 @@ class Deployment:
     @property
     def url(self) -> str:
         return f"https://{self.hostname}:9443"
+
+
+# Run inside a private mount namespace (unshare --mount: only this process tree sees it): the checkout is
+# covered by an empty tmpfs and only its .venv (the ansible-playbook we run) is mounted back. Whatever the
+# run would read from the checkout - relay/, the roles, an inventory file - is absent, so it fails instead.
+HIDE_CHECKOUT = """set -e
+repo=$1 keep=$2
+shift 2
+mount --bind "$repo/.venv" "$keep"
+mount -t tmpfs -o size=1m,mode=0755 checkout-hidden "$repo"
+mkdir "$repo/.venv"
+mount --move "$keep" "$repo/.venv"
+exec "$@"
+"""
+USER_INVENTORY = "inventory/lab.yml"
+
+
+def hidden_checkout(project: Path) -> list[str]:
+    """argv prefix: the command then runs where the checkout shows nothing but its .venv."""
+    keep = project / ".venv-mount"
+    keep.mkdir(exist_ok=True)
+    shell = ["bash", "-c", HIDE_CHECKOUT, "hide-checkout", str(REPO), str(keep)]
+    return ["unshare", "--mount", "--propagation", "private", "--", *shell]
+
+
+def user_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's project: the tarball `make release` builds, installed into an empty directory, and the lab
+    inventory rendered into it as a static file (0600: it holds the lab's API tokens). A value of the lab
+    inventory that names a file of the checkout is copied into the project (the real cloudflared lies
+    outside it, under LLM_RELAY_SHARED or the lab cache, and is read where it is):
+    nothing the runs read is the checkout's."""
+    project = tmp_path_factory.mktemp("user-project")
+    install(build(tmp_path_factory.mktemp("build")), project)
+    listing = subprocess.run(
+        [str(VENV_BIN / "python"), str(LAB_INVENTORY), "--list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lab_vars = json.loads(listing.stdout)["all"]["vars"]
+    for name, value in lab_vars.items():
+        if isinstance(value, str) and Path(value).is_absolute() and Path(value).is_relative_to(REPO):
+            copy = project / "files" / Path(value).name
+            copy.parent.mkdir(exist_ok=True)
+            shutil.copy2(value, copy)
+            lab_vars[name] = str(copy)
+    inventory = project / USER_INVENTORY
+    inventory.parent.mkdir()
+    inventory.touch(mode=0o600)
+    inventory.write_text(yaml.safe_dump({"all": {"vars": lab_vars, "children": {"relays": {}}}}))
+    return project
 
 
 def deployment(

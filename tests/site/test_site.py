@@ -1,8 +1,12 @@
 """site.yml from nothing to an answered question, a second run that changes nothing, and destroy.yml,
-all run as a user who never cloned the repository runs them: the collection is built, its tarball installed
-into an empty path of a project of its own, and its playbooks called by FQCN (llm_relay.homelab.site,
-llm_relay.homelab.destroy) with the lab inventory. The checkout's root site.yml is run by the other suites
-(rotation, interrupted runs) and by `make demo`.
+all run as a user who never cloned the repository runs them: the collection's tarball is built as `make
+release` builds it (with the relay's wheel), installed into an empty path of a project of its own, and its
+playbooks called by FQCN (llm_relay.homelab.site, llm_relay.homelab.destroy) with only the lab inventory,
+rendered into that project. Every run sees no file of the checkout but the .venv it runs from (a private
+mount namespace covers the rest): the relay deployed is the wheel the collection carries, and the
+question is asked by a client installed into a fresh venv from the wheel the run wrote beside the client
+config. The checkout's root site.yml is run by the other suites (rotation, interrupted runs) and by `make
+demo`.
 
 Every run logs in to Proxmox VE as users are told to: a privilege-separated API token of an @pve user
 whose role holds exactly the example inventory's proxmox_api_role_privileges (each privilege's own
@@ -14,9 +18,12 @@ One deployment for site.lab.test (containers site-1 on pve1, site-2 on pve2), sh
 module in order:
   - without SDN.Use the run fails at the create and nothing is made (in the fixture, before the first run);
   - the first run builds two running containers, one tunnel with connectors, one proxied CNAME to it and
-    a 0600 client artifact;
-  - a user's question (`llm-relay ask --encrypt` with that artifact) is answered through the lab edge ->
-    connector -> relay -> fake upstream, which saw the provider key the relay injected;
+    a 0600 client artifact, with the client's wheel beside it;
+  - one version: the collection's (galaxy.yml), the wheel it carries, the client wheel written, what both
+    relays report on their metrics listener's /healthz, `llm-relay --version` and doctor's check;
+  - a user's question (`llm-relay ask --encrypt` with that artifact, the client pip-installed from the
+    artifact's wheel into a fresh venv) is answered through the lab edge -> connector -> relay -> fake
+    upstream, which saw the provider key the relay injected;
   - a second run reports changed=0 for every host, and so does `--check --diff`;
   - files changed by hand on a container (the relay's config, the connector's unit) are put back by the
     next run, which reloads the relay and restarts that connector in the rolling restart play;
@@ -33,13 +40,13 @@ import os
 import secrets
 import stat
 import subprocess
+import sys
 import time
 import uuid
 
 import pytest
 import requests
 import yaml
-from collection_build import build, install
 from deploy_state import harness, in_container, lxc_dirs
 
 REPO, VENV_BIN, assert_ok, deployment = harness.REPO, harness.VENV_BIN, harness.assert_ok, harness.deployment
@@ -47,6 +54,13 @@ REPO, VENV_BIN, assert_ok, deployment = harness.REPO, harness.VENV_BIN, harness.
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
 HOSTNAME, PREFIX, REPLICAS = "site.lab.test", "site-", 2
+VERSION = str(yaml.safe_load((REPO / "galaxy.yml").read_text())["version"])
+WHEEL = f"llm_relay-{VERSION}-py3-none-any.whl"
+# What the relay's loopback-only metrics listener answers on /healthz, read inside a container.
+HEALTHZ = (
+    "import urllib.request; "
+    "print(urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=10).read().decode())"
+)
 # Sent by the relay to the provider on every request of this deployment: finds our requests in the
 # upstream's log, which other suites share.
 MARKER = f"llm-relay site test {uuid.uuid4().hex[:8]}"
@@ -90,8 +104,7 @@ def providers(lab) -> list[dict]:
 @pytest.fixture(scope="module")
 def site(lab, state, account, tmp_path_factory):
     dep = deployment(tmp_path_factory, HOSTNAME, PREFIX, REPLICAS)
-    dep.project = tmp_path_factory.mktemp("user-project")
-    install(build(tmp_path_factory.mktemp("build")), dep.project)
+    dep.project = harness.user_project(tmp_path_factory)
     dep.secret = account["creds"]["proxmox_api_token_secret"]
     extra = ("-e", json.dumps({"relay_providers": providers(lab), **account["creds"]}))
     dep.site = lambda *a: dep.run("llm_relay.homelab.site", *extra, *a)
@@ -157,25 +170,86 @@ def test_first_run_builds_containers_tunnel_record_and_artifact(site, state):
     assert site.secret not in site.first.output
 
 
-def upstream_requests(lab) -> list[dict]:
-    answer = requests.get(lab.upstream.url + "/_lab/requests", verify=str(lab.ca_path), timeout=30)
-    answer.raise_for_status()
-    return answer.json()["requests"]
+def test_the_runs_see_nothing_of_the_checkout_but_its_venv(site):
+    listing = "import os, sys; print(sorted(os.listdir(sys.argv[1])))"
+    proc = subprocess.run(
+        [*harness.hidden_checkout(site.project), str(VENV_BIN / "python"), "-c", listing, str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['.venv']"
+    # The namespace is the run's own: the checkout is still whole for everyone else.
+    assert (REPO / "relay" / "pyproject.toml").is_file()
 
 
-def test_user_question_is_answered_through_edge_connector_relay_and_upstream(lab, site):
-    nonce = uuid.uuid4().hex
+def test_one_version_collection_relays_and_client_wheel(site, state):
+    installed = site.project / "collections" / "ansible_collections" / "llm_relay" / "homelab"
+    manifest = json.loads((installed / "MANIFEST.json").read_text())
+    assert manifest["collection_info"]["version"] == VERSION
+    # The client wheel written beside the client config is the one the collection carries (the same bytes),
+    # and the only one there.
+    carried = installed / "roles" / "relay" / "files" / "dist" / WHEEL
+    written = site.artifact.parent / WHEEL
+    assert sorted(p.name for p in site.artifact.parent.glob("*.whl")) == [WHEEL]
+    assert written.read_bytes() == carried.read_bytes()
+    assert f"pip install '{written}[client]'" in site.first.output
+    # Each replica runs that version (nothing else could have been deployed: the checkout was hidden).
+    for container in state.snapshot(site).containers:
+        health = json.loads(in_container(container["vmid"], "python3", "-c", HEALTHZ))
+        assert health == {"status": "ok", "version": VERSION}, container["name"]
+
+
+@pytest.fixture(scope="module")
+def pc_client(site, tmp_path_factory):
+    """The client as README's "Using the relay from the PC" installs it: a fresh venv, then
+    pip install '<artifact dir>/llm_relay-<version>-py3-none-any.whl[client]'."""
+    venv = tmp_path_factory.mktemp("pc") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
+    started = time.monotonic()
+    requirement = f"{site.artifact.parent / WHEEL}[client]"
+    # --no-compile: byte-compiling the SDKs' thousands of modules is most of the install's time, and the
+    # first import does it anyway.
+    pip = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile", requirement],
+        cwd=venv.parent,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
+    print(f"\nclient wheel + its client extra into a fresh venv: {time.monotonic() - started:.0f} s")
+    return venv / "bin"
+
+
+def pc(site, pc_client, *args: str) -> subprocess.CompletedProcess:
+    """`llm-relay ARGS` of the PC's client, with the artifact as its config and no proxy."""
     env = {**os.environ, "LLM_RELAY_CLIENT_CONFIG": str(site.artifact)}
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         env.pop(name, None)
-    proc = subprocess.run(
-        [str(VENV_BIN / "llm-relay"), "ask", "--encrypt", "--model", "lab/echo", f"site test {nonce}"],
+    return subprocess.run(
+        [str(pc_client / "llm-relay"), *args],
+        cwd=pc_client.parent,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def upstream_requests(lab) -> list[dict]:
+    answer = requests.get(lab.upstream.url + "/_lab/requests", verify=str(lab.ca_path), timeout=30)
+    answer.raise_for_status()
+    return answer.json()["requests"]
+
+
+def test_user_question_is_answered_through_edge_connector_relay_and_upstream(lab, site, pc_client):
+    nonce = uuid.uuid4().hex
+    proc = pc(site, pc_client, "ask", "--encrypt", "--model", "lab/echo", f"site test {nonce}")
     assert proc.returncode == 0, proc.stderr
     # The fake upstream echoes the prompt: the answer came from it.
     assert f"site test {nonce}" in proc.stdout
@@ -188,6 +262,15 @@ def test_user_question_is_answered_through_edge_connector_relay_and_upstream(lab
     # The relay's client token and Fernet envelope stay between client and relay.
     profile = site.client_profile()
     assert profile["token"] not in json.dumps(chats[-1]["headers"])
+
+
+def test_the_pc_client_and_the_relay_say_the_same_version(site, pc_client):
+    assert pc(site, pc_client, "--version").stdout.strip() == f"llm-relay {VERSION}"
+    doctor = pc(site, pc_client, "doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert doctor.returncode == 0, doctor.stdout
+    assert checks["version"]["status"] == "ok", checks["version"]
+    assert checks["version"]["detail"] == f"client {VERSION}, relay {VERSION}"
 
 
 def test_second_run_changes_nothing(site):

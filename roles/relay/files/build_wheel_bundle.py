@@ -5,7 +5,8 @@ resolved) plus `requirements.txt` listing them as `name==version`. It is named b
 content, so the role reinstalls on the target only when that name changes: a new relay version, changed
 code, or changed requirements. Everything is cached under --cache:
 
-    <cache>/relay/<src>/      the relay wheel built from one state of the source (src = hash of its files)
+    <cache>/relay/<src>/      the relay wheel built from one state of the source (src = hash of its files);
+                              with --wheel (the wheel an installed collection carries) none is built
     <cache>/deps/<key>/       dependency wheels for one (requirements, Python, platform) key; downloaded
                               from the index once, then reused (key = hash of the relay wheel's
                               Requires-Dist + constraints + target tags)
@@ -19,8 +20,9 @@ The bundle also carries a pip wheel that is *not* in requirements.txt: the targe
 that wheel (`venv/bin/python pip-X.whl/pip install ...`, as ensurepip itself does), so the venv is made
 `--without-pip` (no ensurepip run, no python3-venv package, no pip left in the service's venv).
 
-Prints one JSON object: {"bundle", "archive", "sha256", "name", "version", "wheels", "pip_wheel",
-"changed"}.
+Prints one JSON object: {"bundle", "archive", "sha256", "name", "version", "relay_wheel", "wheels",
+"pip_wheel", "changed"}. With --wheel-only it stops after the relay wheel (what the PC's client installs) and
+prints {"relay_wheel", "name", "version"}.
 """
 
 import argparse
@@ -82,6 +84,13 @@ def build_relay_wheel(source: Path, cache: Path) -> Path:
         out.mkdir(parents=True)
         shutil.copy2(built[0], out / built[0].name)
     return out / built[0].name
+
+
+def given_wheel(path: Path) -> Path:
+    """A built relay wheel (the one an installed collection carries): used as it is, never rebuilt."""
+    if not path.is_file() or path.suffix != ".whl":
+        raise SystemExit(f"--wheel {path}: no such wheel file")
+    return path
 
 
 def wheel_metadata(wheel: Path) -> email.message.Message:
@@ -193,11 +202,16 @@ def prune(cache: Path, keep: Path, count: int = 5) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True, help="relay package source directory")
+    origin = parser.add_mutually_exclusive_group(required=True)
+    origin.add_argument("--source", help="relay package source directory (a checkout's relay/)")
+    origin.add_argument("--wheel", help="a built llm_relay wheel (the one the collection carries)")
     parser.add_argument("--cache", required=True, help="controller cache directory")
-    parser.add_argument("--python-version", required=True, help="target Python, e.g. 3.11")
-    parser.add_argument("--arch", required=True, help="target machine, e.g. x86_64 or aarch64")
-    parser.add_argument("--glibc", required=True, help="target glibc version, e.g. 2.36 (Debian 12)")
+    parser.add_argument(
+        "--wheel-only", action="store_true", help="only build or locate the relay wheel, print its path"
+    )
+    parser.add_argument("--python-version", help="target Python, e.g. 3.11")
+    parser.add_argument("--arch", help="target machine, e.g. x86_64 or aarch64")
+    parser.add_argument("--glibc", help="target glibc version, e.g. 2.36 (Debian 12)")
     parser.add_argument("--constraints", default="", help="pip constraints file pinning dependencies")
     parser.add_argument(
         "--extra-requirement",
@@ -208,11 +222,20 @@ def main() -> None:
     )
     parser.add_argument("--extra-pip-arg", dest="extra_pip_args", action="append", default=[])
     args = parser.parse_args()
+    if not args.wheel_only:
+        target = ("python_version", "arch", "glibc")
+        missing = [f"--{n.replace('_', '-')}" for n in target if not getattr(args, n)]
+        if missing:
+            parser.error(f"a bundle needs the target: {', '.join(missing)}")
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    relay_wheel = build_relay_wheel(Path(args.source), cache)
+    relay_wheel = given_wheel(Path(args.wheel)) if args.wheel else build_relay_wheel(Path(args.source), cache)
     meta = wheel_metadata(relay_wheel)
+    if args.wheel_only:
+        found = {"relay_wheel": str(relay_wheel), "name": meta["Name"], "version": meta["Version"]}
+        json.dump(found, sys.stdout)
+        return
     requires = [r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r]
     deps = download_deps(args, relay_wheel, requires)
     bundle, sha, wheels, changed = assemble(cache, relay_wheel, deps)
@@ -225,6 +248,7 @@ def main() -> None:
             "sha256": sha,
             "name": meta["Name"],
             "version": meta["Version"],
+            "relay_wheel": str(relay_wheel),
             "wheels": wheels,
             "pip_wheel": next(w for w in wheels if w.startswith("pip-")),
             "changed": changed,

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from llm_relay import envelope
+from llm_relay import __version__, envelope
 
 from .config import ConfigError, Profile, default_config_path, load_profile
 
@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Reach an OpenAI-compatible API through your llm-relay, past a header-stripping proxy.",
         epilog="Configuration: see `llm-relay doctor` for the effective values and relay/docs/client.md.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _connection_options(parser)  # also accepted before the command: llm-relay --profile work ask ...
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

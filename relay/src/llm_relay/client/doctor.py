@@ -1,7 +1,8 @@
 """`llm-relay doctor`: effective configuration (secrets masked), then every hop checked in order.
 
 Order follows the path a request takes: DNS, proxy, TLS, relay /healthz, envelope, token, upstream. When a
-hop fails the hops behind it are skipped (their result would only repeat the same cause).
+hop fails the hops behind it are skipped (their result would only repeat the same cause). Once the token is
+accepted, client and relay versions are compared (a warning when they differ).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TextIO
 from .config import Profile, loose_permissions
 from .doctor_net import Check, check_dns, check_tls, open_route
 from .doctor_relay import check_auth, check_envelope, check_health, check_upstream
+from .doctor_version import check_version
 from .network import mask_secret, mask_url, proxy_url
 
 MARKS = {"ok": "[ ok ]", "fail": "[FAIL]", "warn": "[warn]", "skip": "[skip]"}
@@ -68,6 +70,7 @@ def run_checks(profile: Profile) -> list[Check]:
         checks.append(step(profile))
         if checks[-1].failed:
             return checks
+    checks.append(check_version(profile))  # a warning at worst: the upstream checks still run
     checks.extend(check_upstream(profile))
     return checks
 

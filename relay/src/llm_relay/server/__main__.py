@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 
-from llm_relay import envelope, tokens
+from llm_relay import __version__, envelope, tokens
 
 from .config import DEFAULT_CONFIG, ConfigError, load_settings
 from .logs import setup_logging
@@ -24,6 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="TOML config file (default: $LLM_RELAY_CONFIG or %(default)s)",
     )
     parser.add_argument("--listen", default=os.environ.get("LLM_RELAY_LISTEN"), help="host:port override")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--check", action="store_true", help="validate config and secret files, then exit")
     action.add_argument("--generate-token", action="store_true", help="print a new client token")

@@ -23,7 +23,7 @@ import logging
 import time
 from urllib.parse import unquote
 
-from llm_relay import envelope, envelope_v2
+from llm_relay import __version__, envelope, envelope_v2
 
 from . import cors, replay, token_budget
 from .auth import retry_after_header, token_from_headers
@@ -409,7 +409,8 @@ class RelayApp:
             {"id": name, "route": [a.provider for a in r.attempts], "default": name == state.default_name}
             for name, r in state.settings.routes.items()
         ]
-        return reply.json(200, {"object": "list", "data": data})
+        # The relay's version, for a client that holds a token (doctor compares it with its own).
+        return reply.json(200, {"object": "list", "data": data, "relay_version": __version__})
 
     def render_metrics(self, state: RelayState) -> str:
         return self.metrics.render(
@@ -600,7 +601,9 @@ class MetricsApp:
             body = self.relay.render_metrics(self.relay.state).encode()
             return PLAIN.full(200, [("Content-Type", "text/plain; version=0.0.4")], body)
         if request.path == "/healthz":
-            return PLAIN.json(200, {"status": "ok"})
+            # The version is told here (loopback only) and to token holders (/v1/providers), not on the
+            # public listener's token-less /healthz: nobody without a token learns what runs.
+            return PLAIN.json(200, {"status": "ok", "version": __version__})
         if request.path == "/readyz":
             return self.relay._readyz()
         return PLAIN.error(
