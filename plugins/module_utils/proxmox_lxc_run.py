@@ -42,7 +42,12 @@ class LxcRun:
 
     # -- lookups -----------------------------------------------------------------------------------
     def find(self):
-        """The container's /cluster/resources entry (by vmid, else hostname) or None."""
+        """The container's /cluster/resources entry (by vmid, else hostname) or None.
+
+        Only its vmid, node and type are trusted: the cluster's vmlist is current, but PVE fills name and
+        status from what each node's pvestatd last broadcast (every 10 s), so a container created
+        moments ago has no name yet and a status can be a round old. Power decisions read status/current.
+        """
         vmid, hostname = self.params["vmid"], self.params["hostname"]
         resources = self.client.get("cluster/resources", type="vm") or []
         if vmid is not None:
@@ -60,11 +65,30 @@ class LxcRun:
                         )
                     return res
             return None
-        matches = [r for r in resources if r.get("type") == "lxc" and r.get("name") == hostname]
+        matches = [r for r in resources if r.get("type") == "lxc" and self.named(r, hostname)]
         if len(matches) > 1:
             found = ", ".join(f"{r['vmid']} on {r.get('node')}" for r in matches)
             raise Failure(f"hostname: {len(matches)} containers are named {hostname!r} ({found}); set vmid")
         return matches[0] if matches else None
+
+    def named(self, res, hostname):
+        """Is this container called `hostname`? A container no status round has carried yet has no name
+        in /cluster/resources: its config says."""
+        if res.get("name") is not None:
+            return res["name"] == hostname
+        try:
+            return (
+                self.client.get(f"nodes/{res['node']}/lxc/{res['vmid']}/config").get("hostname") == hostname
+            )
+        except ApiError:
+            return False  # removed meanwhile, or its node cannot be asked: not ours to match by name
+
+    def current_status(self, node, vmid):
+        """The run state PVE reads from the container itself (status/current), not the cluster's view."""
+        try:
+            return self.client.get(f"nodes/{node}/lxc/{vmid}/status/current").get("status", "stopped")
+        except ApiError as exc:
+            raise api_failure(exc, "status") from None
 
     def read_config(self, node, vmid):
         raw = self.client.get(f"nodes/{node}/lxc/{vmid}/config")
@@ -334,7 +358,7 @@ class LxcRun:
                         )
                     raw, current = self.read_config(node, vmid)
             predicted = self.update(res, raw, current)
-            status = res.get("status", "stopped")
+            status = self.current_status(node, vmid)
         was = status
         if state == "started" and status != "running":
             self.power(node, vmid, "start", f"started {vmid or params['hostname']}")
@@ -383,12 +407,13 @@ class LxcRun:
                 if res is None:  # what held the lock was its removal
                     return self.absent(None)
                 raw, current = self.read_config(node, vmid)
+        status = self.current_status(node, vmid)
         self.changed = True
-        self.diff_before = dict(public_config(current), status=res.get("status"))
+        self.diff_before = dict(public_config(current), status=status)
         self.diff_after = {"status": "absent"}
         self.actions.append(f"{'would remove' if self.check else 'removed'} {vmid} from {node}")
         if not self.check:
-            if res.get("status") == "running":
+            if status == "running":
                 upid = self.client.call("POST", f"nodes/{node}/lxc/{vmid}/status/stop")
                 self.task(upid, f"stop of {vmid}")
             try:
