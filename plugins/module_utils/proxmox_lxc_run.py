@@ -57,31 +57,31 @@ class LxcRun:
                         raise Failure(
                             f"vmid: {vmid} is a {res.get('type')} guest on {res.get('node')}, not a container"
                         )
-                    if hostname and res.get("name") not in (None, hostname):
+                    name = self.name_of(res) if hostname else None
+                    if name not in (None, hostname):
                         raise Failure(
-                            f"vmid: VM {vmid} already exists as container {res.get('name')!r}"
+                            f"vmid: VM {vmid} already exists as container {name!r}"
                             f" on {res.get('node')};"
                             f" refusing to take it over as {hostname!r} (choose another vmid, or omit it)"
                         )
                     return res
             return None
-        matches = [r for r in resources if r.get("type") == "lxc" and self.named(r, hostname)]
+        matches = [r for r in resources if r.get("type") == "lxc" and self.name_of(r) == hostname]
         if len(matches) > 1:
             found = ", ".join(f"{r['vmid']} on {r.get('node')}" for r in matches)
             raise Failure(f"hostname: {len(matches)} containers are named {hostname!r} ({found}); set vmid")
         return matches[0] if matches else None
 
-    def named(self, res, hostname):
-        """Is this container called `hostname`? A container no status round has carried yet has no name
-        in /cluster/resources: its config says."""
+    def name_of(self, res):
+        """The container's host name. One no status round has carried yet has no name in
+        /cluster/resources: its config says (None when that cannot be read: removed meanwhile, or its
+        node cannot be asked)."""
         if res.get("name") is not None:
-            return res["name"] == hostname
+            return res["name"]
         try:
-            return (
-                self.client.get(f"nodes/{res['node']}/lxc/{res['vmid']}/config").get("hostname") == hostname
-            )
+            return self.client.get(f"nodes/{res['node']}/lxc/{res['vmid']}/config").get("hostname")
         except ApiError:
-            return False  # removed meanwhile, or its node cannot be asked: not ours to match by name
+            return None
 
     def current_status(self, node, vmid):
         """The run state PVE reads from the container itself (status/current), not the cluster's view."""

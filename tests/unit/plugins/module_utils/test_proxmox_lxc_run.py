@@ -301,3 +301,14 @@ def test_absent_stops_a_running_container_the_cluster_still_shows_stopped():
     api.status, api.cluster_view = "running", {"name": "relay1", "status": "stopped"}
     lxc_run.LxcRun(FakeModule(state="absent", vmid=9150), api).run()
     assert [c[1] for c in api.writes()] == ["nodes/pve1/lxc/9150/status/stop", "nodes/pve1/lxc/9150"]
+
+
+def test_a_vmid_no_status_round_has_named_is_not_taken_over_under_another_hostname():
+    """The vmid exists as a container created moments ago (no name in /cluster/resources yet): its config
+    names it, and another hostname is refused as for a named one."""
+    api = RecordingApi(existing=EXISTING)
+    api.cluster_view = {"status": "unknown"}
+    with pytest.raises(lxc_config.Failure) as err:
+        lxc_run.LxcRun(FakeModule(state="present", vmid=9150, hostname="relay2"), api).run()
+    assert "already exists as container 'relay1'" in err.value.msg
+    assert api.writes() == []
