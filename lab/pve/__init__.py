@@ -22,11 +22,13 @@ async def start(ctx: LabContext) -> Cleanup:
     pve = Pve(ctx.section("pve"), ctx.state_dir)
     _stock_templates(pve)
     await pve.recover()
+    await pve.status_cache.start()
     ctx.registry["pve"] = pve
     serve_cleanup = await ctx.serve(make_app(pve), int(ctx.section("pve")["port"]))
 
     async def cleanup() -> None:
         await serve_cleanup()
+        await pve.status_cache.stop()
         await pve.tasks.wait_all()
 
     return cleanup

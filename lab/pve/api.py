@@ -3,8 +3,10 @@ the lab control endpoints under `/_lab/`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ from lab.pve.service import Pve
 
 log = logging.getLogger("lab.pve.api")
 PREFIX = "/api2/json"
+DUPLICATE = "duplicate parameter (already defined in URI) with conflicting values!"
 
 
 @dataclass
@@ -48,13 +51,15 @@ def route(method: str, template: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def _reply(status: int, body: dict[str, Any], reason: str | None = None) -> web.Response:
+def _reason(text: str) -> str:
     # The status line cannot carry newlines (PVE's messages often end with one) and must be
     # latin-1 (user input can appear in it).
-    if reason:
-        reason = reason.strip().replace("\n", " ").replace("\r", " ")
-        reason = reason.encode("latin-1", "replace").decode("latin-1")
-    return web.json_response(body, status=status, reason=reason)
+    text = text.strip().replace("\n", " ").replace("\r", " ")
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def _reply(status: int, body: dict[str, Any], reason: str | None = None) -> web.Response:
+    return web.json_response(body, status=status, reason=_reason(reason) if reason else None)
 
 
 async def _params(request: web.Request) -> dict[str, str]:
@@ -85,48 +90,107 @@ def _authenticate(pve: Pve, request: web.Request, method: str) -> Identity:
     return ident
 
 
+@dataclass
+class Result:
+    """A handler's answer with PVE's result attributes (RPCEnvironment set_result_attrib): `total`
+    (task lists and logs) goes beside `data` in the body, as pve-http-server's Formatter/Standard.pm
+    puts it."""
+
+    data: Any
+    total: int | None = None
+
+
+def _conflicting_path_param(raw: dict[str, Any], path_params: dict[str, str]) -> None:
+    """pve-manager PVE/HTTPServer.pm rest_handler: a body/query parameter that repeats a path parameter
+    with another value is refused, before the permission check."""
+    for name in sorted(raw):
+        if name in path_params and _perl_str(raw[name]) != path_params[name]:
+            raise schema.ParamError({name: DUPLICATE})
+
+
+def _perl_str(value: Any) -> str:
+    # Perl compares the two with `ne`, i.e. as strings: a JSON 915 equals the path's "915".
+    return ("1" if value else "0") if isinstance(value, bool) else str(value)
+
+
+def _resolve_node(pve: Pve, info: dict[str, Any], path_params: dict[str, str], authid: str) -> None:
+    """pve-manager PVE/HTTPServer.pm rest_handler, after the permission check: a call with `proxyto`
+    goes to its node, whose address pve-cluster PVE/Cluster.pm remote_node_ip looks up (the cluster's
+    node list, else pve-common PVE/Network.pm get_ip_from_hostname, whose getaddrinfo failure is
+    PVE/Tools.pm getaddrinfo_all's text). The target node checks the parameters, so a node that does not
+    resolve is a 500 before any parameter error. (The two /nodes/{node} reads without proxyto run on the
+    receiving node, which knows no such node either: the lab refuses them alike, its handlers serve only
+    its nodes.)"""
+    node = path_params.get("node")
+    if node is None:
+        return
+    if node not in pve.nodes:
+        lookup = f"failed to get address info for: {node}: Name or service not known"
+        raise ApiError(500, f"hostname lookup '{node}' failed - {lookup}")
+    if info.get("proxyto") and faults.offline(pve.state.faults, node, authid):
+        # The receiving node cannot reach the target node: pveproxy's answer.
+        raise ApiError(595, "Errors during connection establishment, proxy handshake")
+
+
 async def dispatch(request: web.Request) -> web.Response:
     pve: Pve = request.app["pve"]
+    started = time.monotonic()
     method = request.method
     path = request.path[len(PREFIX) :] or "/"
     found = schema.match(path)
     info = schema.method_info(found[0], method) if found else None
     if not found or info is None or (method, found[0]) not in HANDLERS:
-        return _reply(501, {"data": None}, f"Method '{method} {request.path}' not implemented")
+        # pve-manager PVE/HTTPServer.pm rest_handler: the path relative to /api2/json, no newline.
+        text = f"Method '{method} {path}' not implemented"
+        return _error(request, 501, {"data": None, "message": text}, text)
     template, path_params = found
     try:
         ident = None if template == "/access/ticket" else _authenticate(pve, request, method)
-        if "node" in path_params and faults.offline(
-            pve.state.faults, path_params["node"], ident.name if ident else ""
-        ):
-            # The receiving node cannot reach the target node: pveproxy's answer (before any check
-            # the target node would have made).
-            raise ApiError(595, "Errors during connection establishment, proxy handshake")
+    except AuthError as exc:
+        # pve-http-server PVE/APIServer/AnyEvent.pm: a failed authentication is an HTTP::Response with
+        # the reason only (no body), sent after a delay (3 s on PVE; [pve] auth_failure_delay here).
+        await asyncio.sleep(pve.auth_failure_delay)
+        log.info("%s %s -> 401 %s", method, request.path, exc)
+        return web.Response(status=401, reason=_reason(str(exc)))
+    try:
         raw = await _params(request)
+        _conflicting_path_param(raw, path_params)
         raw.update(path_params)
-        perms = Checker(pve.access, ident.name if ident else "")
+        authid = ident.name if ident else ""
+        perms = Checker(pve.access, authid)
         if ident is not None:
             # As PVE's REST handler: the schema's permissions are checked on the raw parameters, before
             # they are verified (an unauthorized caller learns nothing about its bad input).
             perms.api2(info.get("permissions"), raw)
+        _resolve_node(pve, info, path_params, authid)
         params = schema.validate(template, method, raw)
-        if "node" in path_params:
-            pve.check_node(path_params["node"])
         data = await HANDLERS[(method, template)](Call(pve, params, ident, perms))
     except AuthError as exc:
-        return _error(request, 401, {"data": None}, str(exc))
+        # POST /access/ticket refusing a login: a handler error, so a JSON body, delayed like every 401
+        # (AnyEvent.pm: 3 s minus the time the call took).
+        await asyncio.sleep(max(0.0, pve.auth_failure_delay - (time.monotonic() - started)))
+        return _error(request, 401, _error_body(str(exc)), str(exc))
     except schema.ParamError as exc:
         log.info("%s %s -> 400 %s", method, request.path, exc.errors)
-        return _reply(400, {"errors": exc.errors, "data": None}, "Parameter verification failed.")
+        body = {"data": None, "errors": exc.errors, "message": "Parameter verification failed.\n"}
+        return _reply(400, body, "Parameter verification failed.")
     except ApiError as exc:
-        body = {"data": None, "message": exc.message.rstrip("\n") + "\n"}
-        return _error(request, exc.status, body, exc.message)
+        return _error(request, exc.status, _error_body(exc.message), exc.message)
     except json.JSONDecodeError:
-        return _error(request, 400, {"data": None, "message": "malformed JSON body\n"}, "malformed JSON body")
+        return _error(request, 400, _error_body("malformed JSON body"), "malformed JSON body")
     except Exception as exc:  # a bug in the emulator: answer like PVE's generic 500, keep the traceback
         log.exception("%s %s crashed", method, request.path)
-        return _error(request, 500, {"data": None, "message": f"{exc}\n"}, str(exc) or type(exc).__name__)
+        return _error(request, 500, _error_body(str(exc)), str(exc) or type(exc).__name__)
+    if isinstance(data, Result):
+        # Formatter/Standard.pm: `total` only when set and not 0.
+        return _reply(200, {"data": data.data, **({"total": data.total} if data.total else {})})
     return _reply(200, {"data": data})
+
+
+def _error_body(message: str) -> dict[str, Any]:
+    """pve-http-server Formatter/Standard.pm prepare_response_data: every JSON error carries `message`
+    (PVE's die texts end with a newline)."""
+    return {"data": None, "message": message.rstrip("\n") + "\n"}
 
 
 def _error(request: web.Request, status: int, body: dict[str, Any], reason: str) -> web.Response:
@@ -167,6 +231,24 @@ async def unlock_control(request: web.Request) -> web.Response:
     return web.json_response({"vmid": vmid, "was": was})
 
 
+async def status_hold_control(request: web.Request) -> web.Response:
+    """Lab control over the status rounds (lab/pve/statuscache.py). POST {"vmids": [LO, HI], "seconds": S}
+    holds those guests' /cluster/resources entries at the last round for S seconds (at most 120; 0
+    releases them); GET -> {"interval": s, "held": [vmids]}."""
+    cache = request.app["pve"].status_cache
+    if request.method == "POST":
+        try:
+            body = await request.json()
+            lo, hi = body["vmids"]
+            seconds = float(body["seconds"])
+            if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= seconds <= 120 and hi - lo <= 1000):
+                raise ValueError
+        except (ValueError, TypeError, KeyError, json.JSONDecodeError):
+            return web.json_response({"error": 'body: {"vmids": [LO, HI], "seconds": 0..120}'}, status=400)
+        cache.hold(range(lo, hi + 1), seconds)
+    return web.json_response({"interval": cache.interval, "held": sorted(cache.held)})
+
+
 def make_app(pve: Pve) -> web.Application:
     from lab.pve import handlers  # noqa: F401  (registers the routes)
 
@@ -174,5 +256,6 @@ def make_app(pve: Pve) -> web.Application:
     app["pve"] = pve
     app.router.add_route("*", "/_lab/faults", faults_control)
     app.router.add_post("/_lab/unlock", unlock_control)
+    app.router.add_route("*", "/_lab/status_hold", status_hold_control)
     app.router.add_route("*", PREFIX + "/{tail:.*}", dispatch)
     return app

@@ -19,6 +19,7 @@ from pathlib import Path
 from lab.pve.access import AccessConfig
 
 TICKET_LIFETIME = 7200
+CLUSTER_NAME = "llm-relay-lab"
 
 
 class AuthError(Exception):
@@ -68,7 +69,7 @@ class Authenticator:
             "username": userid,
             "ticket": f"{plain}::{self._sign(plain)}",
             "CSRFPreventionToken": f"{stamp}:{self._sign(stamp + ':' + userid)}",
-            "clustername": "llm-relay-lab",
+            "clustername": CLUSTER_NAME,
         }
 
     def check_ticket(self, ticket: str) -> Identity:

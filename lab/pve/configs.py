@@ -31,6 +31,16 @@ def print_property_string(values: dict[str, Any], first: str | None = None) -> s
     return ",".join(f"{k}={fmt(values[k])}" for k in keys)
 
 
+def stored_description(text: str) -> str | None:
+    """The description as PVE reads it back: pve-container src/PVE/LXC/Config.pm writes it as one `#`
+    comment line per line (Perl split, so trailing empty lines are dropped) and parses each comment
+    line back with a newline. "a" -> "a\\n", "a\\n\\n" -> "a\\n"; nothing left -> no description."""
+    lines = str(text).split("\n")
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "".join(line + "\n" for line in lines) or None
+
+
 def _wire(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value
 
@@ -73,6 +83,8 @@ class ConfigOps:
                 raise ApiError(500, f"unable to delete required option '{key}'")
         if "rootfs" in changes:
             raise ApiError(500, "unable to modify read-only option: 'rootfs'")
+        if "description" in changes:
+            changes["description"] = stored_description(changes["description"])
         view = self.state.with_pending(ct)
         for key, value in list(changes.items()):
             if key.startswith("net"):

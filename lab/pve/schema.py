@@ -19,6 +19,9 @@ from lab.pve import formats
 APIDATA = Path(__file__).with_name("apidata.json")
 # The access-control paths (users, tokens, roles, ACLs), absent from the shared schema copy.
 APIDATA_ACCESS = Path(__file__).with_name("apidata_access.json")
+# Read-only endpoints third-party clients call (storage config, cluster status, the qemu list), written
+# from PVE's source; also absent from the shared copy.
+APIDATA_EXTRA = Path(__file__).with_name("apidata_extra.json")
 UNKNOWN = "property is not defined in schema and the schema does not allow additional properties"
 MISSING = "property is missing and it is not optional"
 _INDEXED = re.compile(r"^([a-z]+)(\d+)$")
@@ -38,7 +41,10 @@ class ParamError(Exception):
 
 @functools.cache
 def paths() -> dict[str, Any]:
-    return {**json.loads(APIDATA.read_text())["paths"], **json.loads(APIDATA_ACCESS.read_text())["paths"]}
+    out: dict[str, Any] = {}
+    for source in (APIDATA, APIDATA_ACCESS, APIDATA_EXTRA):
+        out.update(json.loads(source.read_text())["paths"])
+    return out
 
 
 @functools.cache

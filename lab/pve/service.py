@@ -17,11 +17,12 @@ from lab import net
 from lab.pve import faults, guest, schema
 from lab.pve.access import AccessConfig
 from lab.pve.auth import Authenticator
-from lab.pve.configs import CREATE, ConfigOps, print_property_string
+from lab.pve.configs import CREATE, ConfigOps, print_property_string, stored_description
 from lab.pve.errors import ApiError
 from lab.pve.lxc import ID_SHIFT, Backend
 from lab.pve.permcheck import Checker
 from lab.pve.state import ClusterState, Container
+from lab.pve.statuscache import ROUND_KEYS, StatusCache
 from lab.pve.storage import STORAGES, NodeStorage
 from lab.pve.tasks import Task, TaskFailed, TaskManager
 
@@ -69,6 +70,17 @@ class Pve(ConfigOps):
         }
         self.locks: dict[int, asyncio.Lock] = {}
         self.started = time.time()
+        # pve-http-server PVE/APIServer/AnyEvent.pm delays every 401 by 3 s; the lab may shorten it.
+        self.auth_failure_delay = float(cfg.get("auth_failure_delay", 3))
+        self.status_cache = StatusCache(self.nodes, float(cfg.get("status_interval", 10)), self.round_of)
+
+    async def round_of(self, node: str) -> dict[int, dict[str, Any]]:
+        """What node's pvestatd would broadcast now (PVE/Service/pvestatd.pm update_lxc_status): every
+        container whose config is on the node, with its status, name and figures."""
+        out = {}
+        for ct, st in await self.statuses(self.state.on_node(node)):
+            out[ct.vmid] = {"maxcpu": st["cpus"], **{k: st[k] for k in ROUND_KEYS if k in st}}
+        return out
 
     async def recover(self) -> None:
         """After a daemon restart: finish what a vanished create/destroy task left half-made."""
@@ -78,10 +90,6 @@ class Pve(ConfigOps):
                 await self._discard(ct)
 
     # --- helpers -------------------------------------------------------------------------------
-    def check_node(self, node: str) -> None:
-        if node not in self.nodes:
-            raise ApiError(596, f"no such cluster node '{node}'")
-
     def node_status(self, node: str, authid: str) -> str:
         return "offline" if faults.offline(self.state.faults, node, authid) else "online"
 
@@ -160,7 +168,6 @@ class Pve(ConfigOps):
         self.check_vmid_unused(vmid)
         storage = self.storages[node]
         store_id = p.get("storage", "local")
-        template = storage.template_path(p["ostemplate"])
         rootfs = schema.property_string(
             *CREATE, "rootfs", p.get("rootfs", f"{store_id}:{DEFAULT_ROOTFS_GIB}")
         )
@@ -183,6 +190,10 @@ class Pve(ConfigOps):
         conf.setdefault("swap", 512)
         conf["unprivileged"] = p.get("unprivileged", True)
         conf.setdefault("hostname", f"CT{vmid}")
+        if "description" in conf:
+            conf["description"] = stored_description(conf["description"])
+            if conf["description"] is None:
+                del conf["description"]
         for key in [k for k in conf if k.startswith("net")]:
             conf[key] = self.normalize_net(key, conf[key])
         ct = Container(vmid=vmid, node=node, conf=conf, lock="create")
@@ -191,6 +202,12 @@ class Pve(ConfigOps):
 
         async def work(task: Task) -> None:
             try:
+                template = await asyncio.to_thread(storage.template_file, p["ostemplate"])
+                if template is None:
+                    # pve-container src/PVE/API2/LXC.pm create_vm: the worker dies "$emsg $err" when the
+                    # archive cannot be read.
+                    missing = f"volume '{p['ostemplate']}' does not exist"
+                    raise TaskFailed(f"unable to create CT {vmid} - {missing}")
                 await self._build(task, ct, template, p)
             except BaseException:
                 await self._discard(ct)
@@ -340,7 +357,7 @@ class Pve(ConfigOps):
             "maxmem": int(ct.conf.get("memory", 512)) * 1024**2,
             "maxswap": int(ct.conf.get("swap", 512)) * 1024**2,
             "mem": usage["mem"],
-            "maxdisk": _size_bytes(ct.conf.get("rootfs", "")),
+            "maxdisk": size_bytes(ct.conf.get("rootfs", "")),
             "disk": 0,
             "netin": 0,
             "netout": 0,
@@ -356,7 +373,7 @@ class Pve(ConfigOps):
         return out
 
 
-def _size_bytes(rootfs: str) -> int:
+def size_bytes(rootfs: str) -> int:
     for part in rootfs.split(","):
         if part.startswith("size="):
             value = part[5:]

@@ -13,6 +13,8 @@ from typing import Any
 
 from lab.pve.errors import ApiError
 
+# src/PVE/Storage/Plugin.pm: the content directories a dir storage's volume names start with.
+VOLUME_TYPES = ("images", "rootdir", "iso", "vztmpl", "backup", "snippets", "import")
 TEMPLATE_RE_PREFIX = "debian-12-standard_"
 # storage id -> (type, content), as a fresh install's /etc/pve/storage.cfg (content listed sorted, as
 # PVE prints it).
@@ -39,18 +41,39 @@ class NodeStorage:
     def template_dir(self) -> Path:
         return self.root / "template" / "cache"
 
-    def template_path(self, volid: str) -> Path:
-        """`local:vztmpl/NAME` → its file; ApiError like PVE when absent or malformed."""
-        storage, _, rest = volid.partition(":")
-        if storage != self.id:
+    def check_template_volume(self, volid: str, is_root: bool) -> None:
+        """pve-storage src/PVE/Storage.pm check_volume_access(..., 'vztmpl'), which create_vm runs in the
+        call (pve-container src/PVE/API2/LXC.pm): the volume id must parse on its storage and be a
+        template; whether the file exists is only found out by the create task."""
+        storage, sep, rest = volid.partition(":")
+        if not sep:
+            # Not a volume id: a file system path, which only root@pam may pass (Perl's die without a
+            # newline adds where it died).
+            if not is_root:
+                where = "at /usr/share/perl5/PVE/Storage.pm line 651."
+                raise ApiError(500, f"Only root can pass arbitrary filesystem paths. {where}")
+            return
+        if storage not in STORAGES:
             raise ApiError(500, f"storage '{storage}' does not exist")
+        if storage == self.rootdir_id:
+            # src/PVE/Storage/LvmThinPlugin.pm parse_volname: only vm-/base- disks live there.
+            raise ApiError(500, f"unable to parse lvm volume name '{rest}'")
         kind, _, name = rest.partition("/")
-        if kind != "vztmpl" or not name or "/" in name:
-            raise ApiError(500, f"unable to parse volume ID '{volid}'")
+        if kind not in VOLUME_TYPES or not name:
+            # src/PVE/Storage/Plugin.pm parse_volname of a dir storage.
+            raise ApiError(500, f"unable to parse directory volume name '{rest}'")
+        if kind != "vztmpl":
+            raise ApiError(500, f"unable to use volume {volid} - content type needs to be 'vztmpl'")
+
+    def template_file(self, volid: str) -> Path | None:
+        """The file of a template volume checked by check_template_volume; None when it does not exist
+        (or is a path: the lab serves templates from its storages only)."""
+        storage, sep, rest = volid.partition(":")
+        name = rest.partition("/")[2]
+        if not sep or storage != self.id or "/" in name:
+            return None
         path = self.template_dir / name
-        if not path.is_file():
-            raise ApiError(500, f"volume '{volid}' does not exist")
-        return path
+        return path if path.is_file() else None
 
     def volume_dir(self, vmid: int, disk: int = 0) -> Path:
         return self.root / "images" / str(vmid) / f"subvol-{vmid}-disk-{disk}"
@@ -65,7 +88,11 @@ class NodeStorage:
         used = sum(f.stat().st_size for f in self.template_dir.iterdir() if f.is_file())
         return {"total": self.total, "used": used, "avail": max(0, self.total - used)}
 
-    def content(self, storage_id: str, kind: str | None, vmid: int | None) -> list[dict[str, Any]]:
+    def content(
+        self, storage_id: str, kind: str | None, vmid: int | None, sizes: dict[int, int] | None = None
+    ) -> list[dict[str, Any]]:
+        """`sizes`: each container's root disk size in bytes (the thin volume's virtual size, what
+        pve-storage src/PVE/Storage/LvmThinPlugin.pm list_images reports as `size`)."""
         out: list[dict[str, Any]] = []
         if storage_id == self.id and kind in (None, "vztmpl") and vmid is None:
             for f in sorted(self.template_dir.iterdir()):
@@ -91,7 +118,7 @@ class NodeStorage:
                         "volid": self.volid(owner, disk),
                         "content": "rootdir",
                         "format": "raw",
-                        "size": 0,
+                        "size": (sizes or {}).get(owner, 0),
                         "used": 0,
                         "vmid": owner,
                         "ctime": int(d.stat().st_mtime),

@@ -46,6 +46,10 @@ class Task:
 
     def summary(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k not in ("lines", "endtime", "exitstatus")}
+        if "!" in self.user:
+            # pve-manager PVE/API2/Tasks.pm convert_token_task: a token's task names the user and the
+            # token apart (the UPID keeps the full token id).
+            out["user"], out["tokenid"] = self.user.split("!", 1)
         if self.status == "stopped":
             out["exitstatus"] = self.exitstatus
         return out

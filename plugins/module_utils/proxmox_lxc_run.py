@@ -42,7 +42,12 @@ class LxcRun:
 
     # -- lookups -----------------------------------------------------------------------------------
     def find(self):
-        """The container's /cluster/resources entry (by vmid, else hostname) or None."""
+        """The container's /cluster/resources entry (by vmid, else hostname) or None.
+
+        Only its vmid, node and type are trusted: the cluster's vmlist is current, but PVE fills name and
+        status from what each node's pvestatd last broadcast (every 10 s), so a container created
+        moments ago has no name yet and a status can be a round old. Power decisions read status/current.
+        """
         vmid, hostname = self.params["vmid"], self.params["hostname"]
         resources = self.client.get("cluster/resources", type="vm") or []
         if vmid is not None:
@@ -52,19 +57,38 @@ class LxcRun:
                         raise Failure(
                             f"vmid: {vmid} is a {res.get('type')} guest on {res.get('node')}, not a container"
                         )
-                    if hostname and res.get("name") not in (None, hostname):
+                    name = self.name_of(res) if hostname else None
+                    if name not in (None, hostname):
                         raise Failure(
-                            f"vmid: VM {vmid} already exists as container {res.get('name')!r}"
+                            f"vmid: VM {vmid} already exists as container {name!r}"
                             f" on {res.get('node')};"
                             f" refusing to take it over as {hostname!r} (choose another vmid, or omit it)"
                         )
                     return res
             return None
-        matches = [r for r in resources if r.get("type") == "lxc" and r.get("name") == hostname]
+        matches = [r for r in resources if r.get("type") == "lxc" and self.name_of(r) == hostname]
         if len(matches) > 1:
             found = ", ".join(f"{r['vmid']} on {r.get('node')}" for r in matches)
             raise Failure(f"hostname: {len(matches)} containers are named {hostname!r} ({found}); set vmid")
         return matches[0] if matches else None
+
+    def name_of(self, res):
+        """The container's host name. One no status round has carried yet has no name in
+        /cluster/resources: its config says (None when that cannot be read: removed meanwhile, or its
+        node cannot be asked)."""
+        if res.get("name") is not None:
+            return res["name"]
+        try:
+            return self.client.get(f"nodes/{res['node']}/lxc/{res['vmid']}/config").get("hostname")
+        except ApiError:
+            return None
+
+    def current_status(self, node, vmid):
+        """The run state PVE reads from the container itself (status/current), not the cluster's view."""
+        try:
+            return self.client.get(f"nodes/{node}/lxc/{vmid}/status/current").get("status", "stopped")
+        except ApiError as exc:
+            raise api_failure(exc, "status") from None
 
     def read_config(self, node, vmid):
         raw = self.client.get(f"nodes/{node}/lxc/{vmid}/config")
@@ -334,7 +358,7 @@ class LxcRun:
                         )
                     raw, current = self.read_config(node, vmid)
             predicted = self.update(res, raw, current)
-            status = res.get("status", "stopped")
+            status = self.current_status(node, vmid)
         was = status
         if state == "started" and status != "running":
             self.power(node, vmid, "start", f"started {vmid or params['hostname']}")
@@ -383,12 +407,13 @@ class LxcRun:
                 if res is None:  # what held the lock was its removal
                     return self.absent(None)
                 raw, current = self.read_config(node, vmid)
+        status = self.current_status(node, vmid)
         self.changed = True
-        self.diff_before = dict(public_config(current), status=res.get("status"))
+        self.diff_before = dict(public_config(current), status=status)
         self.diff_after = {"status": "absent"}
         self.actions.append(f"{'would remove' if self.check else 'removed'} {vmid} from {node}")
         if not self.check:
-            if res.get("status") == "running":
+            if status == "running":
                 upid = self.client.call("POST", f"nodes/{node}/lxc/{vmid}/status/stop")
                 self.task(upid, f"stop of {vmid}")
             try:

@@ -69,6 +69,11 @@ def destroy(px, vmid: int) -> None:
 
 # Keys the real PVE returns that its schema does not declare.
 REAL_EXTRAS = {
+    # pve-manager PVE/API2Tools.pm extract_node_stats adds these to API2/Nodes.pm index's entries.
+    "/nodes": {"id", "type", "disk", "maxdisk"},
+    # PVE/API2/Tasks.pm convert_token_task: a token's task names the token apart.
+    "/nodes/{node}/tasks/{upid}/status": {"tokenid"},
+    "/nodes/{node}/tasks": {"tokenid"},
     "/nodes/{node}/status": {"uptime", "time", "kversion"},
     "/nodes/{node}/storage/{storage}/content": {"content"},
 }

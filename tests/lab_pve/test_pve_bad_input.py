@@ -67,7 +67,9 @@ def test_error_body_is_pve_shaped(lab, api, vmid, template_volid):
     assert r.status_code == 400
     assert r.reason == "Parameter verification failed."
     body = r.json()
-    assert body["data"] is None and set(body) == {"errors", "data"}
+    # pve-http-server Formatter/Standard.pm: every JSON error carries `message`.
+    assert body["data"] is None and set(body) == {"errors", "data", "message"}
+    assert body["message"] == "Parameter verification failed.\n"
     assert body["errors"]["net0"].startswith("invalid format")
 
 
@@ -85,16 +87,29 @@ def test_vmid_out_of_range(node, template_volid):
     assert err.errors == {"vmid": "value must have a minimum value of 100"}
 
 
+LOOKUP = "hostname lookup '{0}' failed - failed to get address info for: {0}: Name or service not known"
+
+
 def test_unknown_node_is_refused(px, lab, vmid, template_volid):
+    """pve-manager PVE/HTTPServer.pm: the call is sent to its node first, whose address does not resolve."""
     err = refused(px.nodes("pve9").lxc.post, **create_args(vmid, template_volid))
-    assert err.status_code == 596
-    assert "no such cluster node 'pve9'" in err.content
-    assert refused(px.nodes("pve9").status.get).status_code == 596
+    assert (err.status_code, err.content) == (500, LOOKUP.format("pve9"))
+    assert refused(px.nodes("pve9").status.get).status_code == 500
+    # Before the parameters are checked (the node that would check them cannot be reached).
+    err = refused(px.nodes("pve9").lxc.post, vmid=vmid, bogus=1)
+    assert (err.status_code, err.content) == (500, LOOKUP.format("pve9"))
 
 
-def test_malformed_node_name_is_a_parameter_error(px):
+def test_unknown_node_error_body(lab, api):
+    header = {"Authorization": f"PVEAPIToken={lab.pve_user}!{lab.pve_token_id}={lab.pve_token_secret}"}
+    r = api.get(f"{lab.pve_url}/nodes/pve9/lxc", headers=header)
+    assert r.status_code == 500
+    assert r.json() == {"data": None, "message": LOOKUP.format("pve9") + "\n"}
+
+
+def test_malformed_node_name_is_looked_up_too(px):
     err = refused(px.nodes("bad_node").lxc.get)
-    assert err.status_code == 400 and "node" in err.errors
+    assert (err.status_code, err.content) == (500, LOOKUP.format("bad_node"))
 
 
 def test_duplicate_vmid_is_refused(px, lab, vmid, template_volid):
@@ -115,11 +130,26 @@ def test_malformed_ssh_key_is_refused_before_anything_is_made(node, vmid, templa
     assert vmid not in [c["vmid"] for c in node.lxc.get()]
 
 
-def test_unknown_template_and_storage(node, vmid):
-    err = refused(node.lxc.post, **create_args(vmid, "local:vztmpl/nope_1.0_amd64.tar.zst"))
-    assert err.status_code == 500 and "does not exist" in err.content
-    err = refused(node.lxc.post, **create_args(vmid, "local:vztmpl/x.tar.zst", storage="tank"))
-    assert "storage 'tank' does not exist" in err.content
+def test_missing_template_fails_the_create_task(node, vmid):
+    """pve-container API2/LXC.pm create_vm checks the volume id in the call; that the file is missing
+    only the create task finds out."""
+    volid = "local:vztmpl/nope_1.0_amd64.tar.zst"
+    status = wait_task(node, node.lxc.post(**create_args(vmid, volid)))
+    assert status["exitstatus"] == f"unable to create CT {vmid} - volume '{volid}' does not exist"
+    assert vmid not in [c["vmid"] for c in node.lxc.get()]
+
+
+@pytest.mark.parametrize(
+    ("ostemplate", "message"),
+    [
+        ("tank:vztmpl/x.tar.zst", "storage 'tank' does not exist"),
+        ("local:iso/x.iso", "unable to use volume local:iso/x.iso - content type needs to be 'vztmpl'"),
+        ("local:nope/x", "unable to parse directory volume name 'nope/x'"),
+    ],
+)
+def test_unusable_template_volume_is_refused_in_the_call(node, vmid, ostemplate, message):
+    err = refused(node.lxc.post, **create_args(vmid, ostemplate))
+    assert (err.status_code, err.content) == (500, message)
     assert vmid not in [c["vmid"] for c in node.lxc.get()]
 
 
@@ -134,10 +164,11 @@ def test_a_root_disk_on_the_template_storage_is_refused(node, vmid, template_vol
 
 def test_non_latin_input_in_an_error_message(lab, api, vmid):
     header = {"Authorization": f"PVEAPIToken={lab.pve_user}!{lab.pve_token_id}={lab.pve_token_secret}"}
-    data = create_args(vmid, "local:vztmpl/日本-12.tar.zst")
+    data = create_args(vmid, "local:iso/日本-12.iso")
     r = api.post(f"{lab.pve_url}/nodes/{lab.nodes[0]}/lxc", headers=header, data=data)
     assert r.status_code == 500
-    assert r.json() == {"data": None, "message": "volume 'local:vztmpl/日本-12.tar.zst' does not exist\n"}
+    message = "unable to use volume local:iso/日本-12.iso - content type needs to be 'vztmpl'\n"
+    assert r.json() == {"data": None, "message": message}
 
 
 def test_unknown_query_parameter_on_a_read(px):
@@ -151,13 +182,39 @@ def test_missing_container_is_500(node):
     assert "does not exist" in err.content
 
 
-def test_unknown_path_is_501(lab, api):
+def test_the_qemu_list_is_empty(node):
+    assert node.qemu.get() == []
+
+
+def test_an_unemulated_path_is_501_with_pves_text(lab, api):
     header = {"Authorization": f"PVEAPIToken={lab.pve_user}!{lab.pve_token_id}={lab.pve_token_secret}"}
-    assert api.get(f"{lab.pve_url}/nodes/{lab.nodes[0]}/qemu", headers=header).status_code == 501
+    r = api.get(f"{lab.pve_url}/nodes/{lab.nodes[0]}/lxc/9099/snapshot", headers=header)
+    # pve-manager PVE/HTTPServer.pm rest_handler: the path relative to /api2/json.
+    text = f"Method 'GET /nodes/{lab.nodes[0]}/lxc/9099/snapshot' not implemented"
+    assert (r.status_code, r.reason) == (501, text)
+    assert r.json() == {"data": None, "message": text}
 
 
 def test_bad_upid(node):
-    assert refused(node.tasks("UPID:nonsense").status.get).status_code == 400
+    err = refused(node.tasks("UPID:nonsense").status.get)
+    assert (err.status_code, err.errors) == (400, {"upid": "unable to parse worker upid"})
+    unknown = "UPID:pve1:00001234:00005678:6B000000:vzstart:9099:root@pam:"
+    err = refused(node.tasks(unknown).status.get)
+    assert (err.status_code, err.errors) == (400, {"upid": "no such task"})
+
+
+def test_a_path_parameter_repeated_with_another_value_is_refused(node, lab, api):
+    """pve-manager PVE/HTTPServer.pm rest_handler, before the permission check and any lookup."""
+    header = {"Authorization": f"PVEAPIToken={lab.pve_user}!{lab.pve_token_id}={lab.pve_token_secret}"}
+    url = f"{lab.pve_url}/nodes/{lab.nodes[0]}/lxc/9098/config"
+    for key, value in (("vmid", "9097"), ("node", "pve2" if lab.nodes[0] != "pve2" else "pve1")):
+        r = api.put(url, headers=header, data={key: value, "memory": 256})
+        assert r.status_code == 400
+        assert r.json()["errors"] == {
+            key: "duplicate parameter (already defined in URI) with conflicting values!"
+        }
+    # The same value is no conflict: the call goes on (and finds no CT 9098).
+    assert api.put(url, headers=header, data={"vmid": "9098", "memory": 256}).status_code == 500
 
 
 def faults_url(lab) -> str:

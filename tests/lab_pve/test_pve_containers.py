@@ -4,6 +4,7 @@ status, interfaces, shutdown/reboot, and how it shows in storage and cluster res
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 import requests
@@ -107,7 +108,8 @@ def test_config_put_sets_and_deletes_with_digest(ct):
     before = node.lxc(vmid).config.get()
     assert node.lxc(vmid).config.put(description="lab note", tags="alpha", digest=before["digest"]) is None
     after = node.lxc(vmid).config.get()
-    assert after["description"] == "lab note" and after["tags"] == "alpha"
+    # pve-container LXC/Config.pm gives each description line back with its newline.
+    assert after["description"] == "lab note\n" and after["tags"] == "alpha"
     assert after["digest"] != before["digest"]
     node.lxc(vmid).config.put(delete="description")
     assert "description" not in node.lxc(vmid).config.get()
@@ -169,13 +171,21 @@ def test_rootdir_volume_in_storage_content(ct, lab):
     node, vmid = ct
     rows = node.storage("local-lvm").content.get(content="rootdir", vmid=vmid)
     assert [r["volid"] for r in rows] == [f"local-lvm:vm-{vmid}-disk-0"]
+    assert rows[0]["size"] == 2 * 1024**3  # the thin volume's size (rootfs local-lvm:2)
     assert node.storage(lab.pve_storage).content.get(content="rootdir", vmid=vmid) == []
 
 
 def test_cluster_resources_place_it_on_its_node(ct, px, lab):
     _, vmid = ct
     row = next(r for r in px.cluster.resources.get(type="vm") if r["vmid"] == vmid)
-    assert row["node"] == lab.nodes[1] and row["status"] == "running"
+    assert row["node"] == lab.nodes[1]
+    # The status is the node's last status round's (lab/pve/statuscache.py): running by the next one.
+    deadline = time.monotonic() + float(lab.config["pve"].get("status_interval", 10)) + 5
+    while row["status"] != "running":
+        assert time.monotonic() < deadline, row
+        time.sleep(0.5)
+        row = next(r for r in px.cluster.resources.get(type="vm") if r["vmid"] == vmid)
+    assert row["name"]
 
 
 def test_nextid_refuses_a_taken_vmid(ct, px):

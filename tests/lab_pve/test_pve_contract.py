@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from proxmoxer.core import ResourceException
 from pve_support import check_keys, wait_task
 
 pytestmark = pytest.mark.lab
@@ -36,6 +37,9 @@ def test_nodes_lists_every_configured_node(px, lab):
     for n in nodes:
         check_keys("/nodes", n)
         assert n["status"] == "online"
+        assert (n["id"], n["type"]) == (f"node/{n['node']}", "node")
+        assert n["maxdisk"] >= n["disk"] > 0
+        assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", n["ssl_fingerprint"])
 
 
 @pytest.mark.parametrize("index", [0, 1])
@@ -111,9 +115,15 @@ def test_task_status_fields_match_the_upid(node, lab):
     _, node_name, pid, pstart, start, kind, ident, user, _ = upid.split(":")
     assert status["node"] == node_name and status["pid"] == int(pid, 16)
     assert status["pstart"] == int(pstart, 16) and status["starttime"] == int(start, 16)
-    assert status["type"] == kind and status["id"] == ident and status["user"] == user
+    assert status["type"] == kind and status["id"] == ident
+    # The UPID holds the full auth id; PVE/API2/Tasks.pm splits a token's into user and tokenid.
+    assert "!".join(filter(None, (status["user"], status.get("tokenid")))) == user
+    if "!" in user:
+        assert (status["user"], status["tokenid"]) == tuple(user.split("!"))
     listed = node.tasks.get(typefilter="download")
     assert upid in [t["upid"] for t in listed]
+    row = next(t for t in listed if t["upid"] == upid)
+    assert (row["user"], row.get("tokenid")) == (status["user"], status.get("tokenid"))
 
 
 def test_task_log_paging(node, lab):
@@ -124,8 +134,53 @@ def test_task_log_paging(node, lab):
     assert page == full[1:3]
 
 
+def test_task_log_tells_its_total(lab, api, node):
+    """PVE/API2/Tasks.pm read_task_log sets the result attribute `total`: beside `data` in the body."""
+    upid = node.aplinfo.post(storage=lab.pve_storage, template=node.aplinfo.get()[0]["template"])
+    wait_task(node, upid)
+    header = {"Authorization": f"PVEAPIToken={lab.pve_user}!{lab.pve_token_id}={lab.pve_token_secret}"}
+    body = api.get(
+        f"{lab.pve_url}/nodes/{lab.nodes[0]}/tasks/{upid}/log", params={"limit": 2}, headers=header
+    )
+    body = body.json()
+    assert len(body["data"]) == 2 and body["total"] == len(node.tasks(upid).log.get(limit=0)) > 2
+
+
 def test_directory_indexes(node, lab):
     assert {"subdir": "content"} in node.storage(lab.pve_storage).get()
     upid = node.aplinfo.post(storage=lab.pve_storage, template=node.aplinfo.get()[0]["template"])
     wait_task(node, upid)
     assert node.tasks(upid).get() == [{"name": "log"}, {"name": "status"}]
+
+
+def test_storage_config(px):
+    """pve-storage API2/Storage/Config.pm: a fresh install's storage.cfg sections, content sorted."""
+    rows = px.storage.get()
+    assert [(r["storage"], r["type"], r["content"]) for r in rows] == [
+        ("local", "dir", "backup,iso,vztmpl"),
+        ("local-lvm", "lvmthin", "images,rootdir"),
+    ]
+    assert px.storage.get(type="lvmthin") == [rows[1]]
+    local = px.storage("local").get()
+    assert local == rows[0] and local["path"] == "/var/lib/vz" and len(local["digest"]) == 40
+    with pytest.raises(ResourceException) as err:
+        px.storage("tank").get()
+    assert (err.value.status_code, err.value.content) == (500, "storage 'tank' does not exist")
+
+
+def test_cluster_status(px, lab):
+    """pve-manager PVE/API2/Cluster.pm status: the cluster, then each member node."""
+    rows = px.cluster.status.get()
+    for row in rows:
+        check_keys("/cluster/status", row)
+    cluster = rows[0]
+    assert cluster["type"] == "cluster" and cluster["nodes"] == len(lab.nodes) and cluster["quorate"] == 1
+    assert sorted(r["name"] for r in rows[1:]) == sorted(lab.nodes)
+    assert all(r["type"] == "node" and r["online"] == 1 and r["id"] == f"node/{r['name']}" for r in rows[1:])
+    assert sum(r["local"] for r in rows[1:]) == 1
+
+
+def test_unknown_appliance_is_a_parameter_error(node, lab):
+    with pytest.raises(ResourceException) as err:
+        node.aplinfo.post(storage=lab.pve_storage, template="nope_1.0_amd64.tar.zst")
+    assert (err.value.status_code, err.value.errors) == (400, {"template": "no such template"})

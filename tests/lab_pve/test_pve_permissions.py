@@ -79,7 +79,9 @@ def test_a_token_without_acl_gets_pves_403(px, lab, account):
     # Lists answer, filtered: nothing of the cluster is visible, nodes show no figures.
     assert api.cluster.resources.get(type="vm") == []
     assert api.cluster.resources.get(type="storage") == []
-    assert all(set(n) == {"node", "status"} for n in api.nodes.get())
+    # PVE/API2Tools.pm extract_node_stats without Sys.Audit: no figures.
+    bare = {"id", "node", "type", "status", "level", "ssl_fingerprint"}
+    assert all(set(n) == bare for n in api.nodes.get())
     assert api.nodes(lab.nodes[0]).storage.get() == []
 
 
@@ -156,10 +158,10 @@ def test_root_only_feature_flags_even_for_root_tokens(px, lab, template_volid):
         err.content
         == "Permission check failed (changing feature flags (except nesting) is only allowed for root@pam)"
     )
-    # root@pam with its password gets past the permission checks (here: to the missing template).
+    # root@pam with its password gets past the permission checks (here: to a volume that is no template).
     root = lab.proxmox("password").nodes(lab.nodes[0])
-    err = refused(root.lxc.post, **dict(create, ostemplate="local:vztmpl/none_1.0_amd64.tar.zst"))
-    assert err.status_code == 500 and "does not exist" in err.content
+    err = refused(root.lxc.post, **dict(create, ostemplate="local:iso/none.iso"))
+    assert err.status_code == 500 and "content type needs to be 'vztmpl'" in err.content
     assert vmid not in [r["vmid"] for r in px.cluster.resources.get(type="vm")]
 
 
@@ -305,3 +307,23 @@ def test_an_offline_node_answers_595_on_its_paths(px, lab, account):
         rule["node_offline"] = False
         requests.post(faults, json=rule, verify=str(lab.ca_path), timeout=10)
     assert px.nodes(down).lxc.get() is not None
+
+
+def test_a_ticket_names_the_cluster_only_to_an_auditor(lab, px, account):
+    """pve-access-control API2/AccessControl.pm create_ticket: `cap` always, `clustername` with Sys.Audit
+    on /; the storage config (pve-storage API2/Storage/Config.pm) lists only storages the caller audits."""
+    url = f"{lab.pve_url}/access/ticket"
+    login = {"username": account.userid, "password": "perm-test-pass"}
+    data = requests.post(url, data=login, verify=str(lab.ca_path), timeout=30).json()["data"]
+    assert "clustername" not in data and data["cap"]["vms"] == {} and data["cap"]["dc"] == {}
+    grant(px, account, "/", ["Sys.Audit", "Datastore.Audit"], token=True)
+    data = requests.post(url, data=login, verify=str(lab.ca_path), timeout=30).json()["data"]
+    assert data["clustername"] and data["cap"]["dc"] == {"Sys.Audit": 1}
+    assert data["cap"]["storage"] == {"Datastore.Audit": 1}
+    api = connect(lab, account)
+    assert [s["storage"] for s in api.storage.get()] == ["local", "local-lvm"]
+    err = refused(api.storage("local").get)
+    assert (
+        err.status_code == 403
+        and err.content == "Permission check failed (/storage/local, Datastore.Allocate)"
+    )

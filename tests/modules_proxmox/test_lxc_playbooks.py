@@ -44,7 +44,8 @@ def no_leftovers(lab, pve):
     for res in pve.cluster.resources.get(type="vm"):
         if res["vmid"] in OUR_VMIDS:
             node, vmid = res["node"], res["vmid"]
-            if res.get("status") == "running":
+            # Its own status: /cluster/resources' can be a status round old.
+            if pve.nodes(node).lxc(vmid).status.current.get()["status"] == "running":
                 _wait(pve, node, pve.nodes(node).lxc(vmid).status.stop.post())
             _wait(pve, node, pve.nodes(node).lxc(vmid).delete(purge=1))
 

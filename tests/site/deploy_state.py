@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from proxmoxer.core import ResourceException
 
 LXC_PATH = Path("/var/lib/llm-relay-lab/lxc")
 
@@ -92,7 +93,21 @@ class LabState:
                 if attempt == 9:
                     raise
                 time.sleep(2)
-        return [r for r in resources if str(r.get("name", "")).startswith(prefix)]
+        # PVE fills a guest's name and status in /cluster/resources from its node's last status round
+        # (every 10 s; lab/pve/statuscache.py): read a nameless one's config, and each one's own status.
+        px = self.lab.proxmox()
+        ours = []
+        for res in resources:
+            ct = px.nodes(res["node"]).lxc(res["vmid"])
+            try:
+                if "name" not in res:
+                    res["name"] = ct.config.get().get("hostname", "")
+                if str(res["name"]).startswith(prefix):
+                    res["status"] = ct.status.current.get()["status"]
+                    ours.append(res)
+            except ResourceException:
+                continue  # removed since the listing
+        return ours
 
     def snapshot(self, dep) -> Snapshot:
         return Snapshot(

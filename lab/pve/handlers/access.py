@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from lab.pve.access import ACL_PATH_RE, AccessError, normalize_path
@@ -19,8 +20,43 @@ async def ticket_dummy(call: Call) -> None:
 
 @route("POST", "/access/ticket")
 async def ticket(call: Call) -> dict[str, Any]:
+    """pve-access-control src/PVE/API2/AccessControl.pm create_ticket: the ticket, `cap` (the caller's
+    API permissions) and the cluster name only for a caller with Sys.Audit on /."""
     p = call.params
-    return call.pve.auth.login(p["username"], p["password"], p.get("realm"))
+    res = call.pve.auth.login(p["username"], p["password"], p.get("realm"))
+    userid = res["username"]
+    clustername = res.pop("clustername")
+    res["cap"] = api_capabilities(call.pve.access, userid)
+    if "Sys.Audit" in call.pve.access.permissions(userid, "/"):
+        res["clustername"] = clustername
+    return res
+
+
+# src/PVE/RPCEnvironment.pm compute_api_permission: which privileges each part of the GUI gets told about.
+CAP_PRIVS = {
+    "vms": re.compile(r"VM\.|Permissions\.Modify"),
+    "access": re.compile(r"(User|Group)\.|Permissions\.Modify"),
+    "storage": re.compile(r"Datastore\.|Permissions\.Modify"),
+    "nodes": re.compile(r"Sys\.|Permissions\.Modify"),
+    "sdn": re.compile(r"SDN\.|Permissions\.Modify"),
+    "dc": re.compile(r"Sys\.Audit|Sys\.Modify|SDN\."),
+    "mapping": re.compile(r"Mapping\.|Permissions.Modify"),
+}
+CAP_PATHS = ["/", "/nodes", "/access/groups", "/vms", "/storage", "/sdn", "/mapping"]
+
+
+def api_capabilities(access, userid: str) -> dict[str, dict[str, int]]:
+    """compute_api_permission: the privileges held on the top-level paths and every path with an ACL,
+    each filed under its top-level part (`/` is `dc`) when that part's pattern matches it."""
+    cap: dict[str, dict[str, int]] = {part: {} for part in CAP_PRIVS}
+    for path in dict.fromkeys(CAP_PATHS + sorted(access.acl)):
+        top = path.split("/")[1] if path != "/" else "dc"
+        if top not in CAP_PRIVS:
+            continue
+        for priv in access.permissions(userid, path):
+            if CAP_PRIVS[top].search(priv):
+                cap[top][priv] = 1
+    return cap
 
 
 # --- users, tokens, roles, ACLs (pve-access-control API2/User.pm, Role.pm, ACL.pm) -------------------

@@ -6,25 +6,10 @@ import os
 from typing import Any
 
 from lab.pve.api import Call, route
+from lab.pve.auth import CLUSTER_NAME
 from lab.pve.errors import ApiError
 from lab.pve.schema import ParamError
 from lab.pve.storage import STORAGES, content_string
-
-# What a container's cluster/resources entry shares with its status/current.
-RESOURCE_KEYS = (
-    "vmid",
-    "name",
-    "status",
-    "uptime",
-    "cpu",
-    "maxmem",
-    "mem",
-    "maxdisk",
-    "disk",
-    "netin",
-    "netout",
-)
-RESOURCE_KEYS += ("diskread", "diskwrite", "template", "tags", "lock")
 
 
 @route("GET", "/version")
@@ -63,18 +48,12 @@ async def resources(call: Call) -> list[dict[str, Any]]:
         visible = [
             c for c in pve.state.containers.values() if call.perms.check(f"/vms/{c.vmid}", ["VM.Audit"], True)
         ]
-        online = [c for c in visible if pve.node_status(c.node, call.user) == "online"]
-        for ct in sorted((c for c in visible if c not in online), key=lambda c: c.vmid):
-            # No status from an offline node: PVE lists the guest as `unknown` (from the cluster's vmlist).
-            name = ct.conf.get("hostname", f"CT{ct.vmid}")
-            out.append(
-                {"id": f"lxc/{ct.vmid}", "type": "lxc", "node": ct.node, "vmid": ct.vmid, "name": name}
-                | {"status": "unknown", "template": 0}
-            )
-        for ct, st in await pve.statuses(online):
-            entry = {"id": f"lxc/{ct.vmid}", "type": "lxc", "node": ct.node, "maxcpu": st["cpus"]}
-            entry.update({k: st[k] for k in RESOURCE_KEYS if k in st})
-            out.append(entry)
+        rounds = {}
+        for node in {c.node for c in visible}:
+            if pve.node_status(node, call.user) == "online":
+                rounds[node] = await pve.status_cache.entries(node)
+        for ct in sorted(visible, key=lambda c: c.vmid):
+            out.append(_guest_entry(ct, rounds.get(ct.node)))
     if kind in (None, "node"):
         for node in pve.nodes:
             entry = {
@@ -111,6 +90,24 @@ async def resources(call: Call) -> list[dict[str, Any]]:
     return out
 
 
+def _guest_entry(ct, round_: dict[int, dict[str, Any]] | None) -> dict[str, Any]:
+    """PVE/API2Tools.pm extract_vm_stats: id, node and type from the vmlist; status `unknown` until a
+    round of the node's pvestatd carried the guest (lab/pve/statuscache.py), then that round's figures;
+    `lock` and `tags` from the config itself (PVE::Cluster get_guest_config_properties)."""
+    entry: dict[str, Any] = {"id": f"lxc/{ct.vmid}", "vmid": ct.vmid, "node": ct.node, "type": "lxc"}
+    if round_ is None:
+        # No status from an offline node: PVE lists the guest as `unknown` (from the cluster's vmlist).
+        entry.update(status="unknown", name=ct.conf.get("hostname", f"CT{ct.vmid}"), template=0)
+    else:
+        entry["status"] = "unknown"
+        entry.update(round_.get(ct.vmid, {}))
+    if ct.conf.get("tags"):
+        entry["tags"] = ct.conf["tags"]
+    if ct.lock:
+        entry["lock"] = ct.lock
+    return entry
+
+
 def _host_memory() -> dict[str, int]:
     info = {}
     with open("/proc/meminfo") as fh:
@@ -118,3 +115,36 @@ def _host_memory() -> dict[str, int]:
             key, value = line.split(":", 1)
             info[key] = int(value.split()[0]) * 1024
     return {"maxmem": info["MemTotal"], "mem": info["MemTotal"] - info.get("MemAvailable", 0)}
+
+
+@route("GET", "/cluster/status")
+async def cluster_status(call: Call) -> list[dict[str, Any]]:
+    """pve-manager PVE/API2/Cluster.pm status: the cluster (name, node count, quorum) and each member
+    node (its id, whether it answers the call, online, its address, subscription level)."""
+    pve = call.pve
+    online = [n for n in pve.nodes if pve.node_status(n, call.user) == "online"]
+    out: list[dict[str, Any]] = [
+        {
+            "type": "cluster",
+            "id": "cluster",
+            "name": CLUSTER_NAME,
+            "nodes": len(pve.nodes),
+            "version": len(pve.nodes),
+            "quorate": int(len(online) * 2 > len(pve.nodes)),
+        }
+    ]
+    for nodeid, node in enumerate(pve.nodes, start=1):
+        out.append(
+            {
+                "type": "node",
+                "id": f"node/{node}",
+                "name": node,
+                "nodeid": nodeid,
+                # Both lab nodes are this machine: the first one answers the API.
+                "local": int(nodeid == 1),
+                "online": int(node in online),
+                "ip": "10.87.0.1",
+                "level": "",
+            }
+        )
+    return out

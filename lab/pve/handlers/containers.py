@@ -32,6 +32,12 @@ async def list_containers(call: Call) -> list[dict[str, Any]]:
     return out
 
 
+@route("GET", "/nodes/{node}/qemu")
+async def list_vms(call: Call) -> list[dict[str, Any]]:
+    """qemu-server PVE/API2/Qemu.pm vmlist: the lab's nodes run containers only, so no VM is listed."""
+    return []
+
+
 @route("POST", "/nodes/{node}/lxc")
 async def create(call: Call) -> str:
     """In API2/LXC.pm create_vm's order: privileged needs Sys.Modify, the vmid must be free, keys must
@@ -43,6 +49,7 @@ async def create(call: Call) -> str:
     if p.get("ssh-public-keys"):
         await validate_ssh_keys(p["ssh-public-keys"])
     ctperms.check_create(call.perms, p)
+    pve.storages[p["node"]].check_template_volume(p["ostemplate"], call.perms.is_root)
     pve.check_create_storages(p["node"], p, call.perms)
     return pve.create(p["node"], p, call.user).upid
 

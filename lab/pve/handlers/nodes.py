@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
+from lab import config
 from lab.pve.api import Call, route
 from lab.pve.handlers.cluster import _host_memory
 
@@ -19,20 +21,39 @@ def _uptime() -> int:
         return int(float(fh.read().split()[0]))
 
 
+@functools.cache
+def ssl_fingerprint() -> str:
+    """SHA-256 of the node's certificate, colon-separated (pve-cluster PVE/Cluster.pm
+    get_node_fingerprint): both lab nodes serve the lab's one server certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    cert = x509.load_pem_x509_certificate((config.ca_path().parent / "server.crt").read_bytes())
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
 @route("GET", "/nodes")
 async def nodes(call: Call) -> list[dict[str, Any]]:
-    """pve-manager API2/Nodes.pm index: every node, its figures only with Sys.Audit on it (and online)."""
+    """pve-manager API2/Nodes.pm index with PVE/API2Tools.pm extract_node_stats: every node, its
+    figures only with Sys.Audit on it (and online), and its certificate's fingerprint."""
     out = []
     for node in call.pve.nodes:
-        entry: dict[str, Any] = {"node": node, "status": call.pve.node_status(node, call.user)}
-        if entry["status"] == "online" and call.perms.check(f"/nodes/{node}", ["Sys.Audit"], True):
+        status = call.pve.node_status(node, call.user)
+        entry: dict[str, Any] = {"id": f"node/{node}", "node": node, "type": "node", "status": status}
+        if call.perms.check(f"/nodes/{node}", ["Sys.Audit"], True):
+            st = os.statvfs("/")
+            if status == "online":
+                entry.update(
+                    uptime=_uptime(),
+                    cpu=round(os.getloadavg()[0] / (os.cpu_count() or 1), 4),
+                    mem=_host_memory()["mem"],
+                    disk=(st.f_blocks - st.f_bfree) * st.f_frsize,
+                )
             entry.update(
-                cpu=round(os.getloadavg()[0] / (os.cpu_count() or 1), 4),
-                maxcpu=os.cpu_count() or 1,
-                uptime=_uptime(),
-                level="",
-                **_host_memory(),
+                maxcpu=os.cpu_count() or 1, maxmem=_host_memory()["maxmem"], maxdisk=st.f_blocks * st.f_frsize
             )
+        entry["level"] = ""
+        entry["ssl_fingerprint"] = ssl_fingerprint()
         out.append(entry)
     return out
 

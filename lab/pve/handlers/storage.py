@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from lab.pve.api import Call, route
 from lab.pve.errors import ApiError
+from lab.pve.schema import ParamError
+from lab.pve.service import size_bytes
 from lab.pve.storage import STORAGES, content_string, sha512
 from lab.pve.tasks import Task, TaskFailed
 from lab.template.build import cached_template
@@ -69,7 +72,8 @@ async def storage_index(call: Call) -> list[dict[str, str]]:
 @route("GET", "/nodes/{node}/storage/{storage}/content")
 async def content(call: Call) -> list[dict[str, Any]]:
     p = call.params
-    return _store(call).content(p["storage"], p.get("content"), p.get("vmid"))
+    sizes = {v: size_bytes(c.conf.get("rootfs", "")) for v, c in call.pve.state.containers.items()}
+    return _store(call).content(p["storage"], p.get("content"), p.get("vmid"), sizes)
 
 
 def _appliances() -> list[dict[str, Any]]:
@@ -110,7 +114,8 @@ async def aplinfo_download(call: Call) -> str:
         raise ApiError(500, f"storage '{call.params['storage']}' does not support templates")
     name = call.params["template"]
     if not any(a["template"] == name for a in _appliances()):
-        raise ApiError(400, f"no such template '{name}'")
+        # pve-manager PVE/API2/Nodes.pm apl_download.
+        raise ParamError({"template": "no such template"})
     source = cached_template()
     pve = call.pve
 
@@ -125,3 +130,51 @@ async def aplinfo_download(call: Call) -> str:
         task.log("download of template finished")
 
     return pve.tasks.start(call.params["node"], "download", name, call.user, work).upid
+
+
+# --- /storage: the cluster's storage.cfg (pve-storage src/PVE/API2/Storage/Config.pm) -----------------
+
+# A fresh install's /etc/pve/storage.cfg beyond type and content, as PVE stores it.
+STORAGE_CFG_EXTRA = {"local": {"path": "/var/lib/vz"}, "local-lvm": {"thinpool": "data", "vgname": "pve"}}
+
+
+def _storage_cfg_digest() -> str:
+    text = ""
+    for sid, (kind, _content) in STORAGES.items():
+        text += f"{kind}: {sid}\n" + f"\tcontent {content_string(sid)}\n"
+        text += "".join(f"\t{k} {v}\n" for k, v in STORAGE_CFG_EXTRA.get(sid, {}).items()) + "\n"
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _storage_config(sid: str) -> dict[str, Any]:
+    """api_storage_config: the section's options, its id, the file's digest, content as a sorted list."""
+    kind, _content = STORAGES[sid]
+    return {
+        "storage": sid,
+        "type": kind,
+        "content": content_string(sid),
+        "digest": _storage_cfg_digest(),
+        **STORAGE_CFG_EXTRA.get(sid, {}),
+    }
+
+
+@route("GET", "/storage")
+async def storage_config_index(call: Call) -> list[dict[str, Any]]:
+    """Config.pm index: only storages the caller has Datastore.Audit or .AllocateSpace on."""
+    out = []
+    for sid, (kind, _content) in STORAGES.items():
+        if not call.perms.check_any(f"/storage/{sid}", ["Datastore.Audit", "Datastore.AllocateSpace"], True):
+            continue
+        if call.params.get("type") not in (None, kind):
+            continue
+        out.append(_storage_config(sid))
+    return out
+
+
+@route("GET", "/storage/{storage}")
+async def storage_config_read(call: Call) -> dict[str, Any]:
+    sid = call.params["storage"]
+    if sid not in STORAGES:
+        # PVE::Storage::storage_config.
+        raise ApiError(500, f"storage '{sid}' does not exist")
+    return _storage_config(sid)

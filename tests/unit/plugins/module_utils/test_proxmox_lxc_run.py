@@ -37,6 +37,10 @@ class RecordingApi:
         self.pending = list(pending)
         self.calls = []
         self.vmid = 9150
+        # The container's own run state (status/current) and what /cluster/resources shows of it: PVE
+        # fills the latter from the node's last pvestatd round, so the two can differ for up to 10 s.
+        self.status = "running"
+        self.cluster_view = {"name": "relay1", "status": "running"}
 
     def get(self, path, **params):
         return self.call("GET", path, **params)
@@ -64,7 +68,9 @@ class RecordingApi:
         if path == "cluster/resources":
             if not self.existing:
                 return []
-            return [{"vmid": self.vmid, "type": "lxc", "name": "relay1", "node": "pve1", "status": "running"}]
+            return [{"vmid": self.vmid, "type": "lxc", "node": "pve1", **self.cluster_view}]
+        if path.endswith("/status/current"):
+            return {"vmid": self.vmid, "status": self.status}
         if path == "nodes":
             return [{"node": "pve1"}, {"node": "pve2"}]
         if path.endswith("/content"):
@@ -252,3 +258,57 @@ def test_an_offline_node_is_named_in_the_error():
     other = ResourceException(500, "Internal Server Error", "x")
     assert "offline" not in str(pve._api_error(other, "POST /nodes/pve2/lxc"))
     assert "offline" not in str(pve._api_error(refusal, "GET /cluster/resources"))
+
+
+@pytest.mark.parametrize(
+    ("state", "live", "stale", "action"),
+    [
+        ("stopped", "running", "stopped", "shutdown"),  # just started: the cluster still says stopped
+        ("started", "stopped", "running", "start"),  # just stopped: the cluster still says running
+    ],
+)
+def test_power_decisions_read_the_containers_own_status(state, live, stale, action):
+    api = RecordingApi(existing=EXISTING)
+    api.status, api.cluster_view = live, {"name": "relay1", "status": stale}
+    result = lxc_run.LxcRun(FakeModule(state=state, vmid=9150, hostname="relay1"), api).run()
+    assert [c[1] for c in api.writes()] == [f"nodes/pve1/lxc/9150/status/{action}"]
+    assert result["changed"] and result["status"] == ("stopped" if state == "stopped" else "running")
+
+
+@pytest.mark.parametrize(("live", "writes"), [("stopped", []), ("running", ["status/shutdown"])])
+def test_no_power_action_when_the_container_is_already_as_wanted(live, writes):
+    """The stale view alone never causes (or skips) an action: a stale `running` on a stopped one."""
+    api = RecordingApi(existing=EXISTING)
+    api.status, api.cluster_view = live, {"name": "relay1", "status": "running"}
+    result = lxc_run.LxcRun(FakeModule(state="stopped", vmid=9150, hostname="relay1"), api).run()
+    assert [c[1].rsplit("/", 2)[-2] + "/" + c[1].rsplit("/", 1)[-1] for c in api.writes()] == writes
+    assert result["changed"] == bool(writes)
+
+
+def test_a_container_no_status_round_has_seen_is_found_by_its_config_hostname():
+    """Right after a create PVE lists it as `unknown` without a name: looking it up by hostname must
+    not create a second one."""
+    api = RecordingApi(existing=EXISTING)
+    api.status, api.cluster_view = "stopped", {"status": "unknown"}
+    result = lxc_run.LxcRun(FakeModule(state="stopped", hostname="relay1", node="pve1"), api).run()
+    assert api.writes() == []
+    assert result["vmid"] == 9150 and not result["changed"]
+    assert ("GET", "nodes/pve1/lxc/9150/config", {}) in api.calls
+
+
+def test_absent_stops_a_running_container_the_cluster_still_shows_stopped():
+    api = RecordingApi(existing=EXISTING)
+    api.status, api.cluster_view = "running", {"name": "relay1", "status": "stopped"}
+    lxc_run.LxcRun(FakeModule(state="absent", vmid=9150), api).run()
+    assert [c[1] for c in api.writes()] == ["nodes/pve1/lxc/9150/status/stop", "nodes/pve1/lxc/9150"]
+
+
+def test_a_vmid_no_status_round_has_named_is_not_taken_over_under_another_hostname():
+    """The vmid exists as a container created moments ago (no name in /cluster/resources yet): its config
+    names it, and another hostname is refused as for a named one."""
+    api = RecordingApi(existing=EXISTING)
+    api.cluster_view = {"status": "unknown"}
+    with pytest.raises(lxc_config.Failure) as err:
+        lxc_run.LxcRun(FakeModule(state="present", vmid=9150, hostname="relay2"), api).run()
+    assert "already exists as container 'relay1'" in err.value.msg
+    assert api.writes() == []
