@@ -69,9 +69,25 @@ def built(cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | N
         verify=verify,
         timeout=30,
     ).json()["data"]
-    containers = sorted(
-        (r for r in resources if str(r.get("name", "")).startswith("llm-relay-")), key=lambda r: r["vmid"]
-    )
+    # PVE fills a guest's name and status in /cluster/resources from its node's last status round (every
+    # 10 s; lab/pve/statuscache.py): a container created or started seconds ago is read from its config
+    # and its own status/current, as a client of real PVE must.
+    containers = []
+    for res in resources:
+        base = f"https://127.0.0.1:{pve['port']}/api2/json/nodes/{res['node']}/lxc/{res['vmid']}"
+
+        def read(path: str, base: str = base) -> dict[str, Any] | None:
+            answer = requests.get(base + path, headers={"Authorization": auth}, verify=verify, timeout=30)
+            return answer.json()["data"] if answer.ok else None  # None: removed since the listing
+
+        if "name" not in res:
+            res["name"] = (read("/config") or {}).get("hostname", "")
+        if str(res["name"]).startswith("llm-relay-"):
+            current = read("/status/current")
+            if current is not None:
+                res["status"] = current["status"]
+                containers.append(res)
+    containers.sort(key=lambda r: r["vmid"])
     tunnels = requests.get(
         f"https://127.0.0.1:{cf['port']}/client/v4/accounts/{cf['account_id']}/cfd_tunnel",
         params={"name": f"llm-relay-{HOSTNAME}", "is_deleted": "false"},
