@@ -214,7 +214,8 @@ def relay_epoch(root: str, key_text: str, token: str) -> str:
     opener = envelope_v2.ReplyOpener(key, nonce)
     opener.feed(answer.content)
     opener.close()
-    assert opener.head is not None
+    if opener.head is None:  # close() raises on a truncated reply; a reply without a head is no answer
+        raise envelope.EnvelopeError(f"the relay sent no sealed head (HTTP {answer.status_code})")
     epoch = {k.lower(): v for k, v in opener.head[1].items()}.get("x-relay-epoch", "")
     if not epoch:
         raise envelope.EnvelopeError(f"the relay named no epoch (inner status {opener.head[0]})")
