@@ -3,8 +3,9 @@
 `python health_probe.py SPEC_JSON`, SPEC: {"port", "pid", "interval", "max_samples"}. Every `interval`
 seconds: the relay's RSS (/proc/PID/status), then GET /healthz on one keep-alive connection, timed from
 the send to the whole answer. Until its standard input closes (or `max_samples`); then prints one JSON
-document: latencies (ms) of the answered probes, failures, the RSS peak, and per probe how long the
-relay's event-loop thread waited for a CPU while that probe was out (/proc/PID/schedstat run_delay).
+document: per answered probe its latency and what the kernel's scheduler says happened meanwhile (how
+long the relay's event-loop thread ran, how long it and this probe waited for a CPU: schedstat), the
+number of failed probes and the RSS peak. attack_support.Probe says how the test uses these.
 
 Why a process: as a thread in the test process it shared a GIL with the attack's client threads and the
 in-process fake upstream (40 x 8 MiB answers), so its timings held the test's own contention (p95 128 ms,
@@ -61,28 +62,31 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def run_delay_ms(pid: int) -> float:
-    """How long the thread `pid` (a process's main thread: the relay's event loop) has waited on a run
-    queue, runnable but not running, since it started: the second field of /proc/PID/schedstat (ns)."""
+def schedstat_ms(path: str) -> tuple[float, float]:
+    """(time on a CPU, time runnable but waiting for one) of one thread since it started, in ms: the
+    first two fields of its schedstat (ns). For /proc/PID that is the process's main thread, the
+    relay's event loop. (0, 0) where the kernel keeps no such figures: nothing is then discounted."""
     try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[1]) / 1e6
-    except (OSError, IndexError, ValueError):
-        return 0.0
+        with open(path) as f:
+            ran, waited = f.read().split()[:2]
+        return int(ran) / 1e6, int(waited) / 1e6
+    except (OSError, ValueError):
+        return 0.0, 0.0
 
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
     port, pid, interval = int(spec["port"]), int(spec["pid"]), float(spec["interval"])
-    latencies: list[float] = []
-    waits: list[float] = []
+    relay_stat, own_stat = f"/proc/{pid}/schedstat", "/proc/thread-self/schedstat"
+    # One row per answered probe: [wall ms, relay on a CPU, relay waiting for one, probe waiting for one].
+    probes: list[list[float]] = []
     failures, rss_peak = 0, 0
     sock: socket.socket | None = None
     print("ready", flush=True)
     try:
         for _ in range(int(spec["max_samples"])):
             rss_peak = max(rss_peak, rss_kb(pid))
-            waited = run_delay_ms(pid)
+            relay_before, own_before = schedstat_ms(relay_stat), schedstat_ms(own_stat)
             started = time.perf_counter()
             try:
                 sock = sock or socket.create_connection((HOST, port), timeout=5)
@@ -91,9 +95,16 @@ def main() -> None:
             except OSError:
                 answer = b""
             took = (time.perf_counter() - started) * 1000
+            relay_after, own_after = schedstat_ms(relay_stat), schedstat_ms(own_stat)
             if answer.startswith(b"HTTP/1.1 200"):
-                latencies.append(took)
-                waits.append(run_delay_ms(pid) - waited)
+                probes.append(
+                    [
+                        took,
+                        relay_after[0] - relay_before[0],
+                        relay_after[1] - relay_before[1],
+                        own_after[1] - own_before[1],
+                    ]
+                )
             else:
                 failures += 1
                 if sock is not None:
@@ -105,12 +116,7 @@ def main() -> None:
     finally:
         if sock is not None:
             sock.close()
-    doc = {
-        "latencies_ms": latencies,
-        "relay_cpu_wait_ms": waits,
-        "failures": failures,
-        "rss_peak_kb": rss_peak,
-    }
+    doc = {"probes": probes, "failures": failures, "rss_peak_kb": rss_peak}
     print(json.dumps(doc), flush=True)
 
 
