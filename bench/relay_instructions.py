@@ -34,15 +34,15 @@ START_LIMIT_S = 300  # Python's start-up under valgrind (imports, cryptography) 
 
 
 def valgrind_argv(out_file: Path, argv: list[str]) -> list[str]:
-    return [
+    prefix = [
         "valgrind",
         "--tool=cachegrind",
         "--cache-sim=no",
         "--branch-sim=no",
         f"--cachegrind-out-file={out_file}",
         "--log-file=" + str(out_file.with_suffix(".log")),
-        *argv,
     ]
+    return [*prefix, *argv]
 
 
 def cachegrind_total(text: str) -> int:
