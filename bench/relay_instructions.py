@@ -12,7 +12,7 @@ SIGTERM (cachegrind writes its total when the process exits). Three runs per rel
 so that start-up, warm-up and shutdown cancel out: plain = (B - A) / (N2 - N1), envelope = (C - A) /
 (N2 - N1). The A/A control repeats A and B for "after": how far the same relay's figure moves between two
 measurements (timers, e.g. the access log's 0.1 s flush, run by wall time, which valgrind stretches).
-Python under valgrind is ~50x slower, so N stays small (default 50 and 150); two runs go at a time.
+Python under valgrind is ~50x slower, so N stays small (default 50 and 250); two runs go at a time.
 """
 
 from __future__ import annotations

@@ -64,4 +64,4 @@ def test_instructions_mode_hands_both_interpreters_to_the_counting_run(monkeypat
     calls = []
     monkeypatch.setattr(relay_instructions, "run", lambda *args: calls.append(args))
     relay_ab.main(["--before", "old/python", "--after", "new/python", "--instructions", "--no-control"])
-    assert calls == [({"before": "old/python", "after": "new/python"}, 50, 150, False)]
+    assert calls == [({"before": "old/python", "after": "new/python"}, 50, 250, False)]
