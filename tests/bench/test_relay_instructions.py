@@ -48,9 +48,11 @@ def test_the_plan_varies_one_path_at_a_time():
 
 
 def test_valgrind_counts_instructions_only(tmp_path):
-    argv = relay_instructions.valgrind_argv(tmp_path / "cg.out", ["python", "-m", "llm_relay.server"])
+    argv = relay_instructions.valgrind_argv(
+        tmp_path / "cg.out", ["/venv/bin/python", "-m", "llm_relay.server"]
+    )
     assert argv[:4] == ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--branch-sim=no"]
-    assert argv[-3:] == ["python", "-m", "llm_relay.server"]
+    assert argv[-3:] == ["/venv/bin/python", "-m", "llm_relay.server"]
     assert f"--cachegrind-out-file={tmp_path / 'cg.out'}" in argv
 
 
