@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from llm_relay import envelope, envelope_v2, tokens
+from llm_relay.client.codec_v2 import relay_epoch  # envelopes name the relay process (replay.py)
 
 REPO = Path(__file__).resolve().parent.parent
 SUT_CPU = "1"
@@ -205,6 +206,9 @@ drain_timeout = 2
 [auth]
 rate_limit_per_minute = 0
 
+[envelope]
+accept_v1 = true
+
 [providers.openrouter]
 base_url = "{base_url}"
 max_idle_connections = 2048
@@ -268,6 +272,7 @@ def envelope_lua(work: Path, relay: RelaySetup, count: int, name: str) -> Path:
         {"Content-Type": "application/json"},
         CHAT_BODY.encode(),
         token=relay.token,
+        epoch=relay_epoch(f"http://127.0.0.1:{relay.port}", relay.fernet_key, relay.token),
     )
     bodies = work / f"envelopes-{name}.txt"
     with bodies.open("wb") as f:
@@ -301,6 +306,7 @@ def envelope_v2_lua(work: Path, relay: RelaySetup, count: int, name: str) -> Pat
         {"Content-Type": "application/json"},
         CHAT_BODY.encode(),
         token=relay.token,
+        epoch=relay_epoch(f"http://127.0.0.1:{relay.port}", relay.fernet_key, relay.token),
     )
     bodies = work / f"envelopes-v2-{name}.bin"
     with bodies.open("wb") as f:

@@ -22,7 +22,10 @@ description:
   - Runs on the controller (C(delegate_to=localhost) or a C(localhost) play).
 options:
   path:
-    description: Directory of the store; the file is C(<path>/secrets.json). Created C(0700) when missing.
+    description:
+      - Directory of the store; the file is C(<path>/secrets.json). Created C(0700) when missing.
+      - An existing directory or store with other modes (one copied in, or made by hand) is set to
+        C(0700)/C(0600), reported as a change.
     type: path
     required: true
   client_names:
@@ -116,6 +119,7 @@ import json
 import os
 import re
 import secrets
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -158,6 +162,20 @@ def save(path: str, data: dict) -> None:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
     os.replace(tmp, path)  # atomic: an interrupted run never leaves a half-written store
+
+
+def loose_modes(store: str) -> list[tuple[str, int]]:
+    """(path, wanted mode) for the store's directory and file where they exist with other permissions: a
+    store made by hand or copied in keeps 0755/0644, and the secrets would be readable by others."""
+    loose = []
+    for path, wanted in ((os.path.dirname(store), 0o700), (store, 0o600)):
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode != wanted:
+            loose.append((path, wanted))
+    return loose
 
 
 def apply(data: dict, names: list[str], rotate: list[str], phase: str, generate: bool) -> dict:
@@ -224,6 +242,14 @@ def main() -> None:
         module.fail_json(msg=f"path: cannot read {store}: {exc}")
     after = apply(before, p["client_names"], p["rotate"], p["phase"], generate=not module.check_mode)
     changed = after != {"client_tokens": before["client_tokens"], "fernet_keys": before["fernet_keys"]}
+    loose = loose_modes(store)
+    if loose and not module.check_mode:
+        try:
+            for path, wanted in loose:
+                os.chmod(path, wanted)
+        except OSError as exc:
+            module.fail_json(msg=f"path: cannot set the mode of {exc.filename}: {exc.strerror}")
+    changed = changed or bool(loose)
     if module.check_mode:
         # Nothing was generated in check mode: say what would have been.
         known = before["client_tokens"]

@@ -289,6 +289,7 @@ tokens_file = "client-tokens"
 
 [envelope]
 keys_file = "fernet-keys"
+accept_v1 = {accept_v1}
 
 [providers.openrouter]
 base_url = "{upstream}/api/v1"
@@ -316,8 +317,10 @@ class RelayServer:
         fernet_keys: list[str],
         upstream_key: str = UPSTREAM_KEY,
         client_key_lines: list[str] | None = None,
+        accept_v1: bool | None = None,
     ) -> None:
-        """`client_key_lines` (`name:key`) enable envelope v2; without them the relay answers v1 only."""
+        """`client_key_lines` (`name:key`) enable envelope v2; without them the relay answers v1 only
+        (`accept_v1`, by default: exactly when there are no client keys, as an older relay did)."""
         workdir.mkdir(parents=True, exist_ok=True)
         secrets = {
             "client-tokens": token_lines,
@@ -332,7 +335,10 @@ class RelayServer:
             path.chmod(0o600)
         self.port = free_port()
         config = workdir / "relay.toml"
-        config.write_text(RELAY_CONFIG.format(port=self.port, upstream=upstream_url))
+        v1 = (not client_key_lines) if accept_v1 is None else accept_v1
+        config.write_text(
+            RELAY_CONFIG.format(port=self.port, upstream=upstream_url, accept_v1=str(v1).lower())
+        )
         self.log = workdir / "relay.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llm_relay.server", "--config", str(config)],

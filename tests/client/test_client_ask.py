@@ -113,7 +113,9 @@ def test_keygen_text_output_is_paste_ready_for_both_sides(cli, relay_factory):
     answer = cli.run("ask", PROMPT)
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout == expected_answer(PROMPT) + "\n"
-    (request,) = server.wait_requests(1)
+    # A new process first learns the relay's epoch (a sealed 409, server/replay.py), then is answered.
+    learn, request = server.wait_requests(2)
+    assert learn["envelope"] is True and learn["token"] == "alice-laptop"
     assert request["envelope"] is True and request["token"] == "alice-laptop"  # it went sealed
     with_url = cli.run("keygen", "--url", server.url)
     assert f'url = "{server.url}"\n' in with_url.stdout

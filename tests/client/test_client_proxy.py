@@ -97,7 +97,9 @@ def test_what_the_proxy_sees_in_envelope_mode(cli, keys, relay, tap, squid, upst
 
     log = squid.access_log()
     requests, replies = heads(bytes(tap.sent), b"POST "), heads(bytes(tap.received), b"HTTP/1.1 ")
-    assert len(requests) == len(replies) == 5 and log.count("POST http://127.0.0.1:") == 5
+    # Each of the four runs with a valid token is a new process: it first learns the relay's epoch (a
+    # sealed 409, server/replay.py), then sends its request; the stranger is refused before that.
+    assert len(requests) == len(replies) == 9 and log.count("POST http://127.0.0.1:") == 9
     assert all(r[0].startswith("POST / HTTP/1.1") for r in requests)  # no API path, not even /envelope
     assert {r[0] for r in replies} == {"HTTP/1.1 200 OK"}  # 401s inside: outside, only 200s
     assert " 200 headers=" in log and not any(f" {s} headers=" in log for s in (401, 403, 429, 500, 502))
@@ -116,22 +118,27 @@ def test_what_the_proxy_sees_in_envelope_mode(cli, keys, relay, tap, squid, upst
         assert needle not in crossed.lower()
 
 
-def test_older_relay_gets_envelope_v1_and_doctor_says_why(cli, keys, older_relay, bg, squid):
+def test_older_relay_is_refused_unless_the_config_asks_for_v1(cli, keys, older_relay, bg, squid):
+    """A relay without this client's v2 key answers v2 plainly (401 missing_token): exactly what a forging
+    proxy sends, so the client fails and says how to check; it speaks v1 only when its config says so."""
     older = Tap(bg, older_relay.port)
     try:
         cli.write_config(client_toml(older.url, keys, proxy=squid.url))
-        result = cli.run("ask", "--stream", PROMPT)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout == expected(PROMPT) + "\n"
-        assert b"POST / HTTP/1.1" in older.sent and b"POST /envelope HTTP/1.1" in older.sent
+        refused = cli.run("ask", "--stream", PROMPT)
+        assert refused.returncode == 1 and "was not sealed (401 missing_token)" in refused.stderr
+        assert "Not falling back to envelope v1" in refused.stderr and "llm-relay doctor" in refused.stderr
+        assert b"POST / HTTP/1.1" in older.sent and b"/envelope" not in older.sent
         doctor = cli.run("doctor")
-        assert doctor.returncode == 0, doctor.stdout
+        assert doctor.returncode == 1, doctor.stdout
         line = next(x for x in doctor.stdout.splitlines() if "] envelope" in x)
-        assert line.startswith("[warn]") and "envelope v1" in line and "401 missing_token" in line
-        assert "an older relay" in line
-        cli.write_config(client_toml(older.url, keys, proxy=squid.url, envelope="v2"))
-        forced = cli.run("ask", PROMPT)
-        assert forced.returncode == 1 and "missing_token" in forced.stderr  # v2 only: no silent downgrade
+        assert line.startswith("[FAIL]") and "plain answer (401 missing_token" in line, line
+        cli.write_config(client_toml(older.url, keys, proxy=squid.url, envelope="v1"))
+        chosen = cli.run("ask", "--stream", PROMPT)
+        assert chosen.returncode == 0, chosen.stderr
+        assert chosen.stdout == expected(PROMPT) + "\n" and b"POST /envelope HTTP/1.1" in older.sent
+        doctor = cli.run("doctor")
+        line = next(x for x in doctor.stdout.splitlines() if "] envelope" in x)
+        assert line.startswith("[warn]") and "envelope v1 (envelope = v1 in the configuration)" in line
     finally:
         older.stop()
 

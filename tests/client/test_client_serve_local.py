@@ -23,9 +23,9 @@ def serve_local(cli, relay, keys):
     """Start serve-local on an ephemeral port; yields a function(encrypt) -> base URL."""
     procs: list[subprocess.Popen] = []
 
-    def start(encrypt: bool) -> str:
+    def start(encrypt: bool, *extra: str) -> str:
         cli.write_config(client_toml(relay.url, keys))
-        proc = cli.popen("serve-local", "--port", "0", "--encrypt" if encrypt else "--no-encrypt")
+        proc = cli.popen("serve-local", "--port", "0", "--encrypt" if encrypt else "--no-encrypt", *extra)
         procs.append(proc)
         line = proc.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
@@ -62,8 +62,10 @@ def test_openai_sdk_through_serve_local(serve_local, relay, encrypt):
     assert "lab/echo" in [m.id for m in client.models.list().data]
 
     # The relay saw these requests in the expected mode (its access log says envelope or not).
-    recent = relay.wait_requests(seen_before + 4)[seen_before:]
-    assert [e["envelope"] for e in recent] == [encrypt] * 4
+    # Encrypted, the serve-local process first learns the relay's epoch (one sealed 409, server/replay.py).
+    count = 5 if encrypt else 4
+    recent = relay.wait_requests(seen_before + count)[seen_before:]
+    assert [e["envelope"] for e in recent] == [encrypt] * count
     assert {e["token"] for e in recent} == {"client-tests"}
 
 
@@ -109,3 +111,36 @@ def test_serve_local_keeps_content_length_and_names_the_relay(serve_local, encry
     assert "transfer-encoding" not in models.headers and models.headers["server"] == "llm-relay"
     assert stream.headers["transfer-encoding"] == "chunked"  # a stream stays a stream
     assert stream.headers.get_list("cache-control") == ["no-cache"]  # once, not once per hop
+
+
+def test_serve_local_serves_only_its_user(serve_local, relay, tmp_path):
+    """DNS rebinding (a foreign Host), a cross-site page (a foreign Origin) and, with --local-key-file, a
+    local program without the key: each refused by serve-local itself; none reaches the relay."""
+    key_file = tmp_path / "local-key"
+    key_file.write_text("local-key-0123456789abcdef\n")
+    key_file.chmod(0o600)
+    base = serve_local(True, "--allow-origin", "https://tool.example", "--local-key-file", str(key_file))
+    port = base.split(":")[2].split("/")[0]
+    before = len(relay.settled_requests())
+    good = {"Authorization": "Bearer local-key-0123456789abcdef"}
+    refusals = [
+        ({**good, "Host": "rebind.attacker.example"}, 421, "misdirected_request"),
+        ({**good, "Host": f"rebind.attacker.example:{port}"}, 421, "misdirected_request"),
+        ({**good, "Origin": "https://evil.example", "Content-Type": "text/plain"}, 403, "origin_not_allowed"),
+        ({"Authorization": "Bearer wrong-key-0123456789abcdef"}, 401, "local_key_required"),
+        ({}, 401, "local_key_required"),
+    ]
+    for headers, status, code in refusals:
+        answer = httpx.post(base + "/chat/completions", headers=headers, content=b"{}")
+        assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), headers
+        usage = httpx.get(base + "/usage", headers=headers)  # the user's own numbers: refused alike
+        assert usage.status_code == status
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        answer = httpx.get(base + "/usage", headers={**good, "Host": host})
+        assert answer.status_code == 200, answer.text
+    allowed = httpx.get(
+        base + "/usage", headers={"x-api-key": good["Authorization"][7:], "Origin": "https://tool.example"}
+    )
+    assert allowed.status_code == 200
+    relay.wait_requests(before + 4)  # the 3 admitted, after one epoch round trip of this new process
+    assert len(relay.settled_requests()) == before + 4

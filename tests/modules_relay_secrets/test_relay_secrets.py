@@ -175,3 +175,19 @@ def test_longest_client_name_still_fits_with_its_previous_suffix(tmp_path: Path,
     rotated, _ = run(tmp_path, {"path": str(store_dir), "client_names": [name], "rotate": ["client_tokens"]})
     assert {t["name"] for t in rotated["client_tokens"]} == {name, name + ".previous"}
     assert all(len(t["name"]) <= 64 for t in rotated["client_tokens"])
+
+
+def test_an_existing_store_with_open_modes_is_made_private(tmp_path: Path, store_dir: Path) -> None:
+    """A store copied in or made by hand (0755 directory, 0644 file) is set to 0700/0600: a change, once;
+    check mode reports it without touching anything."""
+    first, _ = run(tmp_path, {"path": str(store_dir), "client_names": ["alice"]})
+    store = store_dir / "secrets.json"
+    store_dir.chmod(0o755)
+    store.chmod(0o644)
+    checked, _ = run(tmp_path, {"path": str(store_dir), "client_names": ["alice"]}, "--check")
+    assert checked["changed"] is True and stat.S_IMODE(store.stat().st_mode) == 0o644
+    fixed, _ = run(tmp_path, {"path": str(store_dir), "client_names": ["alice"]})
+    assert fixed["changed"] is True and fixed["client_tokens"] == first["client_tokens"]
+    assert stat.S_IMODE(store_dir.stat().st_mode) == 0o700 and stat.S_IMODE(store.stat().st_mode) == 0o600
+    again, _ = run(tmp_path, {"path": str(store_dir), "client_names": ["alice"]})
+    assert again["changed"] is False

@@ -99,6 +99,11 @@ class Relay:
     def fernet(self):
         return envelope.make_fernet(self.fernet_keys)
 
+    @property
+    def epoch(self) -> str:
+        """The relay process's epoch, which every envelope must name (server/replay.py)."""
+        return self.server.relay.state.epoch
+
     def client_key(self, name: str = "alice") -> str:
         """The envelope v2 key of client `name` (alice holds `token`, bob `other_token`)."""
         lines = (self.dir / "client-keys").read_text().splitlines()
@@ -116,6 +121,9 @@ def relay_toml(
     ttl: int = 120,
     extra_envelope: str = "",
 ) -> str:
+    # Most tests here speak envelope v1 too; the relay refuses it unless asked (tests that check the
+    # default say `accept_v1` themselves).
+    v1 = "" if "accept_v1" in extra_envelope else "accept_v1 = true"
     return f"""
 [server]
 listen = "127.0.0.1:0"
@@ -131,6 +139,7 @@ rate_limit_per_minute = {rate_limit}
 [envelope]
 keys_file = "fernet-keys"
 ttl = {ttl}
+{v1}
 {extra_envelope}
 
 [providers.openrouter]

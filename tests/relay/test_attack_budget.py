@@ -17,6 +17,7 @@ import time
 import pytest
 from attack_support import HOST, Probe, RelayProcess, SizedUpstream, raise_own_fd_limit, read_response
 from llm_relay import envelope, envelope_v2
+from llm_relay.client.codec_v2 import relay_epoch
 from relay_support import status_of
 from test_attack_relay import push, settle
 
@@ -129,7 +130,13 @@ def client_key(relay: RelayProcess) -> envelope_v2.ClientKey:
     return envelope_v2.ClientKey(line.partition(":")[2], "alice")
 
 
-def sealed_v2(relay: RelayProcess, size: int, result: list, open_it: bool = True) -> None:
+def epoch_of(relay: RelayProcess) -> str:
+    """The relay process's epoch, which every envelope names (server/replay.py): learnt from one probe."""
+    line = next(x for x in (relay.dir / "client-keys").read_text().splitlines() if x.startswith("alice:"))
+    return relay_epoch(f"http://{HOST}:{relay.port}", line.partition(":")[2], relay.token)
+
+
+def sealed_v2(relay: RelayProcess, size: int, result: list, open_it: bool = True, epoch: str = "") -> None:
     """One v2 request for a `size`-byte answer; appends (inner status, body bytes) when `open_it`, else
     (outer status, bytes received): opening 57 MiB costs this process's GIL, which the probe shares."""
     key = client_key(relay)
@@ -139,6 +146,7 @@ def sealed_v2(relay: RelayProcess, size: int, result: list, open_it: bool = True
         body=json.dumps({"model": "m", "size": size}).encode(),
         token=relay.token,
         headers={"Content-Type": "application/json"},
+        epoch=epoch,
     )
     body, nonce = envelope_v2.seal_request(key, inner)
     conn = http.client.HTTPConnection(HOST, relay.port, timeout=30)
@@ -160,11 +168,14 @@ def test_attack_sealed_57mib_answers(tmp_path):
     size = 57 * MIB
     with SizedUpstream() as up, relay_with(tmp_path, up) as relay:
         before = settle(relay)
+        epoch = epoch_of(relay)
         one: list = []
-        sealed_v2(relay, size, one)  # opened whole: the frames reassemble the answer
+        sealed_v2(relay, size, one, epoch=epoch)  # opened whole: the frames reassemble the answer
         probe = Probe(relay).start()
         three: list = []
-        threads = [threading.Thread(target=sealed_v2, args=(relay, size, three, False)) for _ in range(3)]
+        threads = [
+            threading.Thread(target=sealed_v2, args=(relay, size, three, False, epoch)) for _ in range(3)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -176,6 +187,7 @@ def test_attack_sealed_57mib_answers(tmp_path):
             body=json.dumps({"model": "m", "size": size}).encode(),
             token=relay.token,
             headers={"Content-Type": "application/json"},
+            epoch=epoch,
         )
         conn = http.client.HTTPConnection(HOST, relay.port, timeout=60)
         conn.request(

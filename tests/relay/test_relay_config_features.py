@@ -100,3 +100,27 @@ def test_default_provider_may_be_a_route(tmp_path):
 def test_bad_feature_tables(tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         settings(tmp_path, extra)
+
+
+SECRET_PROVIDER = (
+    '[providers.corp]\nbase_url = "https://llm.corp.example/v1"\nkeys_file = "openrouter-keys"\n'
+)
+
+
+def test_provider_secrets_file_merges_headers_and_proxy_and_must_be_private(tmp_path):
+    secret = tmp_path / "corp-settings.toml"
+    secret.write_text('proxy = "http://u:pw@proxy.example:3128"\nheaders = { "X-Key" = "k1" }\n')
+    secret.chmod(0o600)
+    extra = SECRET_PROVIDER + 'secrets_file = "corp-settings.toml"\nheaders = { "X-Title" = "t" }\n'
+    p = settings(tmp_path, extra).providers["corp"]
+    assert p.headers == {"X-Title": "t", "X-Key": "k1"} and p.proxy == "http://u:pw@proxy.example:3128"
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"secrets_file: .* accessible by group/others"):
+        load_settings(tmp_path / "relay.toml")
+    secret.chmod(0o600)
+    secret.write_text('headers = { "x-title" = "other" }\n')
+    with pytest.raises(ConfigError, match=r"headers \['x-title'\] set both here and in relay.toml"):
+        load_settings(tmp_path / "relay.toml")
+    secret.write_text('base_url = "https://elsewhere.example"\n')
+    with pytest.raises(ConfigError, match="may hold only"):
+        load_settings(tmp_path / "relay.toml")

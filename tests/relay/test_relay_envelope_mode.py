@@ -15,9 +15,11 @@ from lab.upstream import answers
 FERNET_CT = {"Content-Type": env.CONTENT_TYPE}
 
 
-def sealed_chat(fernet, token: str | None, body: dict, path: str = "/v1/chat/completions") -> bytes:
+def sealed_chat(
+    fernet, token: str | None, body: dict, path: str = "/v1/chat/completions", epoch: str = ""
+) -> bytes:
     inner = env.InnerRequest(
-        "POST", path, "", {"Content-Type": "application/json"}, json.dumps(body).encode(), token=token
+        "POST", path, "", {"Content-Type": "application/json"}, json.dumps(body).encode(), token, epoch
     )
     return env.seal_request(fernet, inner)
 
@@ -25,7 +27,7 @@ def sealed_chat(fernet, token: str | None, body: dict, path: str = "/v1/chat/com
 async def test_json_round_trip_with_token_inside(relay, upstream, http):
     f = relay.fernet
     async with http.post(
-        relay.url + "/envelope", data=sealed_chat(f, relay.token, CHAT), headers=FERNET_CT
+        relay.url + "/envelope", data=sealed_chat(f, relay.token, CHAT, epoch=relay.epoch), headers=FERNET_CT
     ) as r:
         assert r.status == 200
         assert r.headers["Content-Type"] == env.CONTENT_TYPE
@@ -43,7 +45,7 @@ async def test_stream_round_trip_one_token_per_event(relay, http):
     f = relay.fernet
     body = {**CHAT, "stream": True}
     async with http.post(
-        relay.url + "/envelope", data=sealed_chat(f, relay.token, body), headers=FERNET_CT
+        relay.url + "/envelope", data=sealed_chat(f, relay.token, body, epoch=relay.epoch), headers=FERNET_CT
     ) as r:
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
         raw = await r.read()
@@ -62,14 +64,18 @@ async def test_stream_round_trip_one_token_per_event(relay, http):
 async def test_errors_after_decryption_are_sealed(relay, http):
     f = relay.fernet
     async with http.post(
-        relay.url + "/envelope", data=sealed_chat(f, "lrt_" + "z" * 43, CHAT), headers=FERNET_CT
+        relay.url + "/envelope",
+        data=sealed_chat(f, "lrt_" + "z" * 43, CHAT, epoch=relay.epoch),
+        headers=FERNET_CT,
     ) as r:
         # The outer status is 200 for every sealed answer: the proxy does not see the 401.
         assert r.status == 200 and r.headers["Content-Type"] == env.CONTENT_TYPE
         inner = env.open_response(f, await r.read())
     assert inner.status == 401 and json.loads(inner.body)["error"]["code"] == "invalid_token"
     async with http.post(
-        relay.url + "/envelope", data=sealed_chat(f, relay.token, CHAT, path="/nope/v1/x"), headers=FERNET_CT
+        relay.url + "/envelope",
+        data=sealed_chat(f, relay.token, CHAT, path="/nope/v1/x", epoch=relay.epoch),
+        headers=FERNET_CT,
     ) as r:
         assert r.status == 200
         inner = env.open_response(f, await r.read())
@@ -77,7 +83,7 @@ async def test_errors_after_decryption_are_sealed(relay, http):
 
 
 async def test_outer_header_token_also_authenticates(relay, http):
-    data = sealed_chat(relay.fernet, None, CHAT)
+    data = sealed_chat(relay.fernet, None, CHAT, epoch=relay.epoch)
     async with http.post(
         relay.url + "/envelope", data=data, headers={**FERNET_CT, "X-Relay-Token": relay.token}
     ) as r:
@@ -86,12 +92,14 @@ async def test_outer_header_token_also_authenticates(relay, http):
 
 async def test_bad_expired_and_replayed_envelopes(relay, http):
     f = relay.fernet
-    for garbage in (b"", b"garbage", sealed_chat(f, relay.token, CHAT)[:-10]):
+    for garbage in (b"", b"garbage", sealed_chat(f, relay.token, CHAT, epoch=relay.epoch)[:-10]):
         async with http.post(relay.url + "/envelope", data=garbage, headers=FERNET_CT) as r:
             assert r.status in (400, 403) and r.headers["Content-Type"] == "application/json"
     wrong = env.make_fernet([env.generate_key()])
     async with http.post(
-        relay.url + "/envelope", data=sealed_chat(wrong, relay.token, CHAT), headers=FERNET_CT
+        relay.url + "/envelope",
+        data=sealed_chat(wrong, relay.token, CHAT, epoch=relay.epoch),
+        headers=FERNET_CT,
     ) as r:
         assert r.status == 403 and (await r.json())["error"]["code"] == "envelope_rejected"
     old_doc = {"v": 1, "method": "GET", "path": "/v1/models", "body": "", "token": relay.token}
@@ -100,7 +108,7 @@ async def test_bad_expired_and_replayed_envelopes(relay, http):
     )
     async with http.post(relay.url + "/envelope", data=expired, headers=FERNET_CT) as r:
         assert r.status == 403
-    once = sealed_chat(f, relay.token, CHAT)
+    once = sealed_chat(f, relay.token, CHAT, epoch=relay.epoch)
     async with http.post(relay.url + "/envelope", data=once, headers=FERNET_CT) as r:
         assert r.status == 200
     async with http.post(relay.url + "/envelope", data=once, headers=FERNET_CT) as r:
@@ -108,7 +116,11 @@ async def test_bad_expired_and_replayed_envelopes(relay, http):
     assert replayed.status == 403 and json.loads(replayed.body)["error"]["code"] == "envelope_replayed"
     inner_bad = f.encrypt(b'{"v": 1, "method": "GET", "path": "/v1/models", "body": "!!"}')
     async with http.post(relay.url + "/envelope", data=inner_bad, headers=FERNET_CT) as r:
-        assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_envelope"
+        # It decrypted: the refusal naming the bad field is sealed, the proxy sees a 200 like any other.
+        assert r.status == 200 and r.headers["Content-Type"] == env.CONTENT_TYPE
+        refused = env.open_response(f, await r.read())
+    assert refused.status == 400 and json.loads(refused.body)["error"]["code"] == "invalid_envelope"
+    assert "body" in json.loads(refused.body)["error"]["message"]
 
 
 async def test_key_rotation_old_key_accepted_until_removed(relay, http):
@@ -119,7 +131,9 @@ async def test_key_rotation_old_key_accepted_until_removed(relay, http):
     assert relay.server.reload()
     new_client = env.make_fernet([new])
     async with http.post(
-        relay.url + "/envelope", data=sealed_chat(old_client, relay.token, CHAT), headers=FERNET_CT
+        relay.url + "/envelope",
+        data=sealed_chat(old_client, relay.token, CHAT, epoch=relay.epoch),
+        headers=FERNET_CT,
     ) as r:
         assert r.status == 200
         # Sealed under the key that opened the request: a client still on the old key reads it.
@@ -127,7 +141,7 @@ async def test_key_rotation_old_key_accepted_until_removed(relay, http):
     assert env.open_response(old_client, sealed).status == 200
     async with http.post(
         relay.url + "/envelope",
-        data=sealed_chat(old_client, relay.token, {**CHAT, "stream": True}),
+        data=sealed_chat(old_client, relay.token, {**CHAT, "stream": True}, epoch=relay.epoch),
         headers=FERNET_CT,
     ) as r:
         assert r.status == 200
@@ -135,14 +149,18 @@ async def test_key_rotation_old_key_accepted_until_removed(relay, http):
     assert env.open_stream_head(old_client, events[0])[0] == 200
     assert all(env.open_stream_event(old_client, e) for e in events[1:])
     async with http.post(
-        relay.url + "/envelope", data=sealed_chat(new_client, relay.token, CHAT), headers=FERNET_CT
+        relay.url + "/envelope",
+        data=sealed_chat(new_client, relay.token, CHAT, epoch=relay.epoch),
+        headers=FERNET_CT,
     ) as r:
         sealed = await r.read()
     assert env.open_response(new_client, sealed).status == 200
     write_secret(relay.dir / "fernet-keys", f"{new}\n")
     assert relay.server.reload()
     async with http.post(
-        relay.url + "/envelope", data=sealed_chat(old_client, relay.token, CHAT), headers=FERNET_CT
+        relay.url + "/envelope",
+        data=sealed_chat(old_client, relay.token, CHAT, epoch=relay.epoch),
+        headers=FERNET_CT,
     ) as r:
         assert r.status == 403
 

@@ -19,10 +19,15 @@ OUTER_HEADERS = {"content-type", "cache-control", "date", "content-length", "tra
 
 
 def sealed(
-    key: v2.ClientKey, token: str | None, body: object = CHAT, path: str = "/v1/chat/completions", **kw
+    key: v2.ClientKey,
+    token: str | None,
+    body: object = CHAT,
+    path: str = "/v1/chat/completions",
+    epoch: str = "",
+    **kw,
 ):
     inner = env.InnerRequest(
-        "POST", path, "", {"Content-Type": "application/json"}, json.dumps(body).encode(), token=token
+        "POST", path, "", {"Content-Type": "application/json"}, json.dumps(body).encode(), token, epoch
     )
     return v2.seal_request(key, inner, **kw)
 
@@ -58,7 +63,7 @@ def check_outer(status: int, headers) -> None:
 
 async def test_json_round_trip_looks_like_any_api_call(relay, upstream, http):
     key = v2.ClientKey(relay.client_key())
-    body, nonce = sealed(key, relay.token)
+    body, nonce = sealed(key, relay.token, epoch=relay.epoch)
     status, headers, raw = await post(http, relay, body)
     check_outer(status, headers)
     assert b"chat.completion" not in raw
@@ -73,7 +78,7 @@ async def test_json_round_trip_looks_like_any_api_call(relay, upstream, http):
 
 async def test_stream_has_the_same_outer_form_and_a_terminator(relay, http):
     key = v2.ClientKey(relay.client_key())
-    body, nonce = sealed(key, relay.token, {**CHAT, "stream": True})
+    body, nonce = sealed(key, relay.token, {**CHAT, "stream": True}, epoch=relay.epoch)
     status, headers, raw = await post(http, relay, body)
     check_outer(status, headers)
     assert "event-stream" not in json.dumps(dict(headers))
@@ -95,7 +100,7 @@ async def test_errors_are_sealed_with_outer_200(relay, http):
         (None, "/v1/chat/completions", 401, "missing_token"),
         (relay.token, "/nope/v1/x", 404, "unknown_provider"),
     ):
-        body, nonce = sealed(key, token, path=path)
+        body, nonce = sealed(key, token, path=path, epoch=relay.epoch)
         status, headers, raw = await post(http, relay, body)
         check_outer(status, headers)
         inner_status, _, parts = opened(key, nonce, raw)
@@ -104,8 +109,8 @@ async def test_errors_are_sealed_with_outer_200(relay, http):
 
 async def test_replies_are_bound_to_their_request(relay, http):
     key = v2.ClientKey(relay.client_key())
-    body_a, nonce_a = sealed(key, relay.token, {**CHAT, "stream": True})
-    body_b, nonce_b = sealed(key, relay.token, {**CHAT, "stream": True})
+    body_a, nonce_a = sealed(key, relay.token, {**CHAT, "stream": True}, epoch=relay.epoch)
+    body_b, nonce_b = sealed(key, relay.token, {**CHAT, "stream": True}, epoch=relay.epoch)
     raw_a = (await post(http, relay, body_a))[2]
     await post(http, relay, body_b)
     with pytest.raises(v2.ReplyError, match="does not belong to this request"):
@@ -139,7 +144,7 @@ async def test_replies_are_bound_to_their_request(relay, http):
 
 async def test_one_clients_key_opens_no_other_clients_traffic(relay, http):
     alice, bob = v2.ClientKey(relay.client_key("alice")), v2.ClientKey(relay.client_key("bob"))
-    body, nonce = sealed(bob, relay.other_token)
+    body, nonce = sealed(bob, relay.other_token, epoch=relay.epoch)
     raw = (await post(http, relay, body))[2]
     assert opened(bob, nonce, raw)[0] == 200
     with pytest.raises(v2.ReplyError):
@@ -154,7 +159,7 @@ async def test_one_clients_key_opens_no_other_clients_traffic(relay, http):
                 env.make_fernet([relay.client_key("alice")]), env.InnerRequest("GET", "/v1/models")
             ),
         )
-    body, nonce = sealed(alice, relay.other_token)  # alice's key, bob's token
+    body, nonce = sealed(alice, relay.other_token, epoch=relay.epoch)  # alice's key, bob's token
     status, _, raw = await post(http, relay, body)
     inner_status, _, parts = opened(alice, nonce, raw)
     assert status == 200 and inner_status == 403
@@ -166,16 +171,16 @@ async def test_unopenable_envelopes_get_plain_errors_and_never_fill_the_replay_c
     replay = relay.server.relay.state.replay
     before = len(replay)
     stranger = v2.ClientKey(env.generate_key())
-    body, _ = sealed(stranger, relay.token)
+    body, _ = sealed(stranger, relay.token, epoch=relay.epoch)
     status, _, raw = await post(http, relay, body)
     assert status == 403 and json.loads(raw)["error"]["code"] == "envelope_unknown_key"
-    good, _ = sealed(key, relay.token)
+    good, _ = sealed(key, relay.token, epoch=relay.epoch)
     flipped = good[:-1] + bytes([good[-1] ^ 1])
     status, _, raw = await post(http, relay, flipped)
     assert status == 403 and json.loads(raw)["error"]["code"] == "envelope_rejected"
     # Issue 16: an envelope that opens but whose token is wrong is refused before the replay cache.
     for token in ("lrt_" + "z" * 43, None, relay.other_token):
-        await post(http, relay, sealed(key, token)[0])
+        await post(http, relay, sealed(key, token, epoch=relay.epoch)[0])
     assert len(replay) == before
     await post(http, relay, good)
     assert len(replay) == before + 1
@@ -185,11 +190,14 @@ async def test_future_dated_envelope_replayed_after_ttl_is_refused(relay_factory
     relay = await relay_factory(ttl=10)
     key = v2.ClientKey(relay.client_key())
     ahead = time.time() + 50
-    body, nonce = sealed(key, relay.token, now=ahead)
+    body, nonce = sealed(key, relay.token, now=ahead, epoch=relay.epoch)
     status, _, raw = await post(http, relay, body)
     assert status == 200 and opened(key, nonce, raw)[0] == 200
     v1_body = Fernet(relay.fernet_keys[0]).encrypt_at_time(
-        json.dumps({"v": 1, "method": "GET", "path": "/v1/models", "token": relay.token}).encode(), int(ahead)
+        json.dumps(
+            {"v": 1, "method": "GET", "path": "/v1/models", "token": relay.token, "epoch": relay.epoch}
+        ).encode(),
+        int(ahead),
     )
     async with http.post(
         relay.url + "/envelope", data=v1_body, headers={"Content-Type": env.CONTENT_TYPE}
@@ -211,15 +219,15 @@ async def test_future_dated_envelope_replayed_after_ttl_is_refused(relay_factory
     assert inner_status == 403 and "expired" in json.loads(b"".join(parts))["error"]["message"]
 
 
-async def test_v1_refused_by_config_and_padding_off(relay_factory, http):
-    relay = await relay_factory(extra_envelope="accept_v1 = false\npad_to = 0")
+async def test_v1_refused_by_default_and_padding_off(relay_factory, http):
+    relay = await relay_factory(extra_envelope="# accept_v1 left at its default\npad_to = 0")
     v1_body = env.seal_request(relay.fernet, env.InnerRequest("GET", "/v1/models", token=relay.token))
     async with http.post(
         relay.url + "/envelope", data=v1_body, headers={"Content-Type": env.CONTENT_TYPE}
     ) as r:
         assert r.status == 400 and (await r.json())["error"]["code"] == "envelope_disabled"
     key = v2.ClientKey(relay.client_key())
-    body, nonce = sealed(key, relay.token, pad_to=0)
+    body, nonce = sealed(key, relay.token, pad_to=0, epoch=relay.epoch)
     raw = (await post(http, relay, body))[2]
     assert opened(key, nonce, raw)[0] == 200
     assert frames(raw)[-1] == raw[-(4 + v2.NONCE_LEN + v2.TAG_LEN + 9 + 2) :]  # END frame: 9 + "{}", no pad

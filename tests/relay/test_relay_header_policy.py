@@ -37,7 +37,7 @@ SDK_HEADERS = {
 def test_allow_list_keeps_sdk_headers_and_drops_the_rest():
     pairs = [*EDGE_HEADERS.items(), *SDK_HEADERS.items(), ("Content-Type", "application/json")]
     out = dict(upstream_request_headers(pairs, envelope=False))
-    assert out == {**SDK_HEADERS, "Content-Type": "application/json"}
+    assert out == {**SDK_HEADERS, "Content-Type": "application/json", "Accept-Encoding": "identity"}
 
 
 @pytest.mark.parametrize("envelope", [False, True])
@@ -47,8 +47,10 @@ def test_connection_named_headers_are_dropped_even_when_allowed(envelope):
     assert [p for p in out if p[0] != "Accept-Encoding"] == [("Accept", "*/*")]
 
 
-def test_envelope_asks_for_identity_encoding():
-    out = upstream_request_headers([("Accept-Encoding", "gzip")], envelope=True)
+@pytest.mark.parametrize("envelope", [False, True])
+def test_the_relay_asks_for_identity_encoding_in_both_modes(envelope):
+    """It reads the usage from every answer (a gzipped one counted 0 tokens) and seals SSE per event."""
+    out = upstream_request_headers([("Accept-Encoding", "gzip, br")], envelope=envelope)
     assert out == [("Accept-Encoding", "identity")]
 
 
@@ -73,7 +75,7 @@ def test_invalid_fields_are_refused_not_forwarded(name, value):
 
 def test_tab_and_obs_text_are_valid_values():
     pairs = [("User-Agent", "a\tb"), ("Accept-Language", "caf\xe9")]
-    assert upstream_request_headers(pairs, envelope=False) == pairs
+    assert upstream_request_headers(pairs, envelope=False) == [*pairs, ("Accept-Encoding", "identity")]
 
 
 @pytest.mark.parametrize(
@@ -108,6 +110,7 @@ def _sealed(relay, path: str = "/v1/chat/completions", headers: dict | None = No
         {"Content-Type": "application/json", **(headers or {})},
         json.dumps(CHAT).encode(),
         token=relay.token,
+        epoch=relay.epoch,
     )
     return env.seal_request(relay.fernet, inner)
 
@@ -131,3 +134,14 @@ async def test_envelope_inner_fields_are_validated_before_the_provider(
         inner = env.open_response(relay.fernet, await r.read())
     assert inner.status == 400 and json.loads(inner.body)["error"]["code"] == code
     assert len(upstream.state.requests) == before  # nothing was sent upstream
+
+
+def test_coding_agent_headers_declined_beside_the_allow_list_are_not_forwarded():
+    """Claude Code's and Codex's own headers: decided one by one in headers.py (DECLINED), dropped."""
+    from llm_relay.server.headers import DECLINED, DECLINED_PREFIXES
+
+    sent = [(name, "v") for name in sorted(DECLINED)]
+    sent += [("X-Codex-Turn-Metadata", "{}"), ("anthropic-beta", "prompt-caching-2024-07-31")]
+    assert all(not n.startswith(DECLINED_PREFIXES) for n in DECLINED)
+    out = upstream_request_headers(sent, envelope=True)
+    assert out == [("anthropic-beta", "prompt-caching-2024-07-31"), ("Accept-Encoding", "identity")]

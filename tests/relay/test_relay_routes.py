@@ -92,7 +92,7 @@ async def test_metrics_need_a_token_on_the_main_listener_but_not_on_localhost_on
     async with http.get(relay.url + "/metrics", headers=bearer(relay.token)) as r:
         text = await r.text()
         assert r.status == 200
-    assert 'llm_relay_requests_total{token="alice",provider="openrouter",status="200"}' in text
+    assert 'llm_relay_requests_total{token="alice",provider="openrouter",status="200",method="GET"}' in text
     assert "llm_relay_request_duration_seconds_bucket" in text and "llm_relay_in_flight_requests" in text
     async with http.get(relay.metrics_url + "/metrics") as r:
         assert r.status == 200 and "llm_relay_upstream_errors_total" in await r.text()

@@ -45,19 +45,25 @@ async def test_a_client_sees_only_its_own_usage(relay, http):
 
 async def test_a_spent_budget_answers_429_with_a_clear_message(relay_factory, upstream, http):
     relay = await relay_factory(
-        extra="\n[usage]\ndaily_token_budget = 1000000\nclient_budgets = { alice = 5 }\n"
+        extra="\n[usage]\ndaily_token_budget = 1000000\nclient_budgets = { alice = 30 }\n"
     )
-    async with http.post(relay.url + "/v1/chat/completions", json=CHAT, headers=bearer(relay.token)) as r:
-        assert r.status == 200  # under budget when it started; its usage is counted when it ends
+    # max_tokens 1: it reserves 1 + (body bytes / 4), about 26 of alice's 30 (server/token_budget.py).
+    small = {**CHAT, "max_tokens": 1}
+    async with http.post(relay.url + "/v1/chat/completions", json=small, headers=bearer(relay.token)) as r:
+        assert r.status == 200  # its reservation fitted; its reported usage is counted when it ends
+    async with http.get(relay.url + "/v1/usage", headers=bearer(relay.token)) as r:
+        total = (await r.json())["today_tokens"]  # what the provider reported for it
+    assert 0 < total < 30
     before = len(upstream.state.requests)
-    async with http.post(relay.url + "/v1/chat/completions", json=CHAT, headers=bearer(relay.token)) as r:
+    async with http.post(relay.url + "/v1/chat/completions", json=small, headers=bearer(relay.token)) as r:
         assert r.status == 429 and int(r.headers["Retry-After"]) > 0
         err = (await r.json())["error"]
     assert err["code"] == "token_budget_exhausted" and "alice" in err["message"]
+    assert f"{total} are used" in err["message"] and "may use up to" in err["message"]
     assert "resets at 00:00 UTC" in err["message"] and len(upstream.state.requests) == before
     async with http.get(relay.url + "/v1/usage", headers=bearer(relay.token)) as r:
         usage = await r.json()  # still answered: a client can see why it is refused
-    assert usage["daily_token_budget"] == 5 and usage["remaining_today"] == 0
+    assert usage["daily_token_budget"] == 30 and usage["today_tokens"] == total
     async with http.post(
         relay.url + "/v1/chat/completions", json=CHAT, headers=bearer(relay.other_token)
     ) as r:

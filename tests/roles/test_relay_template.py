@@ -34,13 +34,22 @@ def render(tmp_path: Path, variables: dict) -> Path:
             "gather_facts": False,
             "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
             "tasks": [
+                {  # what secrets.yml writes: each provider's headers and proxy, 0600
+                    "ansible.builtin.template": {
+                        "src": str(ROLE / "templates" / "provider-secrets.toml.j2"),
+                        "dest": str(secrets) + "/{{ provider.name }}-settings.toml",
+                        "mode": "0600",
+                    },
+                    "loop": "{{ relay_providers }}",
+                    "loop_control": {"loop_var": "provider"},
+                },
                 {
                     "ansible.builtin.template": {
                         "src": str(ROLE / "templates" / "relay.toml.j2"),
                         "dest": str(dest),
                         "mode": "0600",
                     }
-                }
+                },
             ],
         }
     ]
@@ -94,3 +103,25 @@ def test_provider_auth_routes_cors_and_budgets_reach_the_relay(tmp_path):
     ]
     assert s.server.default_provider == "auto" and s.cors.allow_origins == ("https://tool.example",)
     assert (s.usage.budget_of("alice"), s.usage.budget_of("bob")) == (50, 1000)
+
+
+def test_provider_headers_and_proxy_credentials_stay_out_of_relay_toml(tmp_path):
+    """relay.toml is readable by the service's group: a header holding a key and a proxy password go to
+    the provider's 0600 <name>-settings.toml, which relay.toml names and the relay merges."""
+    providers = [
+        {
+            "name": "openrouter",
+            "api_keys": ["x"],
+            "headers": {"X-Title": "lab", "X-Org-Secret": "hdr-s3cret"},
+            "proxy": "http://proxyuser:pr0xy-pass@proxy.corp.example:3128",
+            "no_proxy": ["localhost"],
+        }
+    ]
+    config = render(tmp_path, {"relay_providers": providers})
+    text = config.read_text()
+    assert "hdr-s3cret" not in text and "pr0xy-pass" not in text and "X-Title" not in text
+    settings_file = tmp_path / "secrets" / "openrouter-settings.toml"
+    assert oct(settings_file.stat().st_mode & 0o777) == "0o600" and "pr0xy-pass" in settings_file.read_text()
+    provider = load_settings(config).providers["openrouter"]
+    assert provider.headers == {"X-Org-Secret": "hdr-s3cret", "X-Title": "lab"}
+    assert provider.proxy.endswith("@proxy.corp.example:3128") and provider.no_proxy == ("localhost",)

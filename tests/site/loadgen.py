@@ -17,9 +17,11 @@ Run by hand: `python -m tests.site.loadgen ARTIFACT --ca CA --seconds 30` prints
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import ipaddress
 import json
+import random
 import socket
 import sys
 import threading
@@ -32,6 +34,7 @@ from urllib.parse import urlsplit
 
 import requests
 from llm_relay import envelope
+from llm_relay.client.transport import EPOCH_FRESH_S, EPOCH_TRIES
 
 KINDS = ("plain", "plain_stream", "sealed", "sealed_stream")
 PATH = "/v1/chat/completions"
@@ -108,6 +111,8 @@ class LoadGenerator:
         self.pause = concurrency / rate
         self.stats = Stats()
         self._lock = threading.Lock()
+        # Relay processes' epochs (replicas; a rolling restart makes new ones) -> last seen alive.
+        self.epochs: dict[str, float] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stamp: tuple[int, int] | None = None
@@ -209,14 +214,7 @@ class LoadGenerator:
             "Content-Type": envelope.CONTENT_TYPE,
             "Accept": f"{envelope.CONTENT_TYPE}, text/event-stream",
         }
-        with session.post(
-            creds.url + "/envelope",
-            data=envelope.seal_request(fernet, inner),
-            headers=headers,
-            verify=self.ca_path,
-            timeout=60,
-            stream=stream,
-        ) as resp:
+        with self._sealed_post(session, creds.url + "/envelope", fernet, inner, headers, stream) as resp:
             if not stream:
                 expect(resp.headers.get("Content-Type", "").startswith(envelope.CONTENT_TYPE), plain(resp))
                 answer = envelope.open_response(fernet, resp.content)
@@ -232,6 +230,31 @@ class LoadGenerator:
             status, _ = envelope.open_stream_head(fernet, tokens[0])
             expect(status == 200, f"inner HTTP {status}")
             check_events([envelope.open_stream_event(fernet, t) for t in tokens[1:]])
+
+    def _sealed_post(self, session, url: str, fernet, inner, headers: dict, stream: bool):
+        """POST the envelope naming a relay epoch (llm_relay/server/replay.py), as the client library
+        does: a replica that is not the one named answers a sealed 409 with its own epoch; resend."""
+        for _ in range(EPOCH_TRIES):
+            with self._lock:  # the epochs seen alive lately (a restarted replica's old one fades out)
+                fresh = [e for e, seen in self.epochs.items() if seen > time.monotonic() - EPOCH_FRESH_S]
+                epoch = random.choice(fresh) if fresh else ""
+            sealed = envelope.seal_request(fernet, dataclasses.replace(inner, epoch=epoch))
+            resp = session.post(
+                url, data=sealed, headers=headers, verify=self.ca_path, timeout=60, stream=stream
+            )
+            if not resp.headers.get("Content-Type", "").startswith(envelope.CONTENT_TYPE):
+                return resp
+            answer = envelope.open_response(fernet, resp.content)
+            named = {k.lower(): v for k, v in answer.headers.items()}.get("x-relay-epoch")
+            if answer.status != 409 or not named:
+                if epoch:
+                    with self._lock:
+                        self.epochs[epoch] = time.monotonic()
+                return resp
+            resp.close()
+            with self._lock:
+                self.epochs[named] = time.monotonic()
+        return resp
 
 
 def expect(condition: bool, message: str) -> None:

@@ -27,9 +27,11 @@ Figures (wall time, requests sent/failed) are printed; run with `-s` to see them
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -41,6 +43,7 @@ import requests
 import secret_scan
 from deploy_state import in_container
 from llm_relay import envelope
+from llm_relay.client.transport import EPOCH_TRIES
 from loadgen import LoadGenerator
 from play_events import events, first
 
@@ -132,13 +135,25 @@ def sealed_chat(dep, ca: Path, token: str, key: str) -> requests.Response:
         token=token,
         body=json.dumps({"model": "lab/echo", "messages": [{"role": "user", "content": "hi"}]}).encode(),
     )
-    return requests.post(
-        dep.url + "/envelope",
-        data=envelope.seal_request(envelope.make_fernet([key]), inner),
-        headers={"Content-Type": envelope.CONTENT_TYPE},
-        verify=str(ca),
-        timeout=30,
-    )
+    fernet = envelope.make_fernet([key])
+    epochs: list[str] = []
+    for _ in range(EPOCH_TRIES):  # name a relay epoch as the client does (llm_relay/server/replay.py)
+        epoch = random.choice(epochs) if epochs else ""
+        answer = requests.post(
+            dep.url + "/envelope",
+            data=envelope.seal_request(fernet, dataclasses.replace(inner, epoch=epoch)),
+            headers={"Content-Type": envelope.CONTENT_TYPE},
+            verify=str(ca),
+            timeout=30,
+        )
+        if not answer.headers.get("Content-Type", "").startswith(envelope.CONTENT_TYPE):
+            return answer
+        opened = envelope.open_response(fernet, answer.content)
+        named = {k.lower(): v for k, v in opened.headers.items()}.get("x-relay-epoch")
+        if opened.status != 409 or not named:
+            return answer
+        epochs.append(named)
+    return answer
 
 
 def cloudflared_with(token: str, ca: Path, tmp_path: Path, within: float = 10) -> tuple[int | None, str]:

@@ -34,13 +34,18 @@ _BAD_NAME = re.compile(r"[\r\n:\0 ]")
 _BAD_VALUE = re.compile(r"[\r\n\0]")
 _BAD_PATH = re.compile(r"[ \r\n\0?#]")
 _BAD_QUERY = re.compile(r"[ \r\n\0#]")
+_EPOCH = re.compile(r"[0-9a-f]{32}")
 
 
 class EnvelopeError(ValueError):
-    """An envelope that cannot be used. `status` is the HTTP status the server answers with."""
+    """An envelope that cannot be used. `status` is the HTTP status the server answers with.
+
+    `opened_by` is set when the envelope decrypted and only its content is wrong: the key that opened it
+    (v1) or (key, nonce) (v2), so the relay answers sealed and the proxy does not learn which field."""
 
     status = 400
     code = "invalid_envelope"
+    opened_by: object = None
 
 
 class EnvelopeRejected(EnvelopeError):
@@ -126,6 +131,8 @@ class InnerRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
     token: str | None = None
+    # The relay process the envelope is meant for (server/replay.py): "" until the client has learnt it.
+    epoch: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,13 @@ def check_headers(value: object) -> dict[str, str]:
     return dict(value)
 
 
+def check_epoch(value: object) -> str:
+    """The relay-process epoch an envelope names: "" or 32 lowercase hex digits (server/replay.py)."""
+    if value == "" or (isinstance(value, str) and _EPOCH.fullmatch(value)):
+        return value  # type: ignore[return-value]
+    raise EnvelopeError("envelope field 'epoch' must be 32 hex digits")
+
+
 def check_path(path: object) -> str:
     if not isinstance(path, str) or not path.startswith("/") or _BAD_PATH.search(path):
         raise EnvelopeError("envelope field 'path' must be an absolute path without query")
@@ -193,9 +207,11 @@ def _decrypt_keyed(fernet: MultiFernet, data: bytes, ttl: int | None) -> tuple[d
     try:
         doc = json.loads(plain)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise EnvelopeError("envelope payload is not UTF-8 JSON") from None
+        doc = None
     if not isinstance(doc, dict):
-        raise EnvelopeError("envelope payload must be a JSON object")
+        error = EnvelopeError("envelope payload must be a JSON object (UTF-8)")
+        error.opened_by = key  # it decrypted: the sender holds the key (the relay seals its refusal)
+        raise error
     return doc, key
 
 
@@ -215,6 +231,8 @@ def seal_request(fernet: MultiFernet, request: InnerRequest) -> bytes:
     }
     if request.token is not None:
         doc["token"] = request.token
+    if request.epoch:
+        doc["epoch"] = request.epoch
     return _encrypt(fernet, doc)
 
 
@@ -228,6 +246,14 @@ def open_request_keyed(
 ) -> tuple[InnerRequest, Fernet | MultiFernet]:
     """`open_request`, plus the key that opened the envelope: the one to seal the answer with."""
     doc, key = _decrypt_keyed(fernet, data.strip(), ttl)
+    try:
+        return _inner_request(doc), key
+    except EnvelopeError as exc:
+        exc.opened_by = key  # the sender holds this key: the relay seals its refusal under it
+        raise
+
+
+def _inner_request(doc: dict) -> InnerRequest:
     if doc.get("v") != VERSION:
         raise EnvelopeError("unsupported envelope version (expected v=1)")
     method = doc.get("method")
@@ -237,6 +263,7 @@ def open_request_keyed(
     token = doc.get("token")
     if token is not None and not isinstance(token, str):
         raise EnvelopeError("envelope field 'token' must be a string")
+    epoch = check_epoch(doc.get("epoch", ""))
     request = InnerRequest(
         method=method.upper(),
         path=path,
@@ -244,8 +271,9 @@ def open_request_keyed(
         headers=check_headers(doc.get("headers")),
         body=_unb64(doc.get("body", ""), "body"),
         token=token,
+        epoch=epoch,
     )
-    return request, key
+    return request
 
 
 def seal_response(fernet: MultiFernet, response: InnerResponse) -> bytes:

@@ -8,7 +8,8 @@ from `cryptography` (~1 µs here, against ~24 µs for a Fernet token: relay/docs
 Request body (`POST`, `Content-Type: application/octet-stream`):
     0x02 | key id (8) | nonce (12) | AES-GCM(request key, nonce, plaintext, aad = 0x02 | key id)
     plaintext = u32 head length | head JSON | inner body | zero padding
-    head = {"ts": unix seconds, "method", "path", "query", "headers", "token", "body_len"}
+    head = {"ts": unix seconds, "method", "path", "query", "headers", "token", "body_len", "epoch"?}
+    (epoch: the relay process the envelope is meant for, learnt from that relay: server/replay.py)
 Answer (status 200, the same content type, buffered or streamed): a sequence of frames
     u32 length | nonce (12) | AES-GCM(response key, nonce, plaintext, aad = the request's nonce)
     plaintext = kind (1) | sequence number (u32, from 0) | u32 data length | data | zero padding
@@ -43,6 +44,7 @@ from llm_relay.envelope import (
     EnvelopeRejected,
     InnerRequest,
     InnerResponse,
+    check_epoch,
     check_headers,
     check_path,
     check_query,
@@ -168,6 +170,8 @@ def seal_request(
         "token": request.token,
         "body_len": len(request.body),
     }
+    if request.epoch:
+        head["epoch"] = request.epoch
     head_bytes = _json(head)
     plain = b"".join((_U32.pack(len(head_bytes)), head_bytes, request.body))
     plain += bytes(_padded(len(plain), pad_to) - len(plain))
@@ -179,9 +183,9 @@ def seal_request(
 @dataclass(frozen=True)
 class OpenedRequest:
     request: InnerRequest
+    timestamp: int
     key: ClientKey
     nonce: bytes
-    timestamp: int
 
 
 def looks_like_v2(data: bytes) -> bool:
@@ -201,6 +205,14 @@ def open_request(keys: KeyTable, data: bytes) -> OpenedRequest:
         plain = key.request.decrypt(nonce, data[1 + KID_LEN + NONCE_LEN :], data[: 1 + KID_LEN])
     except InvalidTag:
         raise EnvelopeRejected("envelope rejected: wrong key or tampered") from None
+    try:
+        return OpenedRequest(*_inner_request(plain), key, nonce)
+    except EnvelopeError as exc:
+        exc.opened_by = (key, nonce)  # the sender holds this key: the relay seals its refusal under it
+        raise
+
+
+def _inner_request(plain: bytes) -> tuple[InnerRequest, int]:
     if len(plain) < 4:
         raise EnvelopeError("envelope payload too short")
     (head_len,) = _U32.unpack_from(plain)
@@ -223,8 +235,9 @@ def open_request(keys: KeyTable, data: bytes) -> OpenedRequest:
         headers=check_headers(head.get("headers")),
         body=plain[start : start + body_len],
         token=token,
+        epoch=check_epoch(head.get("epoch", "")),
     )
-    return OpenedRequest(request, key, nonce, ts)
+    return request, ts
 
 
 def check_timestamp(timestamp: int, ttl: int, now: float | None = None) -> None:

@@ -43,7 +43,7 @@ def _connection_options(parser: argparse.ArgumentParser | None = None) -> argpar
     group.add_argument(
         "--envelope",
         choices=("auto", "v2", "v1"),
-        help="envelope version (default: auto = v2, v1 against a relay that does not answer v2)",
+        help="envelope version (default: auto = v2 only; v1 only for a relay that speaks nothing else)",
     )
     group.add_argument(
         "--token-channel",
@@ -123,6 +123,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=8788, help="local port (default 8788; 0 = any free port)")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web page origin (scheme://host[:port]) whose requests are served; repeatable. Requests "
+        "carrying any other Origin header get 403 (tools send none)",
+    )
+    serve.add_argument(
+        "--local-key-file",
+        metavar="PATH",
+        help="a 0600 file holding a key every tool must send as its API key (Bearer or x-api-key)",
+    )
 
     usage = sub.add_parser(
         "usage",
@@ -175,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "serve-local":
         from .serve_local import serve
 
-        return serve(_profile(args), args.host, args.port)
+        return serve(_profile(args), args.host, args.port, args.allow_origin, args.local_key_file)
     from .commands import ask, embed
 
     profile = _profile(args)
@@ -214,6 +227,10 @@ def _api_error_message(exc: Exception) -> str | None:
         return f"cannot use the relay's sealed answer ({sealed}): is fernet_key this client's key?"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
+        from .codec_v2 import EnvelopeRefused
+
+        if isinstance(cause, EnvelopeRefused):
+            return str(cause)
         return f"cannot reach the relay: {type(cause).__name__}: {cause}"
     return None
 

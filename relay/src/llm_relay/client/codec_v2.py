@@ -5,6 +5,8 @@ application/octet-stream`, `Accept: */*` and the HTTP library's own User-Agent; 
 API, the model or the path. Every answer the relay seals is status 200 with the same content type; the
 frames inside carry the real status, and each is bound to this request's nonce, numbered, and followed by
 a terminator, so a swapped, reordered, duplicated, dropped or truncated answer raises instead of being used.
+An answer that is not sealed at all raises too (EnvelopeRefused): once a client holds a v2 key, nothing on
+the path can make it speak v1.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from ._http import httpx
 
 V2_PATH = "/"
 OUTER_HEADERS = {"Content-Type": envelope_v2.CONTENT_TYPE, "Accept": "*/*"}
-# Plain answers of a relay that does not speak v2 to us: an older relay (no v2 route: the POST is a plain
-# request without token) or a relay that has no v2 key for this client yet. Only then is v1 tried.
-FALLBACK_CODES = {"missing_token": "an older relay", "envelope_unknown_key": "this key is not a v2 key there"}
 # Not copied from an opened inner response: the body we hand over is already decoded and complete.
 DROP_OPENED = frozenset({"content-length", "transfer-encoding", "content-encoding", "connection"})
+
+
+class EnvelopeRefused(httpx.RemoteProtocolError):
+    """A v2 request got an answer that is not sealed. Anyone on the path can produce such an answer (a
+    proxy forging `401 missing_token` did, to make clients fall back to v1), so it is never acted on:
+    no fallback, no retry; the caller gets this error, which says how to find out who answered."""
 
 
 def reply_failure(exc: envelope.EnvelopeError) -> Exception:
@@ -33,15 +38,27 @@ def is_v2_answer(response: object) -> bool:
     return response.status_code == 200 and ctype == envelope_v2.CONTENT_TYPE
 
 
-def fallback_reason(response: object, body: bytes) -> str | None:
-    """Why v1 should be tried after this plain answer to a v2 request; None when it should not."""
+def plain_answer(response: object, body: bytes) -> str:
+    """`401 missing_token` (the code of an OpenAI-shaped error body) or `502 text/html`: for messages."""
     try:
         code = httpx.Response(response.status_code, content=body).json()["error"]["code"]
     except (ValueError, KeyError, TypeError):
-        return None
-    if code not in FALLBACK_CODES:
-        return None
-    return f"the relay answered envelope v2 with {response.status_code} {code} ({FALLBACK_CODES[code]})"
+        code = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    return f"{response.status_code} {str(code)[:64]}"
+
+
+def refusal(response: object, body: bytes) -> EnvelopeRefused:
+    if response.status_code == 407:  # the configured proxy's own demand, about the proxy hop only
+        return EnvelopeRefused(
+            "the proxy requires authentication (407): use proxy = http://user:password@host:port"
+        )
+    return EnvelopeRefused(
+        f"the answer to an encrypted (envelope v2) request was not sealed ({plain_answer(response, body)}): "
+        "the relay seals every answer it gives to an envelope it could open, so this came from something "
+        "on the way (a proxy) or from a relay that does not know this client's key. Not falling back to "
+        'envelope v1. Run `llm-relay doctor` to see who answers; `envelope = "v1"` in the client config '
+        "is only for a relay that speaks nothing else"
+    )
 
 
 class V2Codec:
@@ -186,3 +203,19 @@ def _stopped_at_done(opener: envelope_v2.ReplyOpener, last: bytes) -> bool:
     directly: closing there reads on to the terminator, so a stream cut right after `[DONE]` is caught too.
     (A caller that stops anywhere else abandons the answer on purpose; nothing is checked then.)"""
     return not opener.ended and last.startswith(b"data: [DONE]")
+
+
+def relay_epoch(root: str, key_text: str, token: str) -> str:
+    """The epoch of the relay process at `root` (server/replay.py), for tools that seal envelopes
+    themselves ahead of time (the benchmarks): one sealed probe, whose 409 names it."""
+    key = envelope_v2.ClientKey(key_text)
+    body, nonce = envelope_v2.seal_request(key, envelope.InnerRequest("GET", "/v1/providers", token=token))
+    answer = httpx.post(root.rstrip("/") + V2_PATH, content=body, headers=OUTER_HEADERS, trust_env=False)
+    opener = envelope_v2.ReplyOpener(key, nonce)
+    opener.feed(answer.content)
+    opener.close()
+    assert opener.head is not None
+    epoch = {k.lower(): v for k, v in opener.head[1].items()}.get("x-relay-epoch", "")
+    if not epoch:
+        raise envelope.EnvelopeError(f"the relay named no epoch (inner status {opener.head[0]})")
+    return epoch

@@ -39,7 +39,7 @@ class Profile:
     token: str = field(default="", repr=False)
     fernet_key: str = field(default="", repr=False)
     encrypt: bool | None = None  # None: encrypt whenever a Fernet key is configured
-    envelope: str = "auto"  # auto: v2, falling back to v1 against a relay that does not answer v2
+    envelope: str = "auto"  # auto = v2, never a fallback (a plain answer can be forged); v1 only if set
     pad_to: int = 128  # envelope v2: request sizes rounded up to a multiple of this (0: off)
     token_channel: str = "path"  # noqa: S105 - a channel name, not a secret
     proxy: str | None = None  # None: from HTTPS_PROXY/HTTP_PROXY; "": explicitly direct

@@ -14,7 +14,7 @@ from typing import Any
 from llm_relay import envelope, envelope_v2
 
 from ._http import httpx
-from .codec_v2 import fallback_reason, is_v2_answer
+from .codec_v2 import is_v2_answer
 from .config import Profile
 from .doctor_net import Check, Timer
 from .factory import http_client, openai_client, raw_http_client
@@ -74,36 +74,31 @@ def check_health(profile: Profile) -> Check:
 
 
 def check_envelope(profile: Profile) -> Check:
-    """Which envelope version this client speaks with the relay, and why.
+    """Which envelope version this client speaks with the relay, and whether the relay opens it.
 
-    Seals `GET /healthz` without a token (any sealed answer proves the key works): first as v2, then, when
-    the relay answers that as an older relay does (`envelope = auto`), as v1.
+    Seals `GET /healthz` without a token (any sealed answer proves the key works) in the configured
+    version: v2 unless `envelope = "v1"`. A plain answer to v2 is a failure, never a reason to try v1: it
+    is what a proxy forging refusals would send (the client refuses it the same way).
     """
     if not profile.fernet_key:
         return Check("envelope", "skip", "no fernet_key configured (encrypt off)")
     codec = RelayCodec(profile.with_overrides(encrypt=True))
     probe = httpx.Request("GET", profile.root + "/healthz")
-    version, nonce = "v1", b""
+    v2 = codec.sealed_v2(probe, b"")
     with Timer() as timer, raw_http_client(profile) as raw:
         try:
-            v2 = codec.sealed_v2(probe, b"")
             if v2 is not None:
-                version, nonce = "v2", v2[1]
                 response = raw.send(v2[0])
-                reason = None if is_v2_answer(response) else fallback_reason(response, response.content)
-                if reason is not None and profile.envelope == "auto":
-                    codec.fall_back(reason)
-                    version = "v1"
-            if version == "v1":
+            else:
                 inner = envelope.InnerRequest(method="GET", path="/healthz")
                 headers = {"Content-Type": envelope.CONTENT_TYPE, "Accept": "*/*"}
                 sealed = envelope.seal_request(codec.fernet, inner)
                 response = raw.post(profile.root + ENVELOPE_PATH, content=sealed, headers=headers)
         except httpx.HTTPError as exc:
             return _transport_failure("envelope", exc)
-    if version == "v2":
+    if v2 is not None:
         if is_v2_answer(response):
-            return _v2_opened(codec, response, nonce, timer)
+            return _v2_opened(codec, response, v2[1], timer)
         return _refused(response, "v2")
     if codec.kind(response) != "sealed":
         return _refused(response, "v1")
@@ -118,10 +113,8 @@ def check_envelope(profile: Profile) -> Check:
             "the relay encrypts answers with its newest key: update fernet_key",
         )
     detail = f"envelope v1 ({codec.reason}); relay opened it (inner status {inner_response.status})"
-    if profile.envelope == "v1":
-        return Check("envelope", "ok", detail, ms=timer.ms)
-    hint = "v1 shows the proxy more (a named content type, no reply binding): add this client's key to "
-    hint += "the relay's client-keys (site.yml does) or upgrade the relay"
+    hint = "v1 shows the proxy more (a named content type, no reply binding, no padding): add this "
+    hint += "client's key to the relay's client-keys (site.yml does) and remove `envelope = \"v1\"`"
     return Check("envelope", "warn", detail, "envelope_v1", hint, ms=timer.ms)
 
 
@@ -154,6 +147,17 @@ def _refused(response: Any, version: str) -> Check:
             "the relay does not accept envelope v1 and has no v2 key for this client",
             "envelope_disabled",
             "add the client's key to the relay's vault (llm-relay keygen)",
+        )
+    if version == "v2":
+        return Check(
+            "envelope",
+            "fail",
+            f"the envelope v2 probe got a plain answer ({response.status_code} {code}: {message}); the "
+            "relay seals every answer to an envelope it can open, so either it has no v2 key for this "
+            "client (its client-keys) or something on the path answered in its place (a proxy)",
+            "envelope_not_sealed",
+            "compare with the relay's access log: no line for this probe means the proxy answered; "
+            "the client never falls back to v1 on such an answer",
         )
     return Check(
         "envelope", "fail", f"unexpected answer {response.status_code} {code}: {message}", "envelope_failed"

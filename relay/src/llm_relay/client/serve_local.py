@@ -4,6 +4,8 @@ Tools on the PC (Aider, the OpenAI or Anthropic SDK, curl) point at `http://127.
 `http://127.0.0.1:8788/<provider>`) with any API key; each request goes to the relay through the configured
 proxy with the client token added and, with `--encrypt`, sealed in a Fernet envelope. Responses (SSE
 streams included) are opened and streamed back as they come; a complete answer keeps its Content-Length.
+Only this PC's tools are served: local_guard.py refuses foreign Host names (DNS rebinding), web pages'
+Origins not allowed, and, with --local-key-file, requests without the local key.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiohttp import web
 from ._http import httpx
 from .config import Profile
 from .factory import async_http_client
+from .local_guard import guard, normalise_origin, read_local_key
 from .transport import HOP_BY_HOP
 
 # Not the relay's own default listen port (8787): both may run on one machine (a test box, the lab).
@@ -70,8 +73,10 @@ async def forward(request: web.Request) -> web.StreamResponse:
         await upstream.aclose()
 
 
-def create_app(profile: Profile) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+def create_app(
+    profile: Profile, origins: tuple[str, ...] = (), local_key: str | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[guard(origins, local_key)])
     app[PROFILE_KEY] = profile
     app.router.add_route("*", "/{tail:.*}", forward)
 
@@ -90,8 +95,10 @@ def check_loopback(host: str) -> None:
         raise ValueError(f"serve-local listens on loopback only, not {host!r}")
 
 
-async def _serve(profile: Profile, host: str, port: int) -> None:
-    runner = web.AppRunner(create_app(profile), access_log=None)
+async def _serve(
+    profile: Profile, host: str, port: int, origins: tuple[str, ...], local_key: str | None
+) -> None:
+    runner = web.AppRunner(create_app(profile, origins, local_key), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -109,10 +116,18 @@ async def _serve(profile: Profile, host: str, port: int) -> None:
         await runner.cleanup()
 
 
-def serve(profile: Profile, host: str, port: int) -> int:
+def serve(
+    profile: Profile,
+    host: str,
+    port: int,
+    allow_origins: list[str] | tuple[str, ...] = (),
+    local_key_file: str | None = None,
+) -> int:
     check_loopback(host)
+    origins = tuple(normalise_origin(o) for o in allow_origins)
+    local_key = read_local_key(local_key_file) if local_key_file else None
     try:
-        asyncio.run(_serve(profile, host, port))
+        asyncio.run(_serve(profile, host, port, origins, local_key))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

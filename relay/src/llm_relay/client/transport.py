@@ -6,20 +6,27 @@ its own placeholder key; corporate proxies strip that header anyway).
 
 Encrypting mode seals the whole request - method, path, headers, body and token - into an envelope and
 opens the answer, a buffered one or an SSE stream decrypted event by event as it arrives; the caller (the
-OpenAI SDK, serve-local) sees a normal response either way. Envelope v2 (codec_v2.py) is spoken by default;
-against a relay that answers v2 as an older relay does, the transport falls back to v1 (a Fernet token
-posted to `<relay>/envelope`) for the rest of its life and says why in `codec.reason` (doctor prints it).
+OpenAI SDK, serve-local) sees a normal response either way. Envelope v2 (codec_v2.py) is spoken unless the
+configuration says `envelope = "v1"` (a Fernet token posted to `<relay>/envelope`, for a relay that speaks
+nothing else). There is no automatic fallback: the only signal for one would be a plain answer, which
+anyone on the path can forge (codec_v2.EnvelopeRefused).
+
+Every envelope names the relay process it is meant for (its epoch, server/replay.py): a relay that was
+restarted, or another replica behind the same name, answers a sealed `409 envelope_epoch` with its own, and
+the request is sealed again for it (up to EPOCH_TRIES times).
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
 from llm_relay import envelope
 
 from ._http import httpx
-from .codec_v2 import DROP_OPENED, V2Codec, fallback_reason, is_v2_answer
+from .codec_v2 import DROP_OPENED, V2Codec, is_v2_answer, refusal
 from .config import Profile
 
 ENVELOPE_PATH = "/envelope"  # v1 only; v2 posts to the relay's root
@@ -44,6 +51,17 @@ _DROP_INNER = HOP_BY_HOP | {
     "cookie",
 }
 _DROP_OPENED = DROP_OPENED
+EPOCH_HEADER = "x-relay-epoch"  # server/replay.py's EPOCH_HEADER, inside the sealed answer
+# Sends of one request while relay processes answer "not my epoch". The first request of a process needs
+# two (it learns the epoch). Behind a balancer spreading single requests over N replicas, each send names
+# one of the epochs learnt so far, picked at random (a fixed pick could alternate with a round-robin
+# balancer forever): it reaches that replica with probability 1/N, so with N = 2 a request needs 2 sends
+# on average and 16 sends leave 1 in 32768 failing.
+EPOCH_TRIES = 16
+KNOWN_EPOCHS = 8  # epochs kept at most (replicas, restarts); the least recently seen goes first
+# An epoch not seen for this long (neither announced in a 409 nor accepted) is forgotten: a replica that
+# restarted never names its old epoch again, and picking dead epochs would cost sends.
+EPOCH_FRESH_S = 120.0
 
 
 class RelayCodec:
@@ -58,11 +76,37 @@ class RelayCodec:
         self.reason = {
             "v1": "envelope = v1 in the configuration",
             "v2": "envelope = v2 in the configuration",
-            "auto": "the default (v2; v1 only for a relay that does not answer v2)",
+            "auto": "the default: v2 only, never a fallback",
         }[profile.envelope]
+        self.epochs: dict[str, float] = {}  # relay processes' epochs -> when last seen alive (monotonic)
 
-    def fall_back(self, reason: str) -> None:
-        self.version, self.reason = 1, reason + ": using envelope v1"
+    def learn_epoch(self, response: object) -> bool:
+        """True when the relay refused the envelope for naming another process (sealed 409 with its
+        epoch, which is now ours): the caller seals the request again."""
+        if self.fernet is None or response.status_code != 409:
+            return False
+        epoch = response.headers.get(EPOCH_HEADER, "")
+        try:
+            valid = bool(envelope.check_epoch(epoch))
+        except envelope.EnvelopeError:
+            return False
+        if valid:
+            self.confirm(epoch, learnt=True)
+        return valid
+
+    def confirm(self, epoch: str, learnt: bool = False) -> None:
+        """`epoch` is alive: a relay announced it, or accepted an envelope naming it."""
+        if epoch and (learnt or epoch in self.epochs):
+            self.epochs[epoch] = time.monotonic()
+            if len(self.epochs) > KNOWN_EPOCHS:
+                del self.epochs[min(self.epochs, key=self.epochs.__getitem__)]
+
+    def pick_epoch(self) -> str:
+        """One of the epochs seen alive lately, at random; "" (learn it) when there is none."""
+        stale = time.monotonic() - EPOCH_FRESH_S
+        for epoch in [e for e, seen in self.epochs.items() if seen < stale]:
+            del self.epochs[epoch]
+        return random.choice(list(self.epochs)) if self.epochs else ""  # noqa: S311 - not a secret
 
     def relay_path(self, url: object) -> str:
         """The request path relative to the relay root (`/v1/chat/completions`)."""
@@ -86,7 +130,7 @@ class RelayCodec:
             request.method, url, headers=headers, content=body, extensions=request.extensions
         )
 
-    def inner_request(self, request: object, body: bytes) -> envelope.InnerRequest:
+    def inner_request(self, request: object, body: bytes, epoch: str = "") -> envelope.InnerRequest:
         return envelope.InnerRequest(
             method=request.method,
             path=self.relay_path(request.url),
@@ -94,32 +138,26 @@ class RelayCodec:
             headers={k: v for k, v in request.headers.items() if k.lower() not in _DROP_INNER},
             body=body,
             token=self.profile.token,
+            epoch=epoch,
         )
 
-    def sealed_request(self, request: object, body: bytes) -> object:
+    def sealed_request(self, request: object, body: bytes, epoch: str = "") -> object:
         """Envelope v1 (the transition): the content type still names it; the rest is generic."""
-        sealed = envelope.seal_request(self.fernet, self.inner_request(request, body))
+        sealed = envelope.seal_request(self.fernet, self.inner_request(request, body, epoch))
         url = request.url.copy_with(raw_path=(self.prefix + ENVELOPE_PATH).encode())
         headers = {"Content-Type": envelope.CONTENT_TYPE, "Accept": "*/*"}
         return httpx.Request("POST", url, headers=headers, content=sealed, extensions=request.extensions)
 
-    def outgoing(self, request: object, body: bytes) -> object:
-        return self.sealed_request(request, body) if self.fernet else self.plain_request(request, body)
+    def outgoing(self, request: object, body: bytes, epoch: str = "") -> object:
+        if self.fernet:
+            return self.sealed_request(request, body, epoch)
+        return self.plain_request(request, body)
 
-    def sealed_v2(self, request: object, body: bytes) -> tuple[object, bytes] | None:
+    def sealed_v2(self, request: object, body: bytes, epoch: str = "") -> tuple[object, bytes] | None:
         """(outer request, nonce) while v2 is in use; None once on v1 (or in plain mode)."""
         if self.v2 is None or self.version != 2:
             return None
-        return self.v2.outgoing(request, self.inner_request(request, body))
-
-    def after_v2(self, outer: object, body: bytes) -> bool:
-        """True when this plain answer to a v2 request means: try v1 (only in `envelope = auto`)."""
-        if self.profile.envelope != "auto":
-            return False
-        reason = fallback_reason(outer, body)
-        if reason is not None:
-            self.fall_back(reason)
-        return reason is not None
+        return self.v2.outgoing(request, self.inner_request(request, body, epoch))
 
     @staticmethod
     def kind(response: object) -> str:
@@ -200,15 +238,27 @@ class RelayTransport(httpx.BaseTransport):
 
     def handle_request(self, request: object) -> object:
         body = request.read()
-        v2 = self.codec.sealed_v2(request, body)
+        for _ in range(EPOCH_TRIES - 1):
+            epoch = self.codec.pick_epoch()
+            response = self._once(request, body, epoch)
+            if not self.codec.learn_epoch(response):
+                self.codec.confirm(epoch)
+                return response
+            response.read()
+            response.close()
+        return self._once(request, body, self.codec.pick_epoch())
+
+    def _once(self, request: object, body: bytes, epoch: str) -> object:
+        v2 = self.codec.sealed_v2(request, body, epoch)
         if v2 is not None:
             outer = self.inner.handle_request(v2[0])
             if is_v2_answer(outer):
                 return self.codec.v2.open_sync(request, outer, v2[1])
-            if not self.codec.after_v2(outer, outer.read()):
-                return outer
-            outer.close()
-        outer = self.inner.handle_request(self.codec.outgoing(request, body))
+            try:
+                raise refusal(outer, outer.read())
+            finally:
+                outer.close()
+        outer = self.inner.handle_request(self.codec.outgoing(request, body, epoch))
         kind = self.codec.kind(outer) if self.codec.fernet else "plain"
         if kind == "plain":
             return outer
@@ -237,15 +287,27 @@ class AsyncRelayTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: object) -> object:
         body = await request.aread()
-        v2 = self.codec.sealed_v2(request, body)
+        for _ in range(EPOCH_TRIES - 1):
+            epoch = self.codec.pick_epoch()
+            response = await self._once(request, body, epoch)
+            if not self.codec.learn_epoch(response):
+                self.codec.confirm(epoch)
+                return response
+            await response.aread()
+            await response.aclose()
+        return await self._once(request, body, self.codec.pick_epoch())
+
+    async def _once(self, request: object, body: bytes, epoch: str) -> object:
+        v2 = self.codec.sealed_v2(request, body, epoch)
         if v2 is not None:
             outer = await self.inner.handle_async_request(v2[0])
             if is_v2_answer(outer):
                 return await self.codec.v2.open_async(request, outer, v2[1])
-            if not self.codec.after_v2(outer, await outer.aread()):
-                return outer
-            await outer.aclose()
-        outer = await self.inner.handle_async_request(self.codec.outgoing(request, body))
+            try:
+                raise refusal(outer, await outer.aread())
+            finally:
+                await outer.aclose()
+        outer = await self.inner.handle_async_request(self.codec.outgoing(request, body, epoch))
         kind = self.codec.kind(outer) if self.codec.fernet else "plain"
         if kind == "plain":
             return outer

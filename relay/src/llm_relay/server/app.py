@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 from llm_relay import envelope, envelope_v2
 
-from . import cors
+from . import cors, replay, token_budget
 from .auth import retry_after_header, token_from_headers
 from .budget import MemoryBudget
 from .envelope_gate import v1_gate, v2_gate
@@ -33,9 +33,12 @@ from .errors import RelayError
 from .forward import Outbound, Outcome, forward
 from .headers import from_mapping, upstream_request_headers
 from .http11 import Request, Response
+from .inner import effective as inner_effective
+from .inner import observe as observe_inner
+from .inner import sealed_refusal
 from .labels import ModelLabels
 from .logs import AccessLog, log_path
-from .metrics import Metrics
+from .metrics import Metrics, own_lines
 from .reply import PlainReply, SealedReply, SealedReplyV2
 from .state import Provider, RelayState
 from .upstream import UpstreamError
@@ -139,7 +142,7 @@ class RelayApp:
             if response is not None:
                 outcome.status = response.status
                 if outcome.reply_headers:
-                    response.headers = [*response.headers, *outcome.reply_headers]
+                    response.headers = cors.merge(response.headers, outcome.reply_headers)
                 if self.draining:
                     response.close = True
             return response
@@ -227,7 +230,6 @@ class RelayApp:
         if outcome.provider:
             info.provider = outcome.provider  # the provider that answered (after any fallback)
             outcome.usage.model = self.models.label(outcome.usage.model)
-            self.metrics.usage.record(info.token_name, outcome.provider, outcome.usage)
         status = outcome.status
         if outcome.client_gone:
             pass
@@ -235,7 +237,9 @@ class RelayApp:
             status = 502  # the client got a truncated stream
         elif response is not None and not outcome.streamed:
             status = response.status
-        self.metrics.observe(info.token_name, info.provider, status, duration)
+        status, method = inner_effective(outcome, status, request.method)  # an envelope's inner request
+        token_budget.settle(self.metrics.usage, info.token_name, outcome, status)
+        self.metrics.observe(info.token_name, info.provider, status, duration, method)
         if outcome.upstream_error:
             self.metrics.upstream_errors[(info.provider, outcome.upstream_error)] += 1
         bytes_out = outcome.bytes_out
@@ -244,7 +248,7 @@ class RelayApp:
         self.access_log.request(
             info.token_name,
             info.provider,
-            request.method,
+            method,
             info.path,
             status,
             duration,
@@ -308,6 +312,7 @@ class RelayApp:
             client_headers.append(("Content-Type", "application/json"))
         out = Outbound(request.method, route.path, query, client_headers, body, doc, is_json)
         _request_model(doc, outcome)
+        token_budget.reserve(self.metrics.usage, state.settings.usage, info.token_name, body, doc, outcome)
         return await forward(request, route.attempts, out, PLAIN, outcome, self.metrics)
 
     def _authenticate(
@@ -390,15 +395,14 @@ class RelayApp:
 
     def _local(self, state: RelayState, path: str, reply: PlainReply, info: RequestInfo) -> Response:
         if path == "/metrics":
-            resp = reply.full(
-                200, [("Content-Type", "text/plain; version=0.0.4")], self.render_metrics(state).encode()
-            )
+            text = own_lines(self.render_metrics(state), info.token_name)  # a client sees only its own
+            resp = reply.full(200, [("Content-Type", "text/plain; version=0.0.4")], text.encode())
             return resp
         if path == "/v1/usage":
             budget = state.settings.usage.budget_of(info.token_name)
             return reply.json(200, self.metrics.usage.report(info.token_name, budget))
         data = [
-            {"id": p.name, "base_url": p.settings.base_url, "default": p.name == state.default_name}
+            {"id": p.name, "base_url": p.public_base_url, "default": p.name == state.default_name}
             for p in state.providers.values()
         ]
         data += [  # fallback routes: the providers they try, in order
@@ -439,11 +443,13 @@ class RelayApp:
         try:
             inner, key = envelope.open_request_keyed(state.fernet, sealed, ttl=state.settings.envelope_ttl)
         except envelope.EnvelopeError as exc:
-            raise RelayError(exc.status, exc.code, str(exc)) from None
+            return sealed_refusal(exc, state, outcome) or PLAIN.error(
+                RelayError(exc.status, exc.code, str(exc))
+            )
         # From here on every answer, errors included, is sealed: the proxy learns nothing more.
         # Sealed under the key that opened the request, so a client still on the previous key of a rotation
         # reads the answer.
-        reply = SealedReply(key)
+        reply = observe_inner(SealedReply(key), outcome, inner.method)
         try:
             token = inner.token or path_token or token_from_headers(request.headers)
             self._identify(state, token, info, request.admitted)
@@ -454,8 +460,7 @@ class RelayApp:
             self._rate_limit(state, info.token_name, info)
             # Only authenticated envelopes enter the replay cache: forged ones cannot fill it.
             expires = envelope.replay_expiry(sealed, state.settings.envelope_ttl)
-            if not state.replay.check_and_add(envelope.replay_key(sealed), expires):
-                raise RelayError(403, "envelope_replayed", "envelope already used (replay)")
+            replay.admit(state, inner.epoch, envelope.replay_key(sealed), expires)
         except RelayError as err:
             return reply.error(err)
         return await self._inner(request, state, inner, reply, info, outcome)
@@ -470,10 +475,12 @@ class RelayApp:
         try:
             opened = envelope_v2.open_request(state.client_keys, sealed)
         except envelope.EnvelopeError as exc:
-            # Nothing opened: no key to seal with, so this answer is plain (it concerns no client's data).
-            raise RelayError(exc.status, exc.code, str(exc)) from None
+            # Not opened: no key to seal with, so this answer is plain (it concerns no client's data).
+            return sealed_refusal(exc, state, outcome) or PLAIN.error(
+                RelayError(exc.status, exc.code, str(exc))
+            )
         sealer = envelope_v2.ReplySealer(opened.key, opened.nonce, state.settings.envelope_pad_to)
-        reply = SealedReplyV2(sealer)
+        reply = observe_inner(SealedReplyV2(sealer), outcome, opened.request.method)
         inner = opened.request
         ttl = state.settings.envelope_ttl
         try:
@@ -483,8 +490,7 @@ class RelayApp:
                 raise RelayError(*_KEY_NOT_TOKENS)
             self._rate_limit(state, info.token_name, info)  # before the replay cache, as for v1
             replay_id = opened.key.kid + opened.nonce
-            if not state.replay.check_and_add(replay_id, envelope_v2.replay_expiry(opened.timestamp, ttl)):
-                raise RelayError(403, "envelope_replayed", "envelope already used (replay)")
+            replay.admit(state, inner.epoch, replay_id, envelope_v2.replay_expiry(opened.timestamp, ttl))
         except envelope.EnvelopeError as exc:
             return reply.error(RelayError(exc.status, exc.code, str(exc)))
         except RelayError as err:
@@ -520,6 +526,9 @@ class RelayApp:
                 client_headers.append(("Content-Type", "application/json"))
             out = Outbound(inner.method, route.path, inner.query, client_headers, body, doc, is_json)
             _request_model(doc, outcome)
+            token_budget.reserve(
+                self.metrics.usage, state.settings.usage, info.token_name, body, doc, outcome
+            )
             return await forward(request, route.attempts, out, reply, outcome, self.metrics)
         except RelayError as err:
             return reply.error(err)

@@ -26,6 +26,7 @@ from .config_features import (
     parse_cors,
     parse_routes,
     parse_usage,
+    with_secrets_file,
 )
 from .config_table import ConfigError, Table
 from .headers import valid_name, valid_value
@@ -126,7 +127,9 @@ class Settings:
     fernet_keys: tuple[bytes, ...] = field(default=(), repr=False)
     envelope_ttl: int = envelope.DEFAULT_TTL
     client_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (token name, key), v2
-    accept_v1: bool = True  # the transition: v1 envelopes still open (false refuses them)
+    # Envelope v1 opens only when asked for: a proxy that could make clients fall back to it would get
+    # unbound answers, unnumbered stream events and unpadded sizes (relay/docs/envelope.md).
+    accept_v1: bool = False
     envelope_pad_to: int = envelope_v2.DEFAULT_PAD
     cors: CorsSettings = field(default_factory=CorsSettings)
     routes: dict[str, RouteSettings] = field(default_factory=dict)
@@ -215,6 +218,11 @@ def _auth_style(name: str, auth: str) -> str:
 def _provider(name: str, data: Any, config_dir: Path) -> ProviderSettings:
     if not tokens.NAME_RE.match(name) or name in RESERVED_PROVIDER_NAMES:
         raise ConfigError(f"[providers.{name}]: invalid or reserved provider name")
+    data = with_secrets_file(  # headers and proxy from a 0600 file (config_features.SECRET_SETTINGS)
+        name,
+        data,
+        lambda ref: read_secret(resolve_secret(ref, config_dir), f"[providers.{name}] secrets_file"),
+    )
     known = {
         "base_url",
         "keys_file",
@@ -354,7 +362,7 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
         fernet_keys=tuple(fernet_keys),
         envelope_ttl=int(e.number("ttl", envelope.DEFAULT_TTL, 1)),
         client_keys=client_keys,
-        accept_v1=e.get("accept_v1", bool, True),
+        accept_v1=e.get("accept_v1", bool, False),
         envelope_pad_to=int(e.number("pad_to", envelope_v2.DEFAULT_PAD, 0)),
         cors=parse_cors(raw.get("cors", {})),
         routes=routes,

@@ -5,6 +5,8 @@ Each is off by default: no table, no behaviour change. Format and meaning: relay
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +41,10 @@ class RouteSettings:
 class UsageSettings:
     daily_token_budget: int = 0  # prompt + completion tokens per client and UTC day; 0 = unlimited
     client_budgets: dict[str, int] = field(default_factory=dict)  # per client name, overrides the default
+    # What a request without max_tokens (max_completion_tokens, max_output_tokens) reserves for its answer
+    # against the budget while it runs (token_budget.py).
+    reserve_tokens: int = 1024
+    max_concurrent_per_client: int = 0  # requests of one client in flight at once; 0 = unlimited
 
     def budget_of(self, client: str) -> int:
         return self.client_budgets.get(client, self.daily_token_budget)
@@ -94,9 +100,57 @@ def parse_routes(raw: Any, providers: dict[str, Any]) -> dict[str, RouteSettings
 
 
 def parse_usage(raw: Any) -> UsageSettings:
-    t = Table(raw, "usage", {"daily_token_budget", "client_budgets"})
+    t = Table(
+        raw,
+        "usage",
+        {"daily_token_budget", "client_budgets", "reserve_tokens", "max_concurrent_per_client"},
+    )
     budgets = t.get("client_budgets", dict, {})
     for client, value in budgets.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"[usage] client_budgets: {client!r} must be a non-negative integer")
-    return UsageSettings(int(t.number("daily_token_budget", 0)), dict(budgets))
+    return UsageSettings(
+        int(t.number("daily_token_budget", 0)),
+        dict(budgets),
+        int(t.number("reserve_tokens", 1024, 1)),
+        int(t.number("max_concurrent_per_client", 0)),
+    )
+
+
+# What a provider's `secrets_file` may hold: the settings that can carry credentials (a header holding a
+# key, a proxy URL with user:password), kept out of relay.toml (readable by the service's group) in a 0600
+# file owned by the service user, like the keys files.
+SECRET_SETTINGS = frozenset({"headers", "proxy"})
+
+
+def with_secrets_file(name: str, data: Any, read: Callable[[str], list[str]]) -> Any:
+    """`[providers.NAME]` with its `secrets_file` (TOML: `headers = {...}`, `proxy = "..."`) merged in.
+    `read` returns the lines of a private secret file (the caller checks its mode). A header or proxy set
+    in both places is an error: one place decides. Nothing read from the file is echoed in an error."""
+    if not isinstance(data, dict) or "secrets_file" not in data:
+        return data
+    where = f"[providers.{name}] secrets_file"
+    ref = data["secrets_file"]
+    if not isinstance(ref, str) or not ref:
+        raise ConfigError(f"{where} must be a file name")
+    try:
+        extra = tomllib.loads("\n".join(read(ref)))
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"{where}: {ref} is not valid TOML") from None
+    unknown = set(extra) - SECRET_SETTINGS
+    if unknown:
+        raise ConfigError(f"{where}: {ref} may hold only {sorted(SECRET_SETTINGS)}, not {sorted(unknown)}")
+    merged = {k: v for k, v in data.items() if k != "secrets_file"}
+    if "proxy" in extra:
+        if "proxy" in merged:
+            raise ConfigError(f"{where}: proxy is set both here and in relay.toml")
+        merged["proxy"] = extra["proxy"]
+    if "headers" in extra:
+        inline, secret = merged.get("headers", {}), extra["headers"]
+        if not isinstance(inline, dict) or not isinstance(secret, dict):
+            raise ConfigError(f"{where}: headers must be a table")
+        both = {k.lower() for k in inline} & {k.lower() for k in secret}
+        if both:
+            raise ConfigError(f"{where}: headers {sorted(both)} set both here and in relay.toml")
+        merged["headers"] = {**inline, **secret}
+    return merged

@@ -85,3 +85,12 @@ _FORBIDDEN = (
     b'{"error": {"message": "origin not allowed by this relay\'s [cors] allow_origins", '
     b'"type": "permission_error", "code": "cors_origin_not_allowed"}}'
 )
+
+
+def merge(headers: list[tuple[str, str]], extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`headers` plus the pairs of `extra` not already among them. A buffered provider answer already
+    carries the CORS headers (forward.py adds them to what it passes on), and the handler adds them to
+    every answer: appended twice, a browser refuses the doubled `Access-Control-Allow-Origin`. Only exact
+    pairs are skipped, so the provider's own `Vary: Accept-Encoding` still gets our `Vary: Origin`."""
+    present = {(n.lower(), v) for n, v in headers}
+    return [*headers, *(p for p in extra if (p[0].lower(), p[1]) not in present)]

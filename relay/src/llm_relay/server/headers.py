@@ -38,7 +38,6 @@ HOP_BY_HOP = frozenset(
 FORWARDED = frozenset(
     {
         "accept",  # JSON or text/event-stream
-        "accept-encoding",  # plain mode only: compressed answers pass through untouched
         "accept-language",
         "content-type",  # JSON, multipart (audio/file uploads)
         "content-encoding",  # compressed request bodies are passed through, not decompressed
@@ -54,6 +53,21 @@ FORWARDED = frozenset(
 # (anthropic-version, anthropic-beta) and the Stainless SDKs' metadata (X-Stainless-Retry-Count,
 # -Read-Timeout, ... which the provider uses to tell retries and timeouts apart).
 FORWARDED_PREFIXES = ("openai-", "anthropic-", "x-stainless-")
+# Headers today's coding agents send that were weighed and are NOT forwarded, each with the reason (from
+# the providers' own documentation, checked 2026-12):
+# - Claude Code `x-app`, `X-Claude-Code-Session-Id`: Anthropic's gateway protocol page for Claude Code
+#   (code.claude.com/docs, "LLM gateway") lists `anthropic-beta` and `anthropic-version` as the request
+#   headers a gateway must forward unchanged (both pass as `anthropic-*`); the session id is described as
+#   there for proxies to group a session's requests, i.e. for a gateway to consume, not for the API. It
+#   is also one stable identifier per session, which would link every request of a user upstream.
+# - Codex `originator`, `session_id` / `session-id`, `thread-id`, `x-codex-*`: headers of the ChatGPT
+#   backend Codex talks to when signed in with ChatGPT; OpenAI's API documents no use for them. Its prompt
+#   caching routes by a hash of the prompt prefix, optionally steered by the `prompt_cache_key` body field
+#   (developers.openai.com, "Prompt caching"), which passes untouched in the body.
+DECLINED = frozenset(
+    {"x-app", "x-claude-code-session-id", "originator", "session_id", "session-id", "thread-id"}
+)
+DECLINED_PREFIXES = ("x-codex-",)
 # Response headers our HTTP server computes itself (http11.py: framing, Date, Server), and the provider's
 # CORS grants: only the relay's own [cors] policy (cors.py) may let a browser page read an answer.
 _RESPONSE_DROP = HOP_BY_HOP | {
@@ -150,16 +164,16 @@ def upstream_request_headers(client: Iterable[tuple[str, str]], envelope: bool) 
             continue
         if not (value.isascii() and value.isprintable()) and not valid_value(value):
             check_header(name, value)
-        if kind == _FORWARD or (kind == _ENCODING and not envelope):
+        if kind == _FORWARD:
             out.append((name, value))
         elif kind == _CONNECTION:
             named = (named or set()) | _connection_tokens(value)
-        # an envelope's Accept-Encoding is replaced: the relay must see SSE event boundaries to seal
-        # each event, so it asks for identity
+        # The client's Accept-Encoding is replaced in both modes: the relay reads the usage from every
+        # answer (a gzipped JSON answer counted 0 tokens against the budget: the unmodified OpenAI SDK
+        # sends `Accept-Encoding: gzip`) and must see SSE event boundaries to seal each event.
     if named:
         out = [(n, v) for n, v in out if n.lower() not in named]
-    if envelope:
-        out.append(("Accept-Encoding", "identity"))
+    out.append(("Accept-Encoding", "identity"))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import re
 from collections import Counter
 
 from .usage import UsageLedger
@@ -20,7 +21,8 @@ def _labels(**labels: str) -> str:
 
 class Metrics:
     def __init__(self) -> None:
-        self.requests: Counter[tuple[str, str, int]] = Counter()  # (token name, provider, status)
+        # (token name, provider, status, method): in envelope mode the inner request's (inner.py)
+        self.requests: Counter[tuple[str, str, int, str]] = Counter()
         self.upstream_errors: Counter[tuple[str, str]] = Counter()  # (provider, kind)
         self.bucket_counts = [0] * (len(BUCKETS) + 1)
         self.duration_sum = 0.0
@@ -31,21 +33,21 @@ class Metrics:
         self.fallbacks: Counter[tuple[str, str]] = Counter()  # (provider given up, reason)
         self.usage = UsageLedger()
 
-    def observe(self, token: str, provider: str, status: int, seconds: float) -> None:
-        self.requests[(token, provider, status)] += 1
+    def observe(self, token: str, provider: str, status: int, seconds: float, method: str = "-") -> None:
+        self.requests[(token, provider, status, method[:16])] += 1
         self.bucket_counts[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.duration_sum += seconds
         self.duration_count += 1
 
     def render(self, extra_gauges: dict[str, float] | None = None) -> str:
         lines = [
-            "# HELP llm_relay_requests_total Requests answered, by client token name, provider and status.",
+            "# HELP llm_relay_requests_total Requests answered, by client token name, provider, status and "
+            "method (an envelope's: the inner request's method and the status inside the sealed answer).",
             "# TYPE llm_relay_requests_total counter",
         ]
-        for (token, provider, status), n in sorted(self.requests.items()):
-            lines.append(
-                f"llm_relay_requests_total{_labels(token=token, provider=provider, status=str(status))} {n}"
-            )
+        for (token, provider, status, method), n in sorted(self.requests.items()):
+            labels = _labels(token=token, provider=provider, status=str(status), method=method)
+            lines.append(f"llm_relay_requests_total{labels} {n}")
         lines += [
             "# HELP llm_relay_request_duration_seconds Time from request to the end of the answer.",
             "# TYPE llm_relay_request_duration_seconds histogram",
@@ -90,3 +92,18 @@ class Metrics:
         for name, value in (extra_gauges or {}).items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"
+
+
+_CLIENT_LABEL = re.compile(r'[{,](?:token|client)="([^"]*)"')
+
+
+def own_lines(text: str, client: str) -> str:
+    """The exposition a client gets on the main listener: every line that names a client (label `token`
+    or `client`) dropped unless it names this one. Other clients' names, request counts and tokens are
+    theirs; the metrics listener (localhost only, for Prometheus) still shows everything."""
+    kept = []
+    for line in text.splitlines(keepends=True):
+        match = _CLIENT_LABEL.search(line)
+        if match is None or match.group(1) == client:
+            kept.append(line)
+    return "".join(kept)

@@ -6,11 +6,21 @@ changes keys, limits or pools under a running request or stream.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from llm_relay import envelope, envelope_v2
 
 from .auth import RateLimiter, TokenStore
 from .config import ProviderSettings, Settings
+from .replay import new_epoch
 from .upstream import UpstreamPool
+
+
+def without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class Provider:
@@ -21,6 +31,8 @@ class Provider:
         self.name = settings.name
         self.pool = pool
         self.base_path = settings.base_path
+        # What GET /v1/providers shows: never the userinfo a base_url may carry (user:password@).
+        self.public_base_url = without_userinfo(settings.base_url)
         self.extra_headers = list(settings.headers.items())
         self.auth_header = settings.auth_header
         self.auth_query = settings.auth_query
@@ -62,9 +74,12 @@ class RelayState:
             self.limiter.per_minute = settings.rate_limit_per_minute
             self.replay = previous.replay
             self.replay.ttl = settings.envelope_ttl
+            self.epoch = previous.epoch
         else:
             self.limiter = RateLimiter(settings.rate_limit_per_minute)
             self.replay = envelope.ReplayCache(settings.envelope_ttl)
+            # This process's epoch (replay.py): a restart draws a new one, so older envelopes are refused.
+            self.epoch = new_epoch()
         old_pools = {p.pool.identity: p.pool for p in previous.providers.values()} if previous else {}
         self.providers: dict[str, Provider] = {}
         for name, ps in settings.providers.items():

@@ -14,10 +14,18 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import re
+import zlib
 from collections import Counter
 from typing import Any
 
 MAX_EVENT_BYTES = 1024 * 1024  # an SSE line longer than this is not inspected (usage events are small)
+MAX_GUNZIP = 80 * 1024 * 1024  # a compressed answer is inflated up to this size to read its usage
+_GZIP_MAGIC = b"\x1f\x8b"
+# The top-level usage object of a JSON answer too large to buffer (streamed through in chunks): it comes
+# last in OpenAI's and Anthropic's answers and holds no nested object but Anthropic's cache fields.
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')
+JSON_TAIL = 64 * 1024  # bytes of a streamed JSON answer kept to find its usage object
 _PROMPT_FIELDS = ("prompt_tokens", "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
@@ -61,22 +69,47 @@ def _count(value: Any) -> bool:
 
 
 def from_json(body: bytes, usage: Usage) -> None:
+    if body[:2] == _GZIP_MAGIC:
+        body = _gunzip(body)
     if b'"usage"' not in body:
         return
     with contextlib.suppress(ValueError, RecursionError):  # not JSON after all: nothing to count
         usage.update(json.loads(body))
 
 
-class StreamTap:
-    """Watches an SSE byte stream go by (without changing it) and keeps the usage its events report."""
+def _gunzip(body: bytes) -> bytes:
+    """A gzipped answer's text, up to MAX_GUNZIP bytes (the relay asks for identity encoding, but a
+    provider may compress anyway; a bomb stops at the bound, its usage then unread)."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        text = inflater.decompress(body, MAX_GUNZIP)
+    except zlib.error:
+        return b""
+    return b"" if inflater.unconsumed_tail else text
 
-    __slots__ = ("_partial", "usage")
+
+class StreamTap:
+    """Watches an SSE byte stream go by (without changing it) and keeps the usage its events report.
+
+    A JSON answer too large to buffer (an embeddings answer over 4 MiB) passes through here too, from
+    somewhere in its middle (the relay buffered its start): until a line starting with `data:` shows the
+    answer is SSE (raw JSON never holds one: its strings escape newlines), its last JSON_TAIL bytes are
+    also searched for the usage object, which such answers put last."""
+
+    __slots__ = ("_json", "_partial", "_tail", "usage")
 
     def __init__(self, usage: Usage) -> None:
         self.usage = usage
         self._partial = b""
+        self._tail = b""
+        self._json = True  # maybe JSON, until an SSE data line shows up
 
     def feed(self, chunk: bytes) -> None:
+        if self._json:
+            if chunk.startswith(b"data:") or b"\ndata:" in chunk:
+                self._json, self._tail = False, b""
+            else:
+                self._feed_json(chunk)
         data = self._partial + chunk if self._partial else chunk
         end = data.rfind(b"\n")
         if end < 0:
@@ -91,6 +124,17 @@ class StreamTap:
                     self.usage.update(json.loads(line[5:]))
                 except (ValueError, RecursionError):
                     continue
+
+    def _feed_json(self, chunk: bytes) -> None:
+        tail = (self._tail + chunk)[-JSON_TAIL:]
+        self._tail = tail
+        if b'"usage"' not in chunk and b'"usage"' not in tail[-len(chunk) - 16 :]:
+            return
+        matches = list(_USAGE_OBJECT.finditer(tail))  # the last one is the answer's (nested ones first)
+        if matches:
+            found = matches[-1]
+            with contextlib.suppress(ValueError, RecursionError):
+                self.usage.update({"usage": json.loads(found.group(1))})
 
 
 def utc_day(now: datetime.datetime | None = None) -> str:
@@ -114,6 +158,8 @@ class UsageLedger:
         self.tokens: Counter[tuple[str, str, str, str]] = Counter()  # (client, provider, model, kind)
         self.day = utc_day()
         self.today: Counter[str] = Counter()  # client -> prompt + completion tokens today
+        self.running: Counter[str] = Counter()  # client -> requests admitted and not finished
+        self.reserved: Counter[str] = Counter()  # client -> tokens those requests may still use
 
     def _roll(self) -> None:
         day = utc_day()
@@ -133,6 +179,21 @@ class UsageLedger:
     def used_today(self, client: str) -> int:
         self._roll()
         return self.today[client]
+
+    def charge(self, client: str, tokens: int) -> None:
+        """Count `tokens` against today's budget only (not as tokens a provider reported)."""
+        self._roll()
+        self.today[client] += tokens
+
+    def hold(self, client: str, amount: int) -> None:
+        self.running[client] += 1
+        self.reserved[client] += amount
+
+    def release(self, client: str, amount: int) -> None:
+        self.running[client] -= 1
+        self.reserved[client] -= amount
+        if self.running[client] <= 0:
+            del self.running[client], self.reserved[client]
 
     def report(self, client: str, budget: int) -> dict[str, Any]:
         """What `GET /v1/usage` shows a client: its own numbers, nobody else's."""
