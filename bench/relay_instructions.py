@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from llm_relay import envelope, envelope_v2
+from llm_relay.client.codec_v2 import relay_epoch  # envelopes name the relay process (replay.py)
 
 from bench.relay_harness import CHAT_BODY, RelaySetup, free_port, processes, start_fake_upstream, wait_port
 
@@ -84,6 +85,10 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=120)
         self.auth = {"Content-Type": "application/json", "Authorization": f"Bearer {relay.token}"}
         self.key = envelope_v2.ClientKey(relay.fernet_key)
+        try:  # one sealed probe (the same in every run); a relay from before epochs names none
+            epoch = relay_epoch(f"http://127.0.0.1:{relay.port}", relay.fernet_key, relay.token)
+        except envelope.EnvelopeError:
+            epoch = ""
         self.inner = envelope.InnerRequest(
             "POST",
             "/v1/chat/completions",
@@ -91,14 +96,16 @@ class Client:
             {"Content-Type": "application/json"},
             CHAT_BODY.encode(),
             token=relay.token,
+            **({"epoch": epoch} if epoch else {}),
         )
 
-    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> None:
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
         self.conn.request("POST", path, body, headers)
         response = self.conn.getresponse()
-        response.read()
+        answer = response.read()
         if response.status != 200:
             raise RuntimeError(f"POST {path}: status {response.status}")
+        return answer
 
     def plain(self, count: int) -> None:
         for _ in range(count):
@@ -106,10 +113,14 @@ class Client:
 
     def envelopes(self, count: int) -> None:
         # Sealed beforehand (each is single-use): the sealing is the client's work, not the relay's.
-        bodies = [envelope_v2.seal_request(self.key, self.inner)[0] for _ in range(count)]
+        sealed = [envelope_v2.seal_request(self.key, self.inner) for _ in range(count)]
         headers = {"Content-Type": envelope_v2.CONTENT_TYPE}
-        for body in bodies:
-            self._post("/", body, headers)
+        for body, nonce in sealed:
+            opener = envelope_v2.ReplyOpener(self.key, nonce)
+            opener.feed(self._post("/", body, headers))
+            opener.close()
+            if opener.head is None or opener.head[0] != 200:  # a sealed refusal (409 epoch, 403 replay)
+                raise RuntimeError(f"envelope: inner status {opener.head and opener.head[0]}")
 
 
 def count(python: str, work: Path, upstream: str, plain: int, envelopes: int) -> int:
