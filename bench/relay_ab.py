@@ -7,6 +7,11 @@ PYTHON: an interpreter whose environment has the relay to measure (e.g. a venv w
 at once, pinned to the same core, against the same fake upstream; each round runs wrk -c32 against one
 then the other, the order alternating, so both see the same machine: on a shared machine single runs vary
 by ±20 %, the medians of interleaved rounds much less. Printed: every round, both medians, their ratio.
+
+    python -m bench relay_ab --before PYTHON --after PYTHON --instructions [--n1 50] [--n2 250]
+
+counts instructions instead (valgrind's cachegrind, bench/relay_instructions.py): the same figure whatever
+else the machine runs, for the plain and the envelope v2 path, with an A/A control line.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench import relay_harness
+from bench import relay_harness, relay_instructions
 from bench.relay_harness import CHAT_BODY, RelaySetup, post_lua, processes, start_fake_upstream, wrk
 
 NEEDS_ARGUMENTS = True  # `python -m bench` (all benchmarks) skips it: it has nothing to compare by default
@@ -60,7 +65,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--after", required=True, help='interpreter with the relay to compare, or "deployed"')
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under valgrind instead of timing wrk rounds",
+    )
+    parser.add_argument("--n1", type=int, default=50, help="--instructions: requests in the smaller runs")
+    parser.add_argument("--n2", type=int, default=250, help="--instructions: requests in the larger runs")
+    parser.add_argument("--no-control", action="store_true", help="--instructions: skip the A/A runs")
     args = parser.parse_args(argv)
+    if args.instructions:
+        if not 0 < args.n1 < args.n2:
+            parser.error("--n1 and --n2 need 0 < N1 < N2")
+        pythons = {"before": args.before, "after": args.after}
+        if args.after == "deployed":
+            pythons["after"] = relay_harness.deployed_python()
+        relay_instructions.run(pythons, args.n1, args.n2, not args.no_control)
+        return
     run({"before": args.before, "after": args.after}, args.rounds, args.seconds)
 
 

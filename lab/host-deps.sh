@@ -26,6 +26,7 @@ packages=(
   rsync             # copying trees into containers
   nginx-light       # bench: the nginx baseline the relay is measured against
   wrk               # bench: load generator
+  valgrind          # bench relay_ab --instructions: instructions per request (cachegrind)
   squid-openssl     # client tests: the corporate proxy (with TLS inspection)
 )
 

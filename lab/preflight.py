@@ -54,6 +54,7 @@ COMMANDS: dict[str, str] = {
     "chrt": "util-linux",
     "nginx": "nginx",
     "wrk": "wrk",
+    "valgrind": "valgrind",
     "squid": "squid-openssl",
 }
 
