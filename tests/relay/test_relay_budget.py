@@ -9,8 +9,10 @@ import asyncio
 import json
 
 import pytest
+from conftest import make_relay_dir  # at import time: later, `conftest` may name another suite's
 from llm_relay import envelope, envelope_v2
 from llm_relay.server.budget import MemoryBudget
+from llm_relay.server.config import ConfigError, load_settings
 from llm_relay.server.forward import Outbound
 from llm_relay.server.http11 import MAX_FRAMING, SLICE, Response
 from relay_support import bearer, raw_exchange, status_of
@@ -279,9 +281,6 @@ async def test_a_provider_takes_only_its_methods(relay_factory, http, upstream):
 
 
 async def test_provider_methods_outside_the_allow_list_are_a_config_error(tmp_path, upstream):
-    from conftest import make_relay_dir
-    from llm_relay.server.config import ConfigError, load_settings
-
     make_relay_dir(tmp_path, upstream.base, extra='methods = ["TRACE"]')
     with pytest.raises(ConfigError, match=r"\[providers.lab\] methods"):
         load_settings(tmp_path / "relay.toml")
