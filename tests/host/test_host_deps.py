@@ -32,6 +32,9 @@ NOT_HOST_PROGRAMS = {
     "systemctl": "run inside lab containers",
     "install": "an apt-get subcommand",
     "service": "an ingress rule key in test data",
+    # The project's own entry points: `make venv` installs them into .venv/bin (on PATH in `make test`).
+    "llm-relay": "the relay package's client command (tests/collection/test_version.py)",
+    "llm-relay-server": "the relay package's server command",
 }
 # Files copied into the containers and run there, not on the host.
 IN_CONTAINERS = ("molecule/default/files/",)
