@@ -36,7 +36,10 @@ def test_mit_license_at_the_root_and_for_the_relay_package():
     assert yaml.safe_load((REPO / "galaxy.yml").read_text())["license"] == ["MIT"]
     project = tomllib.loads((REPO / "relay" / "pyproject.toml").read_text())["project"]
     assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
-    assert (REPO / "relay" / "LICENSE").resolve() == (REPO / "LICENSE").resolve()
+    # A copy, not a link: relay/ is copied on its own (molecule's snapshot, a user's relay_source_dir, the
+    # role's source digest), where a link to ../LICENSE dangles and the wheel build fails.
+    assert not (REPO / "relay" / "LICENSE").is_symlink()
+    assert (REPO / "relay" / "LICENSE").read_bytes() == (REPO / "LICENSE").read_bytes()
 
 
 def test_every_third_party_data_file_keeps_its_license_notice():
