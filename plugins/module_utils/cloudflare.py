@@ -323,6 +323,26 @@ class AccessPaths:
             )
         return found[0] if found else None
 
+    def ids_for(self, module, option, kind, plural, singular):
+        """Ids of the ``kind`` objects O(option) names (by id or name), in order; None when one named in
+        check mode does not exist yet (it may be created by an earlier task of the same run)."""
+        refs = module.params[option]
+        if not refs:
+            return []
+        known = self.client.list_all(self.path(kind), per_page=ACCESS_PAGE_SIZE)
+        ids = []
+        for ref in refs:
+            found = [obj for obj in known if ref in (obj.get("id"), obj.get("name"))]
+            if len(found) > 1:
+                raise CloudflareAPIError(f"{option}: {ref!r} names {len(found)} {plural}; use its id")
+            if not found:
+                if module.check_mode:
+                    module.warn(f"{option}: {ref!r} does not exist yet (check mode): reporting a change")
+                    return None
+                raise CloudflareAPIError(f"{option}: no {singular} is named (or has the id) {ref!r}")
+            ids.append(found[0]["id"])
+        return ids
+
 
 # Access list endpoints are reported to accept only some page sizes (1, 5, 10, 20, 25, 50, 100, 1000),
 # answering others with 400 / 12091; 100 is one of them.

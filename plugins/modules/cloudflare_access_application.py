@@ -145,7 +145,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llm_relay.homelab.plugins.module_utils.cloudflare import (
     ACCESS_HINTS,
     AccessPaths,
-    CloudflareAPIError,
     cloudflare_argument_spec,
     run_module,
 )
@@ -162,22 +161,7 @@ KEPT = (
 
 def _policy_ids(module, access):
     """Ids for O(policies) in order; None when a policy named in check mode does not exist yet."""
-    refs = module.params["policies"]
-    if not refs:
-        return []
-    known = access.client.list_all(access.path("policies"), per_page=100)
-    ids = []
-    for ref in refs:
-        found = [p for p in known if p.get("id") == ref or p.get("name") == ref]
-        if len(found) > 1:
-            raise CloudflareAPIError(f"policies: {ref!r} names {len(found)} reusable policies; use its id")
-        if not found:
-            if module.check_mode:
-                module.warn(f"policies: {ref!r} does not exist yet (check mode): reporting a change")
-                return None
-            raise CloudflareAPIError(f"policies: no reusable Access policy is named (or has the id) {ref!r}")
-        ids.append(found[0]["id"])
-    return ids
+    return access.ids_for(module, "policies", "policies", "reusable policies", "reusable Access policy")
 
 
 def _view(app):

@@ -158,7 +158,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llm_relay.homelab.plugins.module_utils.cloudflare import (
     ACCESS_HINTS,
     AccessPaths,
-    CloudflareAPIError,
     cloudflare_argument_spec,
     run_module,
 )
@@ -168,22 +167,8 @@ RULE_LISTS = ("include", "exclude", "require")
 
 def _token_rules(module, access):
     """Include rules for O(service_tokens); None when a token named in check mode does not exist yet."""
-    refs = module.params["service_tokens"]
-    if not refs:
-        return []
-    tokens = access.client.list_all(access.path("service_tokens"), per_page=100)
-    rules = []
-    for ref in refs:
-        found = [t for t in tokens if t.get("id") == ref or t.get("name") == ref]
-        if len(found) > 1:
-            raise CloudflareAPIError(f"service_tokens: {ref!r} names {len(found)} service tokens; use its id")
-        if not found:
-            if module.check_mode:
-                module.warn(f"service_tokens: {ref!r} does not exist yet (check mode): reporting a change")
-                return None
-            raise CloudflareAPIError(f"service_tokens: no service token is named (or has the id) {ref!r}")
-        rules.append({"service_token": {"token_id": found[0]["id"]}})
-    return rules
+    ids = access.ids_for(module, "service_tokens", "service_tokens", "service tokens", "service token")
+    return None if ids is None else [{"service_token": {"token_id": token_id}} for token_id in ids]
 
 
 def _view(policy):
