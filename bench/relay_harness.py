@@ -262,17 +262,19 @@ def post_lua(work: Path, name: str, path: str, body: str, headers: dict[str, str
     return script
 
 
+def chat_inner(token: str, epoch: str) -> envelope.InnerRequest:
+    """The chat completion every envelope benchmark seals (epoch: the relay process it is meant for)."""
+    return envelope.InnerRequest(
+        "POST", "/v1/chat/completions", "", {"Content-Type": "application/json"}, CHAT_BODY.encode(),
+        token=token, epoch=epoch,
+    )  # fmt: skip
+
+
 def envelope_lua(work: Path, relay: RelaySetup, count: int, name: str) -> Path:
     """wrk script cycling through `count` distinct envelopes (a replayed one would be refused)."""
     fernet = envelope.make_fernet([relay.fernet_key])
-    inner = envelope.InnerRequest(
-        "POST",
-        "/v1/chat/completions",
-        "",
-        {"Content-Type": "application/json"},
-        CHAT_BODY.encode(),
-        token=relay.token,
-        epoch=relay_epoch(f"http://127.0.0.1:{relay.port}", relay.fernet_key, relay.token),
+    inner = chat_inner(
+        relay.token, relay_epoch(f"http://127.0.0.1:{relay.port}", relay.fernet_key, relay.token)
     )
     bodies = work / f"envelopes-{name}.txt"
     with bodies.open("wb") as f:
@@ -299,14 +301,8 @@ def envelope_v2_lua(work: Path, relay: RelaySetup, count: int, name: str) -> Pat
     """wrk script cycling through `count` distinct v2 envelopes, read from a file of length-prefixed
     binary bodies (they may hold any byte, newlines included)."""
     key = envelope_v2.ClientKey(relay.fernet_key)
-    inner = envelope.InnerRequest(
-        "POST",
-        "/v1/chat/completions",
-        "",
-        {"Content-Type": "application/json"},
-        CHAT_BODY.encode(),
-        token=relay.token,
-        epoch=relay_epoch(f"http://127.0.0.1:{relay.port}", relay.fernet_key, relay.token),
+    inner = chat_inner(
+        relay.token, relay_epoch(f"http://127.0.0.1:{relay.port}", relay.fernet_key, relay.token)
     )
     bodies = work / f"envelopes-v2-{name}.bin"
     with bodies.open("wb") as f:

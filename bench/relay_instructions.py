@@ -28,7 +28,15 @@ from pathlib import Path
 from llm_relay import envelope, envelope_v2
 from llm_relay.client.codec_v2 import relay_epoch  # envelopes name the relay process (replay.py)
 
-from bench.relay_harness import CHAT_BODY, RelaySetup, free_port, processes, start_fake_upstream, wait_port
+from bench.relay_harness import (
+    CHAT_BODY,
+    RelaySetup,
+    chat_inner,
+    free_port,
+    processes,
+    start_fake_upstream,
+    wait_port,
+)
 
 WARMUP = 10
 START_LIMIT_S = 300  # Python's start-up under valgrind (imports, cryptography) takes tens of seconds
@@ -89,15 +97,7 @@ class Client:
             epoch = relay_epoch(f"http://127.0.0.1:{relay.port}", relay.fernet_key, relay.token)
         except envelope.EnvelopeError:
             epoch = ""
-        self.inner = envelope.InnerRequest(
-            "POST",
-            "/v1/chat/completions",
-            "",
-            {"Content-Type": "application/json"},
-            CHAT_BODY.encode(),
-            token=relay.token,
-            **({"epoch": epoch} if epoch else {}),
-        )
+        self.inner = chat_inner(relay.token, epoch)
 
     def _post(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
         self.conn.request("POST", path, body, headers)
