@@ -207,6 +207,8 @@ drain_timeout = 2
 rate_limit_per_minute = 0
 
 [envelope]
+# On here only: envelope v1's throughput is measured beside v2's (relay_throughput); relays refuse it by
+# default and so does the relay role.
 accept_v1 = true
 
 [providers.openrouter]

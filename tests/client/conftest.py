@@ -57,7 +57,7 @@ def relay_factory(tmp_path_factory: pytest.TempPathFactory, upstream: ServedApp)
 
 @pytest.fixture(scope="session")
 def relay(relay_factory, keys: dict[str, str]) -> RelayServer:
-    """A current relay: this client's own key in client-keys (envelope v2), v1 still accepted."""
+    """A current relay: this client's own key in client-keys (envelope v2), v1 refused (the default)."""
     return relay_factory([keys["token_line"]], [], client_key_lines=[keys["client_key_line"]])
 
 

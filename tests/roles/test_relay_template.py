@@ -68,6 +68,14 @@ def test_defaults_render_a_config_without_any_new_behaviour(tmp_path):
     s = load_settings(render(tmp_path, {"relay_providers": providers}))
     assert s.routes == {} and s.cors.allow_origins == () and s.usage.daily_token_budget == 0
     assert s.providers["openrouter"].auth == "bearer"
+    # Envelope v1 refused, as by the relay's own default: the client artifacts carry v2 keys.
+    assert s.accept_v1 is False
+
+
+def test_envelope_v1_only_when_asked_for(tmp_path):
+    providers = [{"name": "openrouter", "api_keys": ["x"]}]
+    variables = {"relay_providers": providers, "relay_envelope_accept_v1": True}
+    assert load_settings(render(tmp_path, variables)).accept_v1 is True
 
 
 def test_provider_auth_routes_cors_and_budgets_reach_the_relay(tmp_path):

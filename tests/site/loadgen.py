@@ -1,8 +1,10 @@
 """Bounded load generator for the playbook suites: chat requests through the lab edge, as a client would.
 
 Each worker cycles through four kinds of request to `/v1/chat/completions`: plain JSON and plain streamed
-(SSE) with the client token as a bearer, and the same two sealed in Fernet envelopes (Envelope v1, the
-artifact's default `encrypt = true`). Before every request the client artifact (the TOML file the
+(SSE) with the client token as a bearer, and the same two sealed in envelope v2 under the client's own
+key (the artifact's `encrypt = true`) by the client library's own transport (llm_relay.client), which names
+the relay process's epoch, learns it from a replica's sealed 409 and checks every answer's binding,
+numbering and terminator, as a user's client does. Before every request the client artifact (the TOML file the
 playbooks write) is re-read if it changed, so the generator switches to a rotated token or key the way a
 user's client does when the file is replaced. A request counts as failed on any transport error, a status
 other than 200, an answer that cannot be opened, or a stream that ends without `data: [DONE]`.
@@ -17,11 +19,9 @@ Run by hand: `python -m tests.site.loadgen ARTIFACT --ca CA --seconds 30` prints
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import ipaddress
 import json
-import random
 import socket
 import sys
 import threading
@@ -33,8 +33,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
-from llm_relay import envelope
-from llm_relay.client.transport import EPOCH_FRESH_S, EPOCH_TRIES
+from llm_relay.client.config import Profile
+from llm_relay.client.factory import http_client
 
 KINDS = ("plain", "plain_stream", "sealed", "sealed_stream")
 PATH = "/v1/chat/completions"
@@ -111,8 +111,6 @@ class LoadGenerator:
         self.pause = concurrency / rate
         self.stats = Stats()
         self._lock = threading.Lock()
-        # Relay processes' epochs (replicas; a rolling restart makes new ones) -> last seen alive.
-        self.epochs: dict[str, float] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stamp: tuple[int, int] | None = None
@@ -164,6 +162,7 @@ class LoadGenerator:
 
     def _worker(self, n: int) -> None:
         session = requests.Session()
+        sealed = SealedClient(self.ca_path)
         deadline = self.stats.started + self.max_seconds
         i = n
         while not self._stop.is_set() and time.monotonic() < deadline and self._claim():
@@ -171,7 +170,7 @@ class LoadGenerator:
             i += 1
             creds = self.credentials()
             try:
-                self._one(session, creds, kind)
+                self._one(session, sealed, creds, kind)
                 error = None
             except Exception as exc:  # every failure is counted and described, none hidden
                 error = f"{type(exc).__name__}: {exc}"
@@ -184,9 +183,10 @@ class LoadGenerator:
                     at = time.monotonic() - self.stats.started
                     self.stats.failures.append(f"{at:.1f}s {kind} [{creds.label}] {error}"[:400])
             self._stop.wait(self.pause)
+        sealed.close()
 
     # -- one request of each kind ----------------------------------------------------------------------
-    def _one(self, session: requests.Session, creds: Credentials, kind: str) -> None:
+    def _one(self, session: requests.Session, sealed: SealedClient, creds: Credentials, kind: str) -> None:
         stream = kind.endswith("stream")
         body = json.dumps(
             {"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": f"load {kind}"}]}
@@ -202,59 +202,48 @@ class LoadGenerator:
                 else:
                     expect("choices" in resp.json(), "answer without choices")
             return
-        fernet = envelope.make_fernet([creds.fernet_key])
-        inner = envelope.InnerRequest(
-            method="POST",
-            path=PATH,
-            headers={"Content-Type": "application/json"},
-            body=body,
-            token=creds.token,
-        )
-        headers = {
-            "Content-Type": envelope.CONTENT_TYPE,
-            "Accept": f"{envelope.CONTENT_TYPE}, text/event-stream",
-        }
-        with self._sealed_post(session, creds.url + "/envelope", fernet, inner, headers, stream) as resp:
-            if not stream:
-                expect(resp.headers.get("Content-Type", "").startswith(envelope.CONTENT_TYPE), plain(resp))
-                answer = envelope.open_response(fernet, resp.content)
-                expect(answer.status == 200, f"inner HTTP {answer.status}: {answer.body[:200]!r}")
-                expect("choices" in json.loads(answer.body), "answer without choices")
-                return
-            expect(resp.headers.get("Content-Type", "").startswith("text/event-stream"), plain(resp))
-            splitter = envelope.SSESplitter()
-            tokens = [
-                t for c in resp.iter_content(chunk_size=None) for t in envelope.iter_sse_data(splitter, c)
-            ]
-            expect(bool(tokens), "empty sealed stream")
-            status, _ = envelope.open_stream_head(fernet, tokens[0])
-            expect(status == 200, f"inner HTTP {status}")
-            check_events([envelope.open_stream_event(fernet, t) for t in tokens[1:]])
+        # The client transport raises on an answer that is not sealed or fails a check, and opens the rest.
+        client = sealed.for_credentials(creds)
+        headers = {"Content-Type": "application/json"}
+        with client.stream("POST", creds.url + PATH, content=body, headers=headers) as resp:
+            answer = resp.read()
+            expect(resp.status_code == 200, f"inner HTTP {resp.status_code}: {answer[:200]!r}")
+            if stream:
+                expect(resp.headers.get("Content-Type", "").startswith("text/event-stream"), "not a stream")
+                check_events(answer.split(b"\n\n"))
+            else:
+                expect("choices" in json.loads(answer), "answer without choices")
 
-    def _sealed_post(self, session, url: str, fernet, inner, headers: dict, stream: bool):
-        """POST the envelope naming a relay epoch (llm_relay/server/replay.py), as the client library
-        does: a replica that is not the one named answers a sealed 409 with its own epoch; resend."""
-        for _ in range(EPOCH_TRIES):
-            with self._lock:  # the epochs seen alive lately (a restarted replica's old one fades out)
-                fresh = [e for e, seen in self.epochs.items() if seen > time.monotonic() - EPOCH_FRESH_S]
-                epoch = random.choice(fresh) if fresh else ""
-            sealed = envelope.seal_request(fernet, dataclasses.replace(inner, epoch=epoch))
-            resp = session.post(
-                url, data=sealed, headers=headers, verify=self.ca_path, timeout=60, stream=stream
+
+class SealedClient:
+    """One worker's envelope v2 client (llm_relay.client.factory.http_client), made again when the
+    artifact's credentials change (a new client learns the relays' epochs again, as a restarted tool does)."""
+
+    def __init__(self, ca_path: str) -> None:
+        self.ca_path = ca_path
+        self._creds: Credentials | None = None
+        self._client = None
+
+    def for_credentials(self, creds: Credentials):
+        if creds != self._creds:
+            self.close()
+            # proxy="": the lab edge is on loopback; never through a proxy of this host's environment.
+            profile = Profile(
+                url=creds.url,
+                token=creds.token,
+                fernet_key=creds.fernet_key,
+                encrypt=True,
+                ca_bundle=self.ca_path,
+                proxy="",
+                timeout=60.0,
             )
-            if not resp.headers.get("Content-Type", "").startswith(envelope.CONTENT_TYPE):
-                return resp
-            answer = envelope.open_response(fernet, resp.content)
-            named = {k.lower(): v for k, v in answer.headers.items()}.get("x-relay-epoch")
-            if answer.status != 409 or not named:
-                if epoch:
-                    with self._lock:
-                        self.epochs[epoch] = time.monotonic()
-                return resp
-            resp.close()
-            with self._lock:
-                self.epochs[named] = time.monotonic()
-        return resp
+            self._creds, self._client = creds, http_client(profile)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 def expect(condition: bool, message: str) -> None:

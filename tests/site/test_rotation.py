@@ -3,7 +3,10 @@ lab deployment, and no secret in any playbook output.
 
 One deployment of site.yml for rotate.lab.test (containers rot-1 on pve1, rot-2 on pve2), shared by the
 tests of this module in order, and destroyed at the end with playbooks/destroy.yml:
-  - that first site.yml runs at -vvv and prints no secret (secret_scan.py lists them);
+  - that first site.yml runs at -vvv and prints no secret (secret_scan.py lists them); it deploys as an
+    older version did (relays accepting envelope v1) and the test makes the client artifact an older one
+    (the shared Fernet key, no v2 key): rotate-credentials.yml moves it to v2 only while a client holding
+    its v2 key sends load, none of whose requests fails, and v1 is refused afterwards;
   - site.yml and rotate-credentials.yml with a bad entry (a client name the relay refuses, a CA that is
     not PEM, a provider without keys) fail in seconds with a message naming the entry, print no secret
     at -vvv, and change nothing; a PEM-shaped CA that OpenSSL refuses fails on the hosts and changes
@@ -27,11 +30,9 @@ Figures (wall time, requests sent/failed) are printed; run with `-s` to see them
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,9 @@ import pytest
 import requests
 import secret_scan
 from deploy_state import in_container
-from llm_relay import envelope
-from llm_relay.client.transport import EPOCH_TRIES
+from llm_relay.client.codec_v2 import EnvelopeRefused
+from llm_relay.client.config import Profile
+from llm_relay.client.factory import http_client
 from loadgen import LoadGenerator
 from play_events import events, first
 
@@ -82,7 +84,8 @@ def deployed(lab, tmp_path_factory):
     started = time.monotonic()
     try:
         # -vvv: module arguments and results, the commands run on the hosts; checked for secrets below.
-        dep.first = dep.run("site.yml", "-vvv")
+        # As an older version deployed (relays accepting envelope v1): the next test moves it to v2 only.
+        dep.first = dep.run("site.yml", "-vvv", "-e", "relay_envelope_accept_v1=true")
         assert_ok(dep.first)
         print(f"\nsite.yml for {HOSTNAME}, {REPLICAS} replicas: {time.monotonic() - started:.0f} s")
         yield dep
@@ -127,33 +130,28 @@ def chat(dep, ca: Path, token: str) -> requests.Response:
     )
 
 
-def sealed_chat(dep, ca: Path, token: str, key: str) -> requests.Response:
-    inner = envelope.InnerRequest(
-        "POST",
-        "/v1/chat/completions",
-        headers={"Content-Type": "application/json"},
+def sealed_chat(dep, ca: Path, token: str, key: str, version: str = "auto") -> object:
+    """A chat request sealed by the client library's own transport (envelope v2 unless `version` says
+    v1; it names the relay's epoch and learns it from a replica's sealed 409, as a user's client does):
+    the opened answer (an httpx response), or the plain refusal of a v1 request. A plain answer to a v2
+    request raises EnvelopeRefused naming its status and code."""
+    profile = Profile(
+        url=dep.url,
         token=token,
-        body=json.dumps({"model": "lab/echo", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        fernet_key=key,
+        encrypt=True,
+        envelope=version,
+        ca_bundle=str(ca),
+        proxy="",
+        timeout=30.0,
     )
-    fernet = envelope.make_fernet([key])
-    epochs: list[str] = []
-    for _ in range(EPOCH_TRIES):  # name a relay epoch as the client does (llm_relay/server/replay.py)
-        epoch = random.choice(epochs) if epochs else ""
-        answer = requests.post(
-            dep.url + "/envelope",
-            data=envelope.seal_request(fernet, dataclasses.replace(inner, epoch=epoch)),
-            headers={"Content-Type": envelope.CONTENT_TYPE},
-            verify=str(ca),
-            timeout=30,
+    with http_client(profile) as client:
+        answer = client.post(
+            dep.url + "/v1/chat/completions",
+            json={"model": "lab/echo", "messages": [{"role": "user", "content": "hi"}]},
         )
-        if not answer.headers.get("Content-Type", "").startswith(envelope.CONTENT_TYPE):
-            return answer
-        opened = envelope.open_response(fernet, answer.content)
-        named = {k.lower(): v for k, v in opened.headers.items()}.get("x-relay-epoch")
-        if opened.status != 409 or not named:
-            return answer
-        epochs.append(named)
-    return answer
+        answer.read()
+        return answer
 
 
 def cloudflared_with(token: str, ca: Path, tmp_path: Path, within: float = 10) -> tuple[int | None, str]:
@@ -193,6 +191,52 @@ def assert_no_secret(output: str, secrets: dict[str, str]) -> None:
 def test_site_yml_from_nothing_prints_no_secret_at_vvv(lab, deployed):
     assert "ESTABLISH SSH CONNECTION" in deployed.first.output  # really -vvv
     assert_no_secret(deployed.first.output, secrets_now(lab, deployed))
+
+
+MOVE_TAG = "envelope_v2"
+
+
+@pytest.mark.timeout(1200)
+def test_rotation_moves_a_deployment_accepting_v1_to_v2_only_failing_no_v2_request(lab, deployed, tmp_path):
+    """README "Upgrading": relays that accept envelope v1 (the module's site.yml ran with
+    relay_envelope_accept_v1=true, as an older version deployed) and a client artifact of an older version
+    (the shared Fernet key, no v2 key). rotate-credentials.yml moves them to v2 only while a client holding
+    its v2 key sends load: none of its requests fails, the artifact carries the v2 key, every relay.toml
+    says `accept_v1 = false` and v1 is refused; a second run finds nothing to move."""
+    dep, ca = deployed, lab.ca_path
+    store = json.loads((dep.secrets_dir / "secrets.json").read_text(encoding="utf-8"))
+    shared_key = store["fernet_keys"][0]
+    profile = dep.client_profile()
+    token, v2_key = profile["token"], profile["fernet_key"]
+    assert v2_key != shared_key
+    v2_artifact = tmp_path / "client-with-v2-key.toml"  # a client that already switched
+    shutil.copy(dep.artifact, v2_artifact)
+    dep.artifact.write_text(
+        dep.artifact.read_text(encoding="utf-8").replace(v2_key, shared_key), encoding="utf-8"
+    )
+    assert sealed_chat(dep, ca, token, shared_key, version="v1").status_code == 200  # v1 still served
+    secrets = secrets_now(lab, dep)
+
+    with LoadGenerator(v2_artifact, ca, concurrency=4) as load:
+        run = dep.run(ROTATE, "--tags", MOVE_TAG, "-vvv", "-e", "relay_rotation_grace=3")
+        time.sleep(2)  # a few requests once v1 is off
+    print(f"\nrotate-credentials.yml --tags {MOVE_TAG}: load: {json.dumps(load.stats.summary())}")
+    assert_ok(run)
+    assert "moving to envelope v2 only" in run.output
+    assert_no_secret(run.output, secrets)
+    assert load.stats.failed == 0, load.stats.failures[:10]
+    assert load.stats.by_kind["sealed"] > 0 and load.stats.by_kind["sealed_stream"] > 0
+    assert dep.client_profile()["fernet_key"] == v2_key  # nothing rotated; the artifact has the v2 key
+    for vmid in vmids(lab):
+        assert "\naccept_v1 = false\n" in in_container(vmid, "cat", "/etc/llm-relay/relay.toml")
+    refused = sealed_chat(dep, ca, token, shared_key, version="v1")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "envelope_disabled"
+    assert sealed_chat(dep, ca, token, v2_key).status_code == 200
+
+    again = dep.run(ROTATE, "--tags", MOVE_TAG)
+    assert_ok(again)
+    assert "envelope v2 only already" in again.output
+    assert {h: r["changed"] for h, r in again.recap.items() if h != "localhost"} == {"rot-1": 0, "rot-2": 0}
 
 
 def with_provider(**changes) -> list[dict]:
@@ -292,12 +336,10 @@ def test_rotation_under_load_fails_no_request_and_old_credentials_are_refused(la
     # The old client token and the old Fernet key are refused, the new ones work.
     assert chat(dep, ca, old_profile["token"]).status_code == 401
     assert chat(dep, ca, new_profile["token"]).status_code == 200
-    refused = sealed_chat(dep, ca, new_profile["token"], old_profile["fernet_key"])
-    assert refused.status_code == 403 and refused.json()["error"]["code"] == "envelope_rejected"
+    with pytest.raises(EnvelopeRefused, match=r"\(403 envelope_unknown_key\)"):
+        sealed_chat(dep, ca, new_profile["token"], old_profile["fernet_key"])
     answer = sealed_chat(dep, ca, new_profile["token"], new_profile["fernet_key"])
-    assert answer.status_code == 200
-    opened = envelope.open_response(envelope.make_fernet([new_profile["fernet_key"]]), answer.content)
-    assert opened.status == 200
+    assert answer.status_code == 200 and "choices" in answer.json()
     # Two-tunnel rotation: a new tunnel took the old one's name and the hostname; the old tunnel, its DNS
     # target and its connectors are gone, and its token names a deleted tunnel.
     (tunnel,) = state.tunnels(TUNNEL)
