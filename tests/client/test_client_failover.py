@@ -184,6 +184,32 @@ def test_serve_local_answers_the_openai_sdk_from_the_second_relay(cli, relay, st
     assert keys["token"] not in stderr
 
 
+def test_doctor_checks_every_endpoint_of_the_chain(cli, relay, stopped_relay, keys, providers):
+    direct = providers("answer")
+    cli.write_config(
+        'default_profile = "home"\n'
+        + _relay_table("home", stopped_relay.url, keys, failover=["backup", "direct"])
+        + _relay_table("backup", relay.url, keys)
+        + _direct_table("direct", direct.url)
+    )
+    result = cli.run("doctor", "--json")
+    assert result.returncode == 1  # the primary is down: doctor says so even though failover works
+    report = json.loads(result.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    failed = [c["name"] for c in report["checks"] if c["status"] == "fail"]
+    assert len(failed) == 1 and "/" not in failed[0]  # the primary's connection, nothing else
+    assert checks[failed[0]]["code"] == "relay_unreachable" or "refused" in checks[failed[0]]["detail"]
+    for name in ("backup/healthz", "backup/envelope", "backup/auth", "backup/completion", "direct/provider"):
+        assert checks[name]["status"] == "ok", checks[name]
+    assert [c["profile"] for c in report["failover"]] == ["backup", "direct"]
+    assert direct.seen[0]["headers"]["Authorization"] == f"Bearer {DIRECT_KEY}"
+    text = cli.run("doctor")
+    assert "failover endpoint 2 of 3: checks named backup/..." in text.stdout
+    assert "failover endpoint 3 of 3: checks named direct/..." in text.stdout
+    for secret in (keys["token"], keys["fernet_key"], DIRECT_KEY):
+        assert secret not in result.stdout + text.stdout + text.stderr
+
+
 # --- the library, against fake providers (direct `kind = "openai"` endpoints) ---
 
 
