@@ -256,6 +256,32 @@ def test_a_relay_down_fails_over_to_a_direct_provider_with_its_own_key(
     assert "relay-managed" not in json.dumps(seen["headers"])
 
 
+@pytest.mark.parametrize(("status", "moves_on"), [(502, True), (401, False)])
+def test_an_unsealed_answer_to_an_envelope_moves_on_only_when_5xx(
+    tmp_path, relay, providers, keys, status, moves_on
+):
+    """A proxy's plain 502 for a relay that is down is a failure like any other; a plain 401 may be forged
+    (codec_v2.EnvelopeRefused) and reaches the caller, the next endpoint untouched."""
+    fake_relay = providers(status)
+    profile = _library_profile(
+        tmp_path,
+        _relay_table("home", fake_relay.url, keys, failover=["backup"])
+        + _relay_table("backup", relay.url, keys),
+    )
+    before = len(relay.settled_requests())
+    client = openai_client(profile, max_retries=0)
+    if moves_on:
+        completion = client.chat.completions.create(model="lab/echo", messages=MESSAGES)
+        assert completion.choices[0].message.content == EXPECTED
+        assert len(relay.wait_requests(before + 1)) > before
+    else:
+        with pytest.raises(openai.APIConnectionError) as failure:
+            client.chat.completions.create(model="lab/echo", messages=MESSAGES)
+        assert "was not sealed" in str(failure.value.__cause__)
+        assert len(relay.settled_requests()) == before
+    assert len(fake_relay.seen) == 1
+
+
 def test_a_read_timeout_before_the_head_moves_on(tmp_path, providers):
     first, second = providers("hang"), providers("answer")
     profile = _library_profile(
