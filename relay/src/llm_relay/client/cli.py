@@ -7,6 +7,7 @@ Fernet key come from the config file, `*_file` keys or LLM_RELAY_TOKEN / LLM_REL
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -50,6 +51,13 @@ def _connection_options(parser: argparse.ArgumentParser | None = None) -> argpar
         dest="token_channel",
         choices=("path", "header", "bearer"),
         help="how the token travels in plain mode (default: path)",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS if parser is None else False,
+        help="also log which endpoint answered each request (failovers are always logged)",
     )
     return common
 
@@ -246,8 +254,20 @@ def _envelope_cause(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _log_to_stderr(verbose: bool) -> None:
+    """The client's own log lines (failover.py) on stderr. Only the `llm_relay.client` logger: the HTTP
+    library logs request URLs at INFO, and a URL can hold the token (token_channel = "path")."""
+    logger = logging.getLogger("llm_relay.client")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("llm-relay: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _log_to_stderr(getattr(args, "verbose", False))
     try:
         return _run(args)
     except ConfigError as exc:

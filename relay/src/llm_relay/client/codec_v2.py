@@ -28,6 +28,8 @@ class EnvelopeRefused(httpx.RemoteProtocolError):
     proxy forging `401 missing_token` did, to make clients fall back to v1), so it is never acted on:
     no fallback, no retry; the caller gets this error, which says how to find out who answered."""
 
+    status: int = 0  # the unsealed answer's status: failover.py moves to another endpoint after 5xx/429
+
 
 def reply_failure(exc: envelope.EnvelopeError) -> Exception:
     return httpx.RemoteProtocolError(f"sealed answer from the relay: {exc}")
@@ -48,6 +50,12 @@ def plain_answer(response: object, body: bytes) -> str:
 
 
 def refusal(response: object, body: bytes) -> EnvelopeRefused:
+    refused = _refusal(response, body)
+    refused.status = response.status_code
+    return refused
+
+
+def _refusal(response: object, body: bytes) -> EnvelopeRefused:
     if response.status_code == 407:  # the configured proxy's own demand, about the proxy hop only
         return EnvelopeRefused(
             "the proxy requires authentication (407): use proxy = http://user:password@host:port"

@@ -20,6 +20,10 @@ from cryptography.fernet import Fernet
 from llm_relay import tokens
 
 TOKEN_CHANNELS = ("path", "header", "bearer")
+# What sits behind a profile's URL: an llm-relay (the default), or a provider reached directly, its API key
+# in `token` (a failover endpoint for when no relay is reachable; no envelope, the provider reads the body).
+KINDS = ("relay", "openai", "anthropic")
+DEFAULT_FAILOVER_COOLDOWN = 60.0  # seconds a failed failover endpoint is skipped
 ENVELOPE_VERSIONS = ("auto", "v2", "v1")
 DEFAULT_TIMEOUT = 300.0  # seconds: long completions stream for minutes
 CONFIG_ENV = "LLM_RELAY_CLIENT_CONFIG"  # not LLM_RELAY_CONFIG: that one is the server's
@@ -51,6 +55,11 @@ class Profile:
     connect_to: str = ""  # "host:port" dialled instead of the URL's (Host header and TLS name unchanged)
     model: str = "openai/gpt-4o-mini"
     embedding_model: str = "openai/text-embedding-3-small"
+    kind: str = "relay"  # KINDS
+    failover: tuple[str, ...] = ()  # names of the profiles tried after this one, in order
+    failover_cooldown: float = DEFAULT_FAILOVER_COOLDOWN
+    # The loaded profiles named by `failover` (each validated on its own; none has a failover list itself).
+    fallbacks: tuple[Profile, ...] = field(default=(), compare=False)
     source: str = field(default="defaults", compare=False)  # where the file came from, for messages
 
     @property
@@ -95,8 +104,13 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "connect_to": str,
     "model": str,
     "embedding_model": str,
+    "kind": str,
+    "failover": list,
+    "failover_cooldown": (int, float),
 }
 _TOP_ONLY = {"default_profile", "profiles"}
+# Only in a [profiles.NAME] table: a top-level list would be inherited by the endpoints it names.
+_PROFILE_ONLY = {"failover"}
 
 
 def default_config_path() -> Path:
@@ -122,11 +136,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _check_table(table: dict[str, Any], where: str) -> dict[str, Any]:
+def _check_table(table: dict[str, Any], where: str, top: bool = False) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for key, value in table.items():
         if key in _TOP_ONLY:
             continue
+        if top and key in _PROFILE_ONLY:
+            raise ConfigError(f"{where}: key {key!r} belongs in a [profiles.NAME] table, not the top level")
         expected = _FILE_KEYS.get(key)
         if expected is None:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(_FILE_KEYS))})")
@@ -146,7 +162,7 @@ def _read_secret_file(path_text: str, key: str, where: str) -> str:
 
 def _file_values(data: dict[str, Any], profile: str | None, path: Path) -> tuple[str, dict[str, Any]]:
     """Merge top-level keys with the selected profile table; returns (profile name, values)."""
-    values = _check_table(data, str(path))
+    values = _check_table(data, str(path), top=True)
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: 'profiles' must be a table of tables ([profiles.NAME])")
@@ -164,6 +180,11 @@ def _file_values(data: dict[str, Any], profile: str | None, path: Path) -> tuple
     for key in ("token", "fernet_key"):
         if f"{key}_file" in values:
             values[key] = _read_secret_file(values.pop(f"{key}_file"), f"{key}_file", str(path))
+    if "failover" in values:
+        names = values["failover"]
+        if not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"{path} [profiles.{name}]: key 'failover' must be a list of profile names")
+        values["failover"] = tuple(names)
     if isinstance(values.get("no_proxy"), list):
         values["no_proxy"] = ",".join(str(item) for item in values["no_proxy"])
     return name or "default", values
@@ -199,6 +220,12 @@ def validate(profile: Profile) -> Profile:
         raise ConfigError(f"{where}: no relay url (set `url` or LLM_RELAY_URL)")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{where}: url must be http(s)://host[:port], got {profile.url!r}")
+    if profile.kind not in KINDS:
+        raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}")
+    if profile.failover_cooldown < 0:
+        raise ConfigError(f"{where}: failover_cooldown must be 0 or a positive number of seconds")
+    if profile.kind != "relay":
+        return _validate_direct(profile, where)
     if not profile.token:
         raise ConfigError(f"{where}: no client token (set `token`, `token_file` or LLM_RELAY_TOKEN)")
     if not tokens.is_well_formed(profile.token):
@@ -216,6 +243,22 @@ def validate(profile: Profile) -> Profile:
         raise ConfigError(f"{where}: pad_to must be 0 (off) or a positive number of bytes")
     if profile.token_channel not in TOKEN_CHANNELS:
         raise ConfigError(f"{where}: token_channel must be one of {', '.join(TOKEN_CHANNELS)}")
+    return _validate_route(profile, where)
+
+
+def _validate_direct(profile: Profile, where: str) -> Profile:
+    """A provider reached directly: its API key in `token`, no envelope (only a relay can open one)."""
+    if not profile.token:
+        raise ConfigError(f"{where}: kind = {profile.kind!r} needs the provider's API key (token/token_file)")
+    if profile.encrypting:
+        raise ConfigError(
+            f"{where}: kind = {profile.kind!r} is a provider reached directly: it cannot open envelopes "
+            "(remove fernet_key / encrypt = true from this profile)"
+        )
+    return _validate_route(profile, where)
+
+
+def _validate_route(profile: Profile, where: str) -> Profile:
     if profile.proxy:
         proxy = urlsplit(profile.proxy if "://" in profile.proxy else "http://" + profile.proxy)
         if proxy.scheme not in ("http", "https") or not proxy.hostname:
@@ -259,11 +302,49 @@ def load_profile(
     values |= _env_values(env, values, urlsplit(url).scheme)
     known = {f.name for f in fields(Profile)}
     values |= {k: v for k, v in overrides.items() if v is not None and k in known}
-    for key in ("timeout", "connect_timeout"):
+    for key in ("timeout", "connect_timeout", "failover_cooldown"):
         if key in values:
             values[key] = float(values[key])
     result = Profile(name=name, source=str(path) if data else "environment", **values)
+    if result.failover:
+        result = replace(result, fallbacks=_fallbacks(data, result, path, env, check))
     return validate(result) if check else result
+
+
+def _fallbacks(
+    data: dict[str, Any], primary: Profile, path: Path, env: dict[str, str], check: bool
+) -> tuple[Profile, ...]:
+    """The profiles named by `primary.failover`, from the same file. Each gets the file's top-level keys
+    and the proxy variables of the environment, but not LLM_RELAY_URL/TOKEN/FERNET_KEY nor command-line
+    overrides: those name the primary endpoint, and a fallback with the primary's URL would be no fallback."""
+    where = f"{path} [profiles.{primary.name}] failover"
+    profiles = data.get("profiles", {})
+    seen: set[str] = set()
+    loaded: list[Profile] = []
+    for name in primary.failover:
+        if name == primary.name:
+            raise ConfigError(f"{where}: names the profile itself ({name!r}): a cycle")
+        if name in seen:
+            raise ConfigError(f"{where}: names {name!r} twice")
+        seen.add(name)
+        if name not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise ConfigError(f"{where}: no profile {name!r} (profiles: {known})")
+        table = profiles[name]
+        if isinstance(table, dict) and "failover" in table:
+            raise ConfigError(
+                f"{where}: {name!r} has a failover list of its own; failover lists do not nest (a cycle "
+                f"or a chain): list every endpoint in [profiles.{primary.name}] failover instead"
+            )
+        _, values = _file_values(data, name, path)
+        proxy_env = {k: v for k, v in env.items() if not k.startswith("LLM_RELAY_")}
+        values |= _env_values(proxy_env, values, urlsplit(values.get("url", "")).scheme)
+        for key in ("timeout", "connect_timeout", "failover_cooldown"):
+            if key in values:
+                values[key] = float(values[key])
+        endpoint = Profile(name=name, source=str(path), **values)
+        loaded.append(validate(endpoint) if check else endpoint)
+    return tuple(loaded)
 
 
 def loose_permissions(path: Path) -> bool:

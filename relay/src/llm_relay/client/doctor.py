@@ -8,12 +8,13 @@ accepted, client and relay versions are compared (a warning when they differ).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from .config import Profile, loose_permissions
 from .doctor_net import Check, check_dns, check_tls, open_route
-from .doctor_relay import check_auth, check_envelope, check_health, check_upstream
+from .doctor_relay import check_auth, check_envelope, check_health, check_provider, check_upstream
 from .doctor_version import check_version
 from .network import mask_secret, mask_url, proxy_url
 
@@ -23,7 +24,7 @@ MARKS = {"ok": "[ ok ]", "fail": "[FAIL]", "warn": "[warn]", "skip": "[skip]"}
 def effective_config(profile: Profile) -> dict[str, str]:
     proxy = proxy_url(profile)
     route = mask_url(proxy) if proxy else ("direct (host in no_proxy)" if profile.proxy else "direct")
-    return {
+    config = {
         "profile": profile.name,
         "source": profile.source,
         "url": profile.url,
@@ -40,6 +41,13 @@ def effective_config(profile: Profile) -> dict[str, str]:
         "timeout": f"{profile.timeout:g} s (connect {profile.connect_timeout:g} s)",
         "model": profile.model,
     }
+    if profile.kind != "relay":  # a provider reached directly: no envelope, its API key in `token`
+        config |= {"kind": profile.kind, "token": mask_secret(profile.token) + " (provider API key)"}
+        for key in ("fernet_key", "envelope", "token_channel"):
+            del config[key]
+    if profile.failover:
+        config["failover"] = ", ".join(profile.failover) + f" (cooldown {profile.failover_cooldown:g} s)"
+    return config
 
 
 def _config_check(profile: Profile) -> Check:
@@ -56,7 +64,16 @@ def _config_check(profile: Profile) -> Check:
 
 
 def run_checks(profile: Profile) -> list[Check]:
-    checks = [_config_check(profile), check_dns(profile)]
+    """Every endpoint of the profile's chain, each on its own (no failover while checking one); the checks
+    of a failover endpoint are named `<profile>/<check>`."""
+    checks = [_config_check(profile), *_endpoint_checks(replace(profile, fallbacks=()))]
+    for fallback in profile.fallbacks:
+        checks += [replace(c, name=f"{fallback.name}/{c.name}") for c in _endpoint_checks(fallback)]
+    return checks
+
+
+def _endpoint_checks(profile: Profile) -> list[Check]:
+    checks = [check_dns(profile)]
     if checks[-1].failed:
         return checks
     sock, route = open_route(profile)
@@ -65,6 +82,9 @@ def run_checks(profile: Profile) -> list[Check]:
         return checks
     checks.append(check_tls(profile, sock))
     if checks[-1].failed:
+        return checks
+    if profile.kind != "relay":
+        checks.append(check_provider(profile))
         return checks
     for step in (check_health, check_envelope, check_auth):
         checks.append(step(profile))
@@ -79,11 +99,18 @@ def report(profile: Profile, checks: list[Check], out: TextIO, as_json: bool) ->
     failed = [c for c in checks if c.failed]
     if as_json:
         doc = {"config": effective_config(profile), "checks": [vars(c) for c in checks], "ok": not failed}
+        if profile.fallbacks:
+            doc["failover"] = [effective_config(fallback) for fallback in profile.fallbacks]
         out.write(json.dumps(doc, indent=2) + "\n")
         return 1 if failed else 0
     out.write("llm-relay doctor: effective configuration\n")
     for key, value in effective_config(profile).items():
         out.write(f"  {key:<14} {value}\n")
+    for number, fallback in enumerate(profile.fallbacks, 2):
+        total = len(profile.fallbacks) + 1
+        out.write(f"\nfailover endpoint {number} of {total}: checks named {fallback.name}/...\n")
+        for key, value in effective_config(fallback).items():
+            out.write(f"  {key:<14} {value}\n")
     out.write("\n")
     for check in checks:
         latency = f"  ({check.ms:.0f} ms)" if check.ms is not None else ""

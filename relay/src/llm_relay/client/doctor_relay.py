@@ -235,3 +235,29 @@ def check_upstream(profile: Profile) -> list[Check]:
     note = "" if model == profile.model else f" (configured model {profile.model!r} not listed)"
     checks.append(Check("completion", "ok", f"1-token completion from {model}{note}", ms=timer.ms))
     return checks
+
+
+def check_provider(profile: Profile) -> Check:
+    """A provider reached directly (`kind = "openai"` / `"anthropic"`): `GET /v1/models` with its key."""
+    with Timer() as timer, http_client(profile) as client:
+        try:
+            response = client.get(profile.root + "/v1/models")
+        except httpx.HTTPError as exc:
+            return _transport_failure("provider", exc)
+    if response.status_code in (401, 403):
+        code, message = error_of(response)
+        return Check(
+            "provider",
+            "fail",
+            f"{profile.kind} provider rejected the API key ({response.status_code} {code}: {message})",
+            "provider_key_rejected",
+            "`token` of this profile is the provider's API key: is it valid?",
+        )
+    if response.status_code >= 400:
+        code, message = error_of(response)
+        return Check("provider", "fail", f"{response.status_code} {code}: {message}", "provider_error")
+    try:
+        count = len(response.json().get("data", []))
+    except (ValueError, AttributeError):
+        count = 0
+    return Check("provider", "ok", f"{profile.kind} provider answered, {count} models listed", ms=timer.ms)

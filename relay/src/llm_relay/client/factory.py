@@ -6,6 +6,7 @@ from typing import Any
 
 from ._http import httpx
 from .config import Profile, load_profile
+from .failover import AsyncDirectTransport, AsyncFailoverTransport, DirectTransport, FailoverTransport
 from .network import apply_connect_to, proxy_url, ssl_context
 from .transport import AsyncRelayTransport, RelayTransport
 
@@ -24,22 +25,41 @@ def _route(profile: Profile, asynchronous: bool = False) -> Any:
     return apply_connect_to(transport, profile)
 
 
+def _endpoint(profile: Profile, asynchronous: bool, raw: bool) -> Any:
+    """The transport for one endpoint: its own route, and its own codec (envelope keys, epochs)."""
+    route = _route(profile, asynchronous)
+    if raw:
+        return route
+    if profile.kind != "relay":
+        return (AsyncDirectTransport if asynchronous else DirectTransport)(profile, route)
+    return (AsyncRelayTransport if asynchronous else RelayTransport)(profile, route)
+
+
+def _transport(profile: Profile, asynchronous: bool = False, raw: bool = False) -> Any:
+    """The profile's endpoint, or, with a `failover` list, every endpoint behind one FailoverTransport."""
+    main = _endpoint(profile, asynchronous, raw)
+    if not profile.fallbacks:
+        return main
+    endpoints = [(profile, main)] + [(fb, _endpoint(fb, asynchronous, raw)) for fb in profile.fallbacks]
+    return (AsyncFailoverTransport if asynchronous else FailoverTransport)(profile, endpoints)
+
+
 def http_client(profile: Profile) -> Any:
-    """A synchronous client whose requests reach the relay (token added, envelope if encrypting)."""
-    inner = _route(profile)
-    return httpx.Client(transport=RelayTransport(profile, inner), timeout=_timeout(profile), trust_env=False)
+    """A synchronous client whose requests reach the relay (token added, envelope if encrypting), or the
+    next endpoint of the profile's `failover` list when it cannot answer."""
+    return httpx.Client(transport=_transport(profile), timeout=_timeout(profile), trust_env=False)
 
 
 def async_http_client(profile: Profile) -> Any:
-    inner = _route(profile, asynchronous=True)
     return httpx.AsyncClient(
-        transport=AsyncRelayTransport(profile, inner), timeout=_timeout(profile), trust_env=False
+        transport=_transport(profile, asynchronous=True), timeout=_timeout(profile), trust_env=False
     )
 
 
 def raw_http_client(profile: Profile) -> Any:
-    """Same route (proxy, TLS) but no token and no envelope: for unauthenticated probes like /healthz."""
-    return httpx.Client(transport=_route(profile), timeout=_timeout(profile), trust_env=False)
+    """Same route (proxy, TLS, failover) but no token and no envelope: for unauthenticated probes like
+    /healthz."""
+    return httpx.Client(transport=_transport(profile, raw=True), timeout=_timeout(profile), trust_env=False)
 
 
 def _profile(profile: Profile | str | None, overrides: dict[str, Any]) -> Profile:
