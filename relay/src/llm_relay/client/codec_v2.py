@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from llm_relay import envelope, envelope_v2
 
+from . import access
 from ._http import httpx
 
 V2_PATH = "/"
@@ -29,6 +30,11 @@ class EnvelopeRefused(httpx.RemoteProtocolError):
     no fallback, no retry; the caller gets this error, which says how to find out who answered."""
 
     status: int = 0  # the unsealed answer's status: failover.py moves to another endpoint after 5xx/429
+
+
+class AccessRefused(EnvelopeRefused):
+    """The unsealed answer was Cloudflare Access refusing the request at the edge (access.py): the relay
+    never saw it. The message says whether the service token was sent and what to do."""
 
 
 def reply_failure(exc: envelope.EnvelopeError) -> Exception:
@@ -60,6 +66,9 @@ def _refusal(response: object, body: bytes) -> EnvelopeRefused:
         return EnvelopeRefused(
             "the proxy requires authentication (407): use proxy = http://user:password@host:port"
         )
+    refused_at_edge = access.refusal_message(response, body)
+    if refused_at_edge is not None:  # Cloudflare Access stopped it: say that, not "something on the way"
+        return AccessRefused(refused_at_edge)
     return EnvelopeRefused(
         f"the answer to an encrypted (envelope v2) request was not sealed ({plain_answer(response, body)}): "
         "the relay seals every answer it gives to an envelope it could open, so this came from something "
