@@ -6,9 +6,9 @@ BIN   := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: cloudflared-check setup host-deps venv collection-link sanity-venvs lint test test-unit test-lab bench demo lab-up lab-down clean release
+.PHONY: cloudflared-check setup host-deps real-clients venv collection-link sanity-venvs lint test test-unit test-lab bench demo lab-up lab-down clean release
 
-setup: host-deps venv collection-link sanity-venvs
+setup: host-deps venv collection-link sanity-venvs real-clients
 
 # The checkout is the collection llm_relay.homelab: ansible.cfg's collections_path finds it through this link.
 COLLECTION_LINK := .ansible/collections/ansible_collections/llm_relay/homelab
@@ -25,6 +25,17 @@ $(SANITY_STAMP): $(VENV)/.stamp tools/run_ansible_test.py tools/get_pip_standin.
 # Debian packages the lab and tests need; installs only what is missing.
 host-deps:
 	@bash lab/host-deps.sh
+
+# The coding-agent CLIs the real-client tests run through serve-local (tests/client/test_real_cli.py):
+# Claude Code and Codex, pinned with their integrity hashes in tests/real_clients/package-lock.json. Each
+# npm package carries its native binary (nothing is downloaded at install or run time). Reinstalled when
+# the lock changes. Without npm (Node.js) this says so and the tests skip, naming why.
+REAL_CLIENTS := tests/real_clients
+real-clients: $(REAL_CLIENTS)/node_modules/.installed
+$(REAL_CLIENTS)/node_modules/.installed: $(REAL_CLIENTS)/package-lock.json $(REAL_CLIENTS)/package.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix $(REAL_CLIENTS) --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "real-clients: npm (Node.js) not found: the Claude Code and Codex tests will skip" >&2; fi
 
 # The venv is rebuilt when requirements change (stamp holds their hash).
 venv: $(VENV)/.stamp

@@ -3,6 +3,7 @@
 API (`/api/v1`, Bearer key required except on `/models`, which is public on the live OpenRouter too):
   POST /api/v1/chat/completions   JSON, or SSE with `"stream": true` (see chat.py)
   POST /api/v1/embeddings         `input` string or list of strings
+  POST /api/v1/responses          OpenAI's Responses API: JSON, or its typed SSE events (see responses.py)
   GET  /api/v1/models             catalogue
 Anthropic's dialect (`/v1`, the key in `x-api-key`, `anthropic-version` required; see messages.py):
   POST /v1/messages               JSON, or Anthropic's named SSE events with `"stream": true`
@@ -20,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import answers, chat, messages
+from . import answers, chat, messages, responses
 from .errors import error_response
 from .models import DEFAULT_CHAT_MODELS, DEFAULT_EMBEDDING_MODELS, catalogue
 from .state import FaultError, UpstreamState
@@ -101,6 +102,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request[ENTRY_KEY] |= {"model": body.get("model"), "stream": bool(body.get("stream"))}
     entry = request[ENTRY_KEY]
     return await chat.chat_completions(request, body, request[FAULT_KEY], request.app[CONFIG_KEY], entry)
+
+
+async def openai_responses(request: web.Request) -> web.StreamResponse:
+    body = await json_body(request)
+    models = request.app[CONFIG_KEY]["chat_models"]
+    return await responses.responses(request, body, request[FAULT_KEY], models, request[ENTRY_KEY])
 
 
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
@@ -185,6 +192,7 @@ def create_app(config: dict[str, Any]) -> web.Application:
     app[STATE_KEY] = UpstreamState(api_keys=settings["api_keys"])
     app.router.add_post(f"{API}/chat/completions", chat_completions)
     app.router.add_post(f"{API}/embeddings", embeddings)
+    app.router.add_post(f"{API}/responses", openai_responses)
     app.router.add_get(f"{API}/models", models)
     app.router.add_post(f"{ANTHROPIC_API}/messages", anthropic_messages)
     app.router.add_get("/_lab/faults", faults_get)

@@ -130,11 +130,31 @@ async def sse_answer(
     return response
 
 
-async def stream(request: web.Request, body: dict, ids: tuple, rule: dict, every: int, entry: dict):
-    async def emit(response: web.StreamResponse) -> str:
-        return await _emit(request, response, body, ids, rule, every)
+def token_fault(request: web.Request, rule: dict, index: int) -> str | None:
+    """What the fault `rule` does before the stream's token `index`: "disconnect" (done here: the
+    connection is gone), "error" (the caller writes its dialect's error event), or None."""
+    if rule.get("disconnect_after_tokens") == index:
+        abort(request)
+        return "disconnect"
+    return "error" if rule.get("error_after_tokens") == index else None
 
-    return await sse_answer(request, {"X-Generation-Id": ids[0]}, emit, entry)
+
+async def answer_valid(
+    request: web.Request,
+    entry: dict,
+    rule: dict,
+    headers: dict[str, str],
+    emit: Callable[[web.StreamResponse], Awaitable[str]] | None,
+    document: Callable[[], dict],
+) -> web.StreamResponse:
+    """The answer to a request that passed validation: SSE written by `emit` (a stream was asked for),
+    else the JSON `document()` builds; `disconnect_after_tokens` drops a JSON answer's connection."""
+    if emit is not None:
+        return await sse_answer(request, headers, emit, entry)
+    if "disconnect_after_tokens" in rule:
+        entry["outcome"] = "fault_disconnect"
+        abort(request)
+    return web.json_response(document(), headers=headers)
 
 
 async def chat_completions(
@@ -146,9 +166,16 @@ async def chat_completions(
         return error_response(400, problem)
     model = body.get("model", models[0])
     gen_id = f"gen-{int(time.time())}-{secrets.token_hex(8)}"
-    if body.get("stream"):
-        return await stream(request, body, (gen_id, model), rule, config["processing_comment_every"], entry)
-    if "disconnect_after_tokens" in rule:
-        entry["outcome"] = "fault_disconnect"
-        abort(request)
-    return web.json_response(completion(body, model, gen_id), headers={"X-Generation-Id": gen_id})
+    every = config["processing_comment_every"]
+
+    async def emit(response: web.StreamResponse) -> str:
+        return await _emit(request, response, body, (gen_id, model), rule, every)
+
+    return await answer_valid(
+        request,
+        entry,
+        rule,
+        {"X-Generation-Id": gen_id},
+        emit if body.get("stream") else None,
+        lambda: completion(body, model, gen_id),
+    )

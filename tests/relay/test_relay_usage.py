@@ -6,7 +6,7 @@ import json
 
 from relay_support import CHAT, bearer, metric
 
-from lab.upstream import answers
+from lab.upstream import answers, responses
 
 
 async def completions(relay, http, token: str) -> None:
@@ -29,6 +29,23 @@ async def test_json_and_streamed_usage_show_in_metrics_under_the_client(relay, h
         metric(text, "llm_relay_tokens_total", **labels, kind="completion")
         == 2 * expected["completion_tokens"]
     )
+
+
+async def test_responses_api_usage_json_and_streamed(relay, http):
+    """OpenAI's Responses API (Codex): usage in the JSON answer and in `response.completed`'s response."""
+    body = {"model": "lab/echo", "input": [{"role": "user", "content": "count me"}]}
+    for stream in (False, True):
+        sent = {**body, "stream": stream}
+        async with http.post(relay.url + "/v1/responses", json=sent, headers=bearer(relay.token)) as r:
+            assert r.status == 200
+            raw = await r.read()
+    assert b"response.completed" in raw  # the second answer was the stream
+    _, usage, _ = responses.answer(body)
+    async with http.get(relay.metrics_url + "/metrics") as r:
+        text = await r.text()
+    labels = {"client": "alice", "provider": "openrouter", "model": "lab/echo"}
+    assert metric(text, "llm_relay_tokens_total", **labels, kind="prompt") == 2 * usage["input_tokens"]
+    assert metric(text, "llm_relay_tokens_total", **labels, kind="completion") == 2 * usage["output_tokens"]
 
 
 async def test_a_client_sees_only_its_own_usage(relay, http):

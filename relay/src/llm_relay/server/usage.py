@@ -4,8 +4,9 @@ Where the numbers come from (nothing is estimated, only what the provider report
 - JSON answers: the top-level `usage` object (OpenAI/OpenRouter `prompt_tokens`/`completion_tokens`,
   Anthropic `input_tokens` (+ `cache_creation_input_tokens`, `cache_read_input_tokens`)/`output_tokens`);
 - SSE streams: every `data:` event that carries a non-null `usage` (OpenAI's final usage chunk,
-  Anthropic's `message_start` and `message_delta`, whose `output_tokens` is cumulative): the last value of
-  each field wins.
+  Anthropic's `message_start` and `message_delta`, whose `output_tokens` is cumulative, the Responses
+  API's `response.completed`/`response.incomplete`, whose `response` holds it): the last value of each
+  field wins.
 The relay never adds `stream_options.include_usage` to a request: see relay/docs/config.md (`[usage]`).
 """
 
@@ -47,9 +48,11 @@ class Usage:
         """Take `usage` (and `model`) from one JSON document: an answer or one stream event."""
         if not isinstance(doc, dict):
             return
-        message = doc.get("message")  # Anthropic's message_start wraps the message
-        if isinstance(message, dict) and "usage" in message:
-            doc = message
+        for wrapper in ("message", "response"):  # Anthropic's message_start, the Responses API's events
+            inner = doc.get(wrapper)
+            if isinstance(inner, dict) and "usage" in inner:
+                doc = inner
+                break
         model = doc.get("model")
         if isinstance(model, str) and model:
             self.model = model[:128]
