@@ -64,6 +64,7 @@ class Team:
         self.published = [signer]
         self.fetches = 0
         self.up = True
+        self.raw: bytes | None = None  # served instead of the document when set
         self.url = ""
         self.ca_file = ""
 
@@ -76,6 +77,8 @@ class Team:
         self.fetches += 1
         if not self.up:
             return web.Response(status=502, text="bad gateway")
+        if self.raw is not None:
+            return web.Response(body=self.raw, content_type="application/json")
         return web.json_response(self.document())
 
     def toml(self) -> str:
@@ -381,3 +384,16 @@ async def test_fetch_refuses_redirects(tmp_path):
             await asyncio.to_thread(access_jwt.fetch_certs, url, str(cert))
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("body", [b"<html>not json</html>", b'{"keys": []}', b'{"keys": [{"kty": "RSA"}]}'])
+async def test_a_broken_certs_document_is_a_failed_fetch(body):
+    verifier = access_jwt.AccessVerifier(access_jwt.AccessSettings(TEAM, (AUD,)), fetch=lambda url, ca: body)
+    assert not await verifier.refresh()
+    assert (verifier.fetch_results["failed"], verifier.keys, verifier.last_failed) == (1, {}, True)
+
+
+async def test_an_oversized_certs_document_is_not_read_whole(team):
+    team.raw = b" " * (access_jwt.MAX_CERTS_BYTES + 10)
+    with pytest.raises(ValueError, match="over"):
+        await asyncio.to_thread(access_jwt.fetch_certs, team.url, team.ca_file)

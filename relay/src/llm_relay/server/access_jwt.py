@@ -29,7 +29,6 @@ import json
 import logging
 import ssl
 import time
-import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -172,7 +171,9 @@ class AccessVerifier:
                 asyncio.to_thread(self._fetch, url, self.settings.ca_file), FETCH_TIMEOUT * 2
             )
             keys = parse_certs(body)
-        except (OSError, ValueError, TimeoutError, urllib.error.URLError, ssl.SSLError) as exc:
+        except Exception as exc:
+            # Whatever broke (network, TLS, HTTP status or framing, JSON, a key) is a failed fetch: the
+            # cached keys stay, and the task never ends with an exception nobody retrieves.
             self.last_failed = True
             self.fetch_results["failed"] += 1
             log.warning(
