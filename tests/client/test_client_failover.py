@@ -76,6 +76,8 @@ class FakeProvider:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.seen.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        if request.method == "GET" and self.mode == "answer":  # doctor's probe of a direct endpoint
+            return web.json_response({"object": "list", "data": [{"id": "fake/model", "object": "model"}]})
         if isinstance(self.mode, int):
             return web.json_response({"error": {"message": "busy", "code": self.mode}}, status=self.mode)
         if self.mode == "hang":
