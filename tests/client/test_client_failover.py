@@ -377,6 +377,15 @@ def test_an_anthropic_path_fails_over_to_a_direct_anthropic_endpoint(
     assert "Authorization" not in seen["headers"]
 
 
+def test_cooldowns_are_bounded():
+    book = failover_module.Cooldowns(limit=4)
+    for number in range(10):
+        book.fail((f"p{number}", "https://x.example", ""), 60 + number)
+    assert book.until(("p9", "https://x.example", "")) > 0  # the newest are kept
+    assert book.until(("p0", "https://x.example", "")) == 0.0  # the oldest went first
+    assert len(book._until) == 4
+
+
 def test_endpoint_paths_per_kind(tmp_path):
     profile = _library_profile(
         tmp_path,
