@@ -14,7 +14,7 @@ import openai
 import pytest
 from aiohttp import web
 from client_harness import ServedApp
-from llm_relay.client import ConfigError, async_openai_client, load_profile, openai_client
+from llm_relay.client import ConfigError, async_openai_client, http_client, load_profile, openai_client
 from llm_relay.client import failover as failover_module
 from llm_relay.client.failover import endpoint_path
 
@@ -76,6 +76,8 @@ class FakeProvider:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.seen.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        if request.method == "GET" and self.mode == "answer":  # doctor's probe of a direct endpoint
+            return web.json_response({"object": "list", "data": [{"id": "fake/model", "object": "model"}]})
         if isinstance(self.mode, int):
             return web.json_response({"error": {"message": "busy", "code": self.mode}}, status=self.mode)
         if self.mode == "hang":
@@ -350,6 +352,38 @@ def test_async_client_fails_over(tmp_path, providers):
 
     assert asyncio.run(main()) == FAKE_ANSWER
     assert len(first.seen) == len(second.seen) == 1
+
+
+def test_an_anthropic_path_fails_over_to_a_direct_anthropic_endpoint(
+    tmp_path, stopped_relay, providers, keys
+):
+    """What serve-local forwards for ANTHROPIC_BASE_URL=.../anthropic: the provider name is dropped, the
+    provider's key travels as x-api-key, the caller's key does not travel at all."""
+    direct = providers("answer")
+    profile = _library_profile(
+        tmp_path,
+        _relay_table("home", stopped_relay.url, keys, failover=["claude"], encrypt=False)
+        + _direct_table("claude", direct.url, kind="anthropic"),
+    )
+    with http_client(profile) as client:
+        response = client.post(
+            profile.root + "/anthropic/v1/messages", json={"model": "m"}, headers={"x-api-key": "local-key"}
+        )
+    assert response.status_code == 200
+    (seen,) = direct.seen
+    assert seen["path"] == "/v1/messages"
+    assert seen["headers"]["x-api-key"] == DIRECT_KEY
+    assert seen["headers"]["anthropic-version"] == "2023-06-01"
+    assert "Authorization" not in seen["headers"]
+
+
+def test_cooldowns_are_bounded():
+    book = failover_module.Cooldowns(limit=4)
+    for number in range(10):
+        book.fail((f"p{number}", "https://x.example", ""), 60 + number)
+    assert book.until(("p9", "https://x.example", "")) > 0  # the newest are kept
+    assert book.until(("p0", "https://x.example", "")) == 0.0  # the oldest went first
+    assert len(book._until) == 4
 
 
 def test_endpoint_paths_per_kind(tmp_path):

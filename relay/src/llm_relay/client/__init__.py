@@ -21,6 +21,8 @@ _EXPORTS = {
     "async_openai_client": "factory",
     "http_client": "factory",
     "openai_client": "factory",
+    "AsyncFailoverTransport": "failover",
+    "FailoverTransport": "failover",
     "AsyncRelayTransport": "transport",
     "RelayTransport": "transport",
 }

@@ -138,7 +138,9 @@ async def _serve(
     await site.start()
     bound = runner.addresses[0][1]
     mode = "encrypted envelopes" if profile.encrypting else f"plain, token via {profile.token_channel}"
-    print(f"serve-local: http://{host}:{bound}/v1 -> {profile.root} ({mode}); Ctrl-C to stop", flush=True)
+    chain = f", failover: {', '.join(profile.failover)}" if profile.fallbacks else ""
+    target = f"{profile.root} ({mode}{chain})"
+    print(f"serve-local: http://{host}:{bound}/v1 -> {target}; Ctrl-C to stop", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
