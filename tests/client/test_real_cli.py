@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from client_harness import REPO, Squid, client_toml
+from client_harness import REPO, client_toml
 
 REAL_CLIENTS = REPO / "tests" / "real_clients"
 BIN = REAL_CLIENTS / "node_modules" / ".bin"
@@ -75,13 +75,6 @@ class Refuser:
         self.bg.run(stop())
 
 
-@pytest.fixture(scope="module")
-def squid_server():
-    proxy = Squid()
-    yield proxy
-    proxy.stop()
-
-
 @pytest.fixture
 def refuser(bg):
     guard = Refuser(bg)
@@ -120,17 +113,12 @@ def offline_env(home: Path, refuser: Refuser, **extra: str) -> dict[str, str]:
     return env | extra
 
 
+# Output captured as text, no terminal input (both CLIs then run non-interactively), bounded in time.
+RUN = {"capture_output": True, "text": True, "timeout": RUN_TIMEOUT, "stdin": subprocess.DEVNULL}
+
+
 def run_cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv,
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return subprocess.run(argv, env=env, cwd=cwd, check=False, **RUN)
 
 
 def inner_requests(relay, before: int, path: str) -> list[dict]:
