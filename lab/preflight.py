@@ -78,6 +78,8 @@ FILES: dict[Path, str] = {
     LXC_SHARE / "common.conf": "liblxc-common",
     LXC_SHARE / "userns.conf": "liblxc-common",
     LXC_NESTING: "liblxc-common",
+    # squid's certificate minter for TLS inspection (tests/client: the TLS-inspecting corporate proxy)
+    Path("/usr/lib/squid/security_file_certgen"): "squid-openssl",
 }
 
 # Python modules of the interpreter that builds the venv -> their Debian package (Debian splits them off).

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from client_harness import REPO, client_toml
+from client_harness import REPO, Squid, Tap, client_toml, self_signed
 
 REAL_CLIENTS = REPO / "tests" / "real_clients"
 BIN = REAL_CLIENTS / "node_modules" / ".bin"
@@ -83,12 +83,29 @@ def refuser(bg):
     assert not guard.attempts, f"a CLI tried to leave loopback: {guard.attempts}"
 
 
+@pytest.fixture(scope="module")
+def inspecting_proxy(bg, relay, tmp_path_factory):
+    """The relay behind an HTTPS front (a private CA's certificate, as a homelab relay may have), reached
+    through a TLS-inspecting squid that strips `Authorization`: it decrypts each request with a certificate
+    its own CA mints (which the client trusts, as a corporate machine trusts its proxy's CA)."""
+    front_dir, ca_dir = tmp_path_factory.mktemp("front"), tmp_path_factory.mktemp("bump-ca")
+    front_context, front_cert = self_signed(front_dir)
+    _, bump_ca = self_signed(ca_dir)
+    front = Tap(bg, relay.port, ssl_context=front_context)
+    squid = Squid(bump=(bump_ca, ca_dir / "key.pem", front_cert))
+    squid.relay_url, squid.bump_ca = f"https://localhost:{front.port}", bump_ca
+    yield squid
+    squid.stop()
+    front.stop()
+
+
 @pytest.fixture
-def serve_local_encrypt(cli, relay, keys, squid_server):
-    """serve-local --encrypt on an ephemeral port, its relay traffic through squid (which strips
-    `Authorization`); yields its base URL (http://127.0.0.1:<port>)."""
-    squid_server.new_capture()
-    cli.write_config(client_toml(relay.url, keys, proxy=squid_server.url))
+def serve_local_encrypt(cli, keys, inspecting_proxy):
+    """serve-local --encrypt on an ephemeral port, its relay traffic through the TLS-inspecting squid;
+    yields its base URL (http://127.0.0.1:<port>)."""
+    inspecting_proxy.new_capture()
+    proxy, ca = inspecting_proxy.url, str(inspecting_proxy.bump_ca)
+    cli.write_config(client_toml(inspecting_proxy.relay_url, keys, proxy=proxy, ca_bundle=ca))
     proc = cli.popen("serve-local", "--port", "0", "--encrypt")
     line = proc.stdout.readline()
     match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
@@ -121,13 +138,22 @@ def run_cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     return subprocess.run(argv, env=env, cwd=cwd, check=False, **RUN)
 
 
+def assert_proxy_saw_only_envelopes(squid: Squid, api_path: str) -> None:
+    """squid decrypted the traffic (its log has the full https URL and headers): only envelope POSTs to
+    the relay's root, never the API path, the prompt or the answer."""
+    crossed = squid.access_log()
+    assert f"POST {squid.relay_url}/ " in crossed, crossed
+    for secret in (api_path, PROMPT, "lab-echo"):
+        assert secret not in crossed
+
+
 def inner_requests(relay, before: int, path: str) -> list[dict]:
     """The relay's access-log entries after `before` whose (inner) path is `path`."""
     return [e for e in relay.settled_requests()[before:] if e["path"] == path]
 
 
 def test_claude_code_through_serve_local_encrypt(
-    relay, upstream, squid_server, serve_local_encrypt, refuser, tmp_path
+    relay, upstream, inspecting_proxy, serve_local_encrypt, refuser, tmp_path
 ):
     claude = cli_path("claude")
     home = tmp_path / "claude-home"
@@ -160,8 +186,7 @@ def test_claude_code_through_serve_local_encrypt(
     assert all(r["key"] == "sk-or-v1-client-tests-upstream-key" for r in asked)  # the relay's, not ours
     logged = inner_requests(relay, before[1], "/anthropic/v1/messages")
     assert logged and all(e["envelope"] and e["status"] == 200 for e in logged), relay.settled_requests()
-    crossed = squid_server.access_log()  # what the corporate proxy saw: envelopes to the relay's root
-    assert f"POST {relay.url}/ " in crossed and "/anthropic" not in crossed and PROMPT not in crossed
+    assert_proxy_saw_only_envelopes(inspecting_proxy, "/anthropic")
 
 
 CODEX_CONFIG = """\
@@ -183,7 +208,7 @@ env_key = "RELAY_LOCAL_KEY"
 
 
 def test_codex_through_serve_local_encrypt(
-    relay, upstream, squid_server, serve_local_encrypt, refuser, tmp_path
+    relay, upstream, inspecting_proxy, serve_local_encrypt, refuser, tmp_path
 ):
     codex = cli_path("codex")
     home = tmp_path / "codex-home"
@@ -205,5 +230,4 @@ def test_codex_through_serve_local_encrypt(
     assert asked[0]["key"] == "sk-or-v1-client-tests-upstream-key"  # the relay's key, not the CLI's
     logged = inner_requests(relay, before[1], "/v1/responses")
     assert [(e["envelope"], e["status"], e["stream"]) for e in logged] == [(True, 200, True)], logged
-    crossed = squid_server.access_log()
-    assert f"POST {relay.url}/ " in crossed and "/responses" not in crossed and PROMPT not in crossed
+    assert_proxy_saw_only_envelopes(inspecting_proxy, "/responses")
