@@ -1,11 +1,13 @@
 """The coding-agent CLIs a user points at serve-local: Claude Code and Codex, the real npm builds
 (tests/real_clients/package-lock.json, installed by `make real-clients`), each through `serve-local
---encrypt` behind the header-stripping squid the proxy tests use, against the lab's fake upstream.
+--encrypt` behind a TLS-inspecting squid that strips `Authorization` (client_harness.Squid with `bump`) to
+the relay behind an HTTPS front, against the lab's fake upstream (in-process, as the other client tests).
 
 Nothing they do may leave loopback: their environment sends every proxied request to a loopback refuser
 (`Refuser`) except those to 127.0.0.1/localhost (`NO_PROXY`), telemetry and update checks are switched off
-by their own variables, and a test fails if the refuser saw anything. The machine has no route out either,
-so a CLI that ignored the proxy variables would fail to connect: its run would fail on its own.
+by their own settings, and a test fails if the refuser saw anything (it caught Codex's plugin-catalogue
+syncs to github.com and chatgpt.com before its config turned them off). A CLI that ignored the proxy
+variables would find no route out of this machine: its run would fail on its own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from client_harness import REPO, Squid, Tap, client_toml, self_signed
+from client_harness import REPO, UPSTREAM_KEY, Squid, Tap, client_toml, self_signed
 
 REAL_CLIENTS = REPO / "tests" / "real_clients"
 BIN = REAL_CLIENTS / "node_modules" / ".bin"
@@ -183,7 +185,7 @@ def test_claude_code_through_serve_local_encrypt(
     # user message carries its own context before the prompt, so the prompt ends the echo.
     assert result.stdout.startswith("lab-echo: "), result.stdout[-2000:]
     assert re.search(rf"{PROMPT} \[[0-9a-f]{{12}}\]\n*$", result.stdout), result.stdout[-2000:]
-    assert all(r["key"] == "sk-or-v1-client-tests-upstream-key" for r in asked)  # the relay's, not ours
+    assert all(r["key"] == UPSTREAM_KEY for r in asked)  # the relay's, not ours
     logged = inner_requests(relay, before[1], "/anthropic/v1/messages")
     assert logged and all(e["envelope"] and e["status"] == 200 for e in logged), relay.settled_requests()
     assert_proxy_saw_only_envelopes(inspecting_proxy, "/anthropic")
@@ -192,7 +194,7 @@ def test_claude_code_through_serve_local_encrypt(
 CODEX_CONFIG = """\
 model = "lab/echo"
 model_provider = "relay"
-# Offline: no update check, no analytics, no feedback upload.
+# Codex's own switches: no update check, no analytics, no plugin catalogue syncs (github.com, chatgpt.com).
 check_for_update_on_startup = false
 [analytics]
 enabled = false
@@ -227,7 +229,7 @@ def test_codex_through_serve_local_encrypt(
     assert re.fullmatch(rf"lab-echo: {PROMPT} \[[0-9a-f]{{12}}\]\n*", result.stdout), result.stdout[-2000:]
     asked = [r for r in list(upstream.state.requests)[before[0] :] if r["path"] == "/api/v1/responses"]
     assert [(r["stream"], r["outcome"]) for r in asked] == [(True, "completed")], asked
-    assert asked[0]["key"] == "sk-or-v1-client-tests-upstream-key"  # the relay's key, not the CLI's
+    assert asked[0]["key"] == UPSTREAM_KEY  # the relay's key, not the CLI's
     logged = inner_requests(relay, before[1], "/v1/responses")
     assert [(e["envelope"], e["status"], e["stream"]) for e in logged] == [(True, 200, True)], logged
     assert_proxy_saw_only_envelopes(inspecting_proxy, "/responses")
