@@ -58,6 +58,15 @@ COMMANDS: dict[str, str] = {
     "squid": "squid-openssl",
 }
 
+# Optional programs -> what goes without them. Not Debian packages of host-deps.sh: Node.js comes with
+# the machine image (NodeSource's build, npm included), and Debian 12's separate `npm` package conflicts
+# with that `nodejs`. Their absence is no preflight failure: `make real-clients` says so and the
+# real-client tests skip, naming why.
+OPTIONAL: dict[str, str] = {
+    "npm": "make real-clients (Claude Code and Codex from tests/real_clients/package-lock.json)",
+    "node": "Codex's launcher (tests/client/test_real_cli.py)",
+}
+
 # Host files the lab includes or reads -> their package. The LXC configs the PVE emulator writes include
 # these (lab/pve/lxc.py takes the paths from here, so the two cannot drift apart).
 LXC_COMMON = LXC_SHARE / "debian.common.conf"
@@ -69,6 +78,8 @@ FILES: dict[Path, str] = {
     LXC_SHARE / "common.conf": "liblxc-common",
     LXC_SHARE / "userns.conf": "liblxc-common",
     LXC_NESTING: "liblxc-common",
+    # squid's certificate minter for TLS inspection (tests/client: the TLS-inspecting corporate proxy)
+    Path("/usr/lib/squid/security_file_certgen"): "squid-openssl",
 }
 
 # Python modules of the interpreter that builds the venv -> their Debian package (Debian splits them off).
@@ -117,6 +128,9 @@ def main() -> int:
             print(f"  - {line}", file=sys.stderr)
         print(f"preflight: {HINT}", file=sys.stderr)
         return 1
+    for command, used_by in OPTIONAL.items():
+        if not _which(command):
+            print(f"preflight: note: '{command}' not found: {used_by} will be skipped", file=sys.stderr)
     return 0
 
 

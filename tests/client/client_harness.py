@@ -136,7 +136,7 @@ def wait_port(port: int, timeout: float = 20) -> None:
 
 
 SQUID_CONF = """\
-http_port 127.0.0.1:{port}
+http_port 127.0.0.1:{port}{bump_port}
 pid_filename {dir}/squid.pid
 cache_log {dir}/cache.log
 # The capture: client address, method, full URL, status, every request header as received and every
@@ -152,8 +152,24 @@ shutdown_lifetime 0 seconds
 # What breaks the original client: the corporate proxy strips API-key headers.
 request_header_access Authorization deny all
 {auth}
+{bump}
 http_access deny all
 """
+# TLS inspection ("SSL bump"): squid answers a CONNECT with its own certificate for the host, minted by
+# its CA (the client must trust that CA, as a corporate machine trusts its proxy's), reads and filters the
+# decrypted requests like plain ones, and opens its own TLS connection to the server, verified with
+# `upstream_ca`.
+SQUID_BUMP_PORT = (
+    " ssl-bump tls-cert={dir}/bump-ca.pem tls-key={dir}/bump-ca.key"
+    " generate-host-certificates=on dynamic_cert_mem_cache_size=4MB"
+)
+SQUID_BUMP = """\
+sslcrtd_program {certgen} -s {dir}/ssl_db -M 4MB
+sslcrtd_children 2 startup=1 idle=1
+ssl_bump bump all
+tls_outgoing_options cafile={dir}/upstream-ca.pem
+"""
+SQUID_CERTGEN = Path("/usr/lib/squid/security_file_certgen")  # lab/preflight.py FILES (squid-openssl)
 SQUID_AUTH = """\
 auth_param basic program /usr/lib/squid/basic_ncsa_auth {dir}/passwd
 auth_param basic realm corporate-proxy
@@ -163,9 +179,15 @@ http_access allow localhost authenticated
 
 
 class Squid:
-    """A real squid forward proxy on 127.0.0.1, foreground, own config; optionally demanding Basic auth."""
+    """A real squid forward proxy on 127.0.0.1, foreground, own config; optionally demanding Basic auth,
+    optionally inspecting TLS (`bump`: its CA certificate and key, and the CA it verifies servers with)."""
 
-    def __init__(self, user: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        user: str | None = None,
+        password: str | None = None,
+        bump: tuple[Path, Path, Path] | None = None,
+    ) -> None:
         # Not under pytest's tmp dir: squid runs as `proxy`, which cannot traverse root's 0700 dirs.
         self.dir = Path(tempfile.mkdtemp(prefix="llm-relay-client-squid-"))
         self.port = free_port()
@@ -180,7 +202,18 @@ class Squid:
             ).stdout.strip()
             (self.dir / "passwd").write_text(f"{user}:{hashed}\n")
             auth = SQUID_AUTH.format(dir=self.dir)
-        (self.dir / "squid.conf").write_text(SQUID_CONF.format(port=self.port, dir=self.dir, auth=auth))
+        bump_port = bump_conf = ""
+        if bump:
+            for source, name in zip(bump, ("bump-ca.pem", "bump-ca.key", "upstream-ca.pem"), strict=True):
+                shutil.copyfile(source, self.dir / name)
+            certgen = [str(SQUID_CERTGEN), "-c", "-s", str(self.dir / "ssl_db"), "-M", "4MB"]
+            subprocess.run(certgen, capture_output=True, check=True)
+            for path in (self.dir / "ssl_db").rglob("*"):
+                shutil.chown(path, "proxy", "proxy")
+            bump_port = SQUID_BUMP_PORT.format(dir=self.dir)
+            bump_conf = SQUID_BUMP.format(dir=self.dir, certgen=SQUID_CERTGEN)
+        conf = SQUID_CONF.format(port=self.port, dir=self.dir, auth=auth, bump_port=bump_port, bump=bump_conf)
+        (self.dir / "squid.conf").write_text(conf)
         shutil.chown(self.dir, "proxy", "proxy")  # squid drops root privileges to `proxy` for its logs
         for path in self.dir.iterdir():
             shutil.chown(path, "proxy", "proxy")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from client_harness import UPSTREAM_KEY, BackgroundLoop, CliRunner, RelayServer, ServedApp, keygen
+from client_harness import UPSTREAM_KEY, BackgroundLoop, CliRunner, RelayServer, ServedApp, Squid, keygen
 
 from lab.upstream import create_app, state_of
 
@@ -70,3 +70,11 @@ def older_relay(relay_factory, keys: dict[str, str]) -> RelayServer:
 @pytest.fixture
 def cli(tmp_path: Path) -> CliRunner:
     return CliRunner(tmp_path / "home")
+
+
+@pytest.fixture(scope="module")
+def squid_server():
+    """A real squid that strips `Authorization` (client_harness.Squid), one per test module."""
+    proxy = Squid()
+    yield proxy
+    proxy.stop()

@@ -25,13 +25,6 @@ def tap(bg, relay):
     tapped.stop()
 
 
-@pytest.fixture(scope="module")
-def squid_server():
-    proxy = Squid()
-    yield proxy
-    proxy.stop()
-
-
 @pytest.fixture
 def squid(squid_server):
     squid_server.new_capture()  # one proxy for the module, one capture per test
