@@ -362,3 +362,24 @@ def _serve_local(cli, encrypt: bool) -> tuple[str, subprocess.Popen]:
         proc.kill()
         raise AssertionError(f"serve-local did not start: {line!r} {proc.stderr.read()}")
     return f"http://127.0.0.1:{match.group(1)}/v1", proc
+
+
+def test_the_relays_own_refusal_behind_the_edge_is_not_called_an_access_refusal(
+    cli, fresh_edge, keys, secret_file
+):
+    """Behind Cloudflare the relay's JSON 401 carries a CF-RAY too: ask and serve-local still say the relay
+    refused the token, and serve-local hands the tool the relay's answer unchanged."""
+    stranger = keys | {"token": keygen("stranger")["token"]}
+    cli.write_config(client_toml(fresh_edge.url, stranger, encrypt=False, **with_access(secret_file)))
+    result = cli.run("ask", PROMPT)
+    assert result.returncode == 1 and "the relay rejected the client token (invalid_token" in result.stderr
+    assert "Cloudflare Access" not in result.stderr
+    base_url, proc = _serve_local(cli, encrypt=False)
+    try:
+        client = openai.OpenAI(base_url=base_url, api_key="local", max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as caught:
+            client.chat.completions.create(model="lab/echo", messages=[{"role": "user", "content": PROMPT}])
+        assert caught.value.code == "invalid_token" and caught.value.response.headers["cf-ray"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
