@@ -383,3 +383,13 @@ def test_the_relays_own_refusal_behind_the_edge_is_not_called_an_access_refusal(
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_usage_without_a_service_token_says_access_refused(cli, fresh_edge, keys, encrypt):
+    cli.write_config(client_toml(fresh_edge.url, keys, encrypt=encrypt))
+    result = cli.run("usage")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        "llm-relay usage: Cloudflare Access refused the request before it reached"
+    )

@@ -1,9 +1,8 @@
 """`llm-relay doctor`: effective configuration (secrets masked), then every hop checked in order.
 
 Order follows the path a request takes: DNS, proxy, TLS, Cloudflare Access and relay /healthz, envelope,
-token, upstream. When a
-hop fails the hops behind it are skipped (their result would only repeat the same cause). Once the token is
-accepted, client and relay versions are compared (a warning when they differ).
+token, upstream. When a hop fails the hops behind it are skipped (their result would only repeat the same
+cause). Once the token is accepted, client and relay versions are compared (a warning when they differ).
 """
 
 from __future__ import annotations

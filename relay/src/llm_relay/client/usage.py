@@ -28,9 +28,8 @@ def fetch(profile: Profile) -> dict[str, Any]:
             raise UsageError(
                 str(exc) if isinstance(exc, EnvelopeRefused) else f"cannot reach the relay: {exc!r}"
             ) from None
-    refused = access.refusal_message(response, response.content) or access.relay_denied_message(
-        response.content
-    )
+    body = response.content
+    refused = access.refusal_message(response, body) or access.relay_denied_message(body)
     if refused is not None:
         raise UsageError(refused)
     if response.status_code != 200:
