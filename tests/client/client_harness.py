@@ -151,7 +151,7 @@ coredump_dir {dir}
 shutdown_lifetime 0 seconds
 # What breaks the original client: the corporate proxy strips API-key headers.
 request_header_access Authorization deny all
-{auth}
+{strip}{auth}
 {bump}
 http_access deny all
 """
@@ -187,7 +187,9 @@ class Squid:
         user: str | None = None,
         password: str | None = None,
         bump: tuple[Path, Path, Path] | None = None,
+        strip_headers: tuple[str, ...] = (),
     ) -> None:
+        """`strip_headers`: request headers removed on the way too (as some proxies remove CF-Access-*)."""
         # Not under pytest's tmp dir: squid runs as `proxy`, which cannot traverse root's 0700 dirs.
         self.dir = Path(tempfile.mkdtemp(prefix="llm-relay-client-squid-"))
         self.port = free_port()
@@ -212,7 +214,10 @@ class Squid:
                 shutil.chown(path, "proxy", "proxy")
             bump_port = SQUID_BUMP_PORT.format(dir=self.dir)
             bump_conf = SQUID_BUMP.format(dir=self.dir, certgen=SQUID_CERTGEN)
-        conf = SQUID_CONF.format(port=self.port, dir=self.dir, auth=auth, bump_port=bump_port, bump=bump_conf)
+        strip = "".join(f"request_header_access {name} deny all\n" for name in strip_headers)
+        conf = SQUID_CONF.format(
+            port=self.port, dir=self.dir, auth=auth, bump_port=bump_port, bump=bump_conf, strip=strip
+        )
         (self.dir / "squid.conf").write_text(conf)
         shutil.chown(self.dir, "proxy", "proxy")  # squid drops root privileges to `proxy` for its logs
         for path in self.dir.iterdir():

@@ -115,3 +115,27 @@ def refusal_message(response: object, body: bytes) -> str | None:
             "the Access policy, or a proxy on the way strips the CF-Access-Client-Id/-Secret headers"
         )
     return f"{said}: this profile sends no service token; set access_client_id and access_client_secret_file"
+
+
+def relay_access_denied(body: bytes) -> str | None:
+    """The reason when the relay itself refused for want of a valid Access assertion (its [access]
+    verification: 403 {"error": {"type": "access_denied", "code": <reason>}}), else None."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    if not isinstance(error, dict) or error.get("type") != "access_denied":
+        return None
+    return str(error.get("code") or "access_denied")[:64]
+
+
+def relay_denied_message(body: bytes) -> str | None:
+    """One line when the relay refused for want of a valid Access assertion; None otherwise."""
+    reason = relay_access_denied(body)
+    if reason is None:
+        return None
+    return (
+        f"the relay refused the request: it carried no valid Cloudflare Access assertion ({reason}), so it "
+        "did not pass Cloudflare Access: is `url` the relay's public hostname, covered by the Access "
+        "application?"
+    )

@@ -221,11 +221,12 @@ def _api_error_message(exc: Exception) -> str | None:
     except ImportError:
         return None
     if isinstance(exc, openai.APIStatusError):
-        from .access import refusal_message
+        from .access import refusal_message, relay_denied_message
 
-        refused_at_edge = refusal_message(exc.response, exc.response.content)
-        if refused_at_edge is not None:
-            return refused_at_edge
+        body = exc.response.content
+        refused = refusal_message(exc.response, body) or relay_denied_message(body)
+        if refused is not None:
+            return refused
     if isinstance(exc, openai.APIStatusError) and exc.status_code == 407:
         return "the proxy requires authentication (407): use proxy = http://user:password@host:port"
     if isinstance(exc, openai.APIStatusError) and exc.status_code == 401:

@@ -69,6 +69,9 @@ def _refusal(response: object, body: bytes) -> EnvelopeRefused:
     refused_at_edge = access.refusal_message(response, body)
     if refused_at_edge is not None:  # Cloudflare Access stopped it: say that, not "something on the way"
         return AccessRefused(refused_at_edge)
+    relay_denied = access.relay_denied_message(body)
+    if relay_denied is not None:  # the relay's [access] check runs before it reads (and opens) the body
+        return EnvelopeRefused(relay_denied)
     return EnvelopeRefused(
         f"the answer to an encrypted (envelope v2) request was not sealed ({plain_answer(response, body)}): "
         "the relay seals every answer it gives to an envelope it could open, so this came from something "
