@@ -18,7 +18,7 @@ from client_harness import ServedApp
 from llm_relay import envelope_v2
 from llm_relay.client.codec_v2 import EnvelopeRefused
 from llm_relay.client.config import Profile
-from llm_relay.client.factory import openai_client
+from llm_relay.client.factory import http_client, openai_client
 
 PROMPT = "Quarterly numbers, please."
 MODEL = "openai/gpt-4o-mini"
@@ -148,5 +148,34 @@ def test_two_replicas_behind_a_round_robin_balancer_serve_every_request(bg, rela
         print(f"\n{count} requests over 2 round-robin replicas: {len(statuses)} sends")
         first_log, second_log = first.wait_requests(1), second.wait_requests(1)
         assert first_log and second_log  # both replicas answered requests
+    finally:
+        balancer.served.stop()
+
+
+def test_after_both_replicas_restart_their_old_epochs_are_dropped_and_every_request_served(
+    bg, relay_factory, keys, profile_for
+):
+    """A rolling restart leaves the client knowing two dead epochs beside the two new ones; each dead one is
+    dropped once refused twice in a row (transport.EPOCH_REFUSALS) instead of being picked for
+    EPOCH_FRESH_S, where about 1 request in 100 ran out of sends (the lab's rolling upgrade under load)."""
+
+    def start():
+        return relay_factory([keys["token_line"]], [], client_key_lines=[keys["client_key_line"]])
+
+    balancer = OnPath(bg, *(r.url for r in (start(), start())))
+    try:
+        client = http_client(profile_for(balancer.url))
+        codec = client._transport.codec
+        chat = {"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
+        while len(codec.epochs) < 2:  # both replicas' epochs learnt
+            assert client.post(balancer.url + "/v1/chat/completions", json=chat).status_code == 200
+        old = set(codec.epochs)
+        balancer.targets = (start().url, start().url)  # both restarted: new processes, new epochs
+        sends = len(balancer.seen)
+        for _ in range(30):
+            assert client.post(balancer.url + "/v1/chat/completions", json=chat).status_code == 200
+        print(f"\n30 requests after both replicas restarted: {len(balancer.seen) - sends} sends")
+        assert not old & set(codec.epochs)  # both dead epochs dropped, long before EPOCH_FRESH_S
+        assert len(codec.epochs) == 2
     finally:
         balancer.served.stop()

@@ -65,6 +65,13 @@ KNOWN_EPOCHS = 8  # epochs kept at most (replicas, restarts); the least recently
 # An epoch not seen for this long (neither announced in a 409 nor accepted) is forgotten: a replica that
 # restarted never names its old epoch again, and picking dead epochs would cost sends.
 EPOCH_FRESH_S = 120.0
+# An epoch refused this many times in a row, never announced nor accepted in between, is dropped at once:
+# after a rolling restart the old epochs are dead, and picked among the new ones for EPOCH_FRESH_S they
+# cost so many sends that about 1 request in 100 ran out of EPOCH_TRIES (measured in the lab's rolling
+# upgrade under load). A live epoch another replica refused is announced again by its own replica's next
+# 409, so dropping it costs one send at most, and the random pick among the rest still defeats a
+# round-robin balancer.
+EPOCH_REFUSALS = 2
 
 
 class RelayCodec:
@@ -82,10 +89,12 @@ class RelayCodec:
             "auto": "the default: v2 only, never a fallback",
         }[profile.envelope]
         self.epochs: dict[str, float] = {}  # relay processes' epochs -> when last seen alive (monotonic)
+        self.refusals: dict[str, int] = {}  # epochs -> refusals since last seen alive
 
-    def learn_epoch(self, response: object) -> bool:
+    def learn_epoch(self, response: object, named: str = "") -> bool:
         """True when the relay refused the envelope for naming another process (sealed 409 with its
-        epoch, which is now ours): the caller seals the request again."""
+        epoch, which is now ours): the caller seals the request again. `named` is the epoch the refused
+        envelope named; refused EPOCH_REFUSALS times in a row it is dropped."""
         if self.fernet is None or response.status_code != 409:
             return False
         epoch = response.headers.get(EPOCH_HEADER, "")
@@ -95,20 +104,28 @@ class RelayCodec:
             return False
         if valid:
             self.confirm(epoch, learnt=True)
+            if named in self.epochs and named != epoch:
+                self.refusals[named] = self.refusals.get(named, 0) + 1
+                if self.refusals[named] >= EPOCH_REFUSALS:
+                    del self.epochs[named], self.refusals[named]
         return valid
 
     def confirm(self, epoch: str, learnt: bool = False) -> None:
         """`epoch` is alive: a relay announced it, or accepted an envelope naming it."""
         if epoch and (learnt or epoch in self.epochs):
             self.epochs[epoch] = time.monotonic()
+            self.refusals.pop(epoch, None)
             if len(self.epochs) > KNOWN_EPOCHS:
-                del self.epochs[min(self.epochs, key=self.epochs.__getitem__)]
+                oldest = min(self.epochs, key=self.epochs.__getitem__)
+                del self.epochs[oldest]
+                self.refusals.pop(oldest, None)
 
     def pick_epoch(self) -> str:
         """One of the epochs seen alive lately, at random; "" (learn it) when there is none."""
         stale = time.monotonic() - EPOCH_FRESH_S
         for epoch in [e for e, seen in self.epochs.items() if seen < stale]:
             del self.epochs[epoch]
+            self.refusals.pop(epoch, None)
         return random.choice(list(self.epochs)) if self.epochs else ""  # noqa: S311 - not a secret
 
     def relay_path(self, url: object) -> str:
@@ -244,7 +261,7 @@ class RelayTransport(httpx.BaseTransport):
         for _ in range(EPOCH_TRIES - 1):
             epoch = self.codec.pick_epoch()
             response = self._once(request, body, epoch)
-            if not self.codec.learn_epoch(response):
+            if not self.codec.learn_epoch(response, epoch):
                 self.codec.confirm(epoch)
                 return response
             response.read()
@@ -293,7 +310,7 @@ class AsyncRelayTransport(httpx.AsyncBaseTransport):
         for _ in range(EPOCH_TRIES - 1):
             epoch = self.codec.pick_epoch()
             response = await self._once(request, body, epoch)
-            if not self.codec.learn_epoch(response):
+            if not self.codec.learn_epoch(response, epoch):
                 self.codec.confirm(epoch)
                 return response
             await response.aread()
