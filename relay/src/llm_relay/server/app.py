@@ -26,6 +26,7 @@ from urllib.parse import unquote
 from llm_relay import __version__, envelope, envelope_v2
 
 from . import cors, replay, token_budget
+from .access_jwt import ASSERTION_HEADER
 from .auth import retry_after_header, token_from_headers
 from .budget import MemoryBudget
 from .envelope_gate import v1_gate, v2_gate
@@ -184,8 +185,16 @@ class RelayApp:
         hook): checks the header or path token, so an unauthenticated client never gets to send a body
         (401 at once). Returns the request's body cap. An envelope whose token is inside is
         unauthenticated until opened: without a valid outer token its body gets the smaller
-        `max_envelope_body_bytes` cap. What it found is kept on the request, so the token is hashed once."""
+        `max_envelope_body_bytes` cap. What it found is kept on the request, so the token is hashed once.
+        With [access], the edge's Cloudflare Access assertion is checked first (access_jwt.py)."""
         path = request.path
+        access = self.state.access
+        if access is not None and not (path == "/healthz" and request.method in ("GET", "HEAD")):
+            try:
+                access.check(request.headers.get(ASSERTION_HEADER))
+            except RelayError as err:
+                self.metrics.access_refusals[err.code] += 1
+                raise
         if path in NO_BODY_PATHS:
             return 0  # token-free routes take no body: one is refused (413) without being read
         state = self.state
@@ -413,14 +422,16 @@ class RelayApp:
         return reply.json(200, {"object": "list", "data": data, "relay_version": __version__})
 
     def render_metrics(self, state: RelayState) -> str:
+        fetches = state.access.fetch_results if state.access is not None else None
         return self.metrics.render(
-            {
+            access_fetches=fetches,
+            extra_gauges={
                 "llm_relay_client_tokens": len(state.tokens),
                 "llm_relay_replay_cache_entries": len(state.replay),
                 "llm_relay_draining": int(self.draining),
                 "llm_relay_memory_budget_used_bytes": self.budget.used,
                 "llm_relay_memory_budget_bytes": self.budget.limit,
-            }
+            },
         )
 
     def _readyz(self) -> Response:

@@ -20,9 +20,11 @@ from llm_relay import envelope, envelope_v2, tokens
 
 from .config_features import (
     RESERVED_NAMES,
+    AccessSettings,
     CorsSettings,
     RouteSettings,
     UsageSettings,
+    parse_access,
     parse_cors,
     parse_routes,
     parse_usage,
@@ -134,6 +136,7 @@ class Settings:
     cors: CorsSettings = field(default_factory=CorsSettings)
     routes: dict[str, RouteSettings] = field(default_factory=dict)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
 
 
 def parse_hostport(value: Any, what: str) -> tuple[str, int]:
@@ -297,7 +300,7 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     config_dir = path.parent
-    Table(raw, "top level", {"server", "auth", "envelope", "providers", "cors", "routes", "usage"})
+    Table(raw, "top level", {"server", "auth", "envelope", "providers", "cors", "routes", "usage", "access"})
 
     s = Table(raw.get("server", {}), "server", set(ServerSettings.__dataclass_fields__) | {"listen"})
     listen = parse_hostport(listen_override or s.get("listen", str, "127.0.0.1:8787"), "server.listen")
@@ -367,6 +370,7 @@ def load_settings(path: str | Path, listen_override: str | None = None) -> Setti
         cors=parse_cors(raw.get("cors", {})),
         routes=routes,
         usage=parse_usage(raw.get("usage", {})),
+        access=parse_access(raw.get("access", {}), config_dir),
     )
 
 

@@ -1,10 +1,11 @@
-"""The optional feature tables of relay.toml: `[cors]`, `[routes.NAME]` (fallback) and `[usage]`.
+"""The optional feature tables of relay.toml: `[cors]`, `[routes.NAME]` (fallback), `[usage]`, `[access]`.
 
 Each is off by default: no table, no behaviour change. Format and meaning: relay/docs/config.md.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,72 @@ class UsageSettings:
 
     def budget_of(self, client: str) -> int:
         return self.client_budgets.get(client, self.daily_token_budget)
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """Cloudflare Access: verify each request's `Cf-Access-Jwt-Assertion` (access_jwt.py)."""
+
+    team_domain: str = ""  # "<team>.cloudflareaccess.com" (optionally :port); "" = off
+    audiences: tuple[str, ...] = ()  # the Access application's aud tags; a token must name one of them
+    ca_file: str = ""  # CA bundle for fetching the certs; "" = the system's
+    certs_url: str = ""  # "" = https://<team_domain>/cdn-cgi/access/certs
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.team_domain)
+
+    @property
+    def issuer(self) -> str:
+        return f"https://{self.team_domain}"
+
+    @property
+    def keys_url(self) -> str:
+        return self.certs_url or f"{self.issuer}/cdn-cgi/access/certs"
+
+
+# A DNS name (labels of letters, digits, hyphens), optionally `:port`: what goes after https:// in `iss`.
+_TEAM_DOMAIN = re.compile(
+    r"(?=.{1,253}(:|$))([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}(:[0-9]{1,5})?"
+)
+
+
+def parse_access(raw: Any, config_dir: Any) -> AccessSettings:
+    t = Table(raw, "access", {"team_domain", "audiences", "ca_file", "certs_url"})
+    team_domain = t.get("team_domain", str, "").strip().lower()
+    audiences = t.get("audiences", list, [])
+    ca_file = t.get("ca_file", str, "")
+    certs_url = t.get("certs_url", str, "")
+    if not team_domain:
+        if audiences or ca_file or certs_url:
+            raise ConfigError(
+                "[access] audiences, ca_file and certs_url need team_domain (empty = Access off)"
+            )
+        return AccessSettings()
+    if not _TEAM_DOMAIN.fullmatch(team_domain):
+        raise ConfigError(
+            f"[access] team_domain {team_domain[:80]!r} is not a host name like 'myteam.cloudflareaccess.com'"
+            " (no scheme, no path; ':port' allowed)"
+        )
+    if not audiences:
+        raise ConfigError(
+            "[access] audiences must list the Access application's aud tag(s) when team_domain is set"
+        )
+    for aud in audiences:
+        if not isinstance(aud, str) or not aud.strip() or len(aud) > 256:
+            raise ConfigError("[access] audiences must be non-empty strings (the application's aud tag)")
+    if certs_url:
+        parts = urlsplit(certs_url)
+        if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
+            raise ConfigError(
+                f"[access] certs_url {certs_url[:120]!r} must be an https:// URL without userinfo"
+            )
+    if ca_file:
+        path = config_dir / ca_file
+        if not path.is_file():
+            raise ConfigError(f"[access] ca_file {path} is not a readable file")
+        ca_file = str(path)
+    return AccessSettings(team_domain, tuple(a.strip() for a in audiences), ca_file, certs_url)
 
 
 def _origin(value: Any) -> str:

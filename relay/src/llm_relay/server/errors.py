@@ -23,13 +23,22 @@ _TYPES = {
 class RelayError(Exception):
     """An answer the relay gives itself (never a provider's answer)."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        error_type: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        # The body's `type`: by status unless given (Access refusals say `access_denied`, access_jwt.py).
+        self.error_type = error_type or _TYPES.get(status, "error")
         self.headers = headers or {}
         # Input errors leave the request body possibly unread: the connection must not be reused.
         self.close_connection = status in (408, 413)
 
     def body(self) -> bytes:
-        err = {"message": self.message, "type": _TYPES.get(self.status, "error"), "code": self.code}
+        err = {"message": self.message, "type": self.error_type, "code": self.code}
         return json.dumps({"error": err}).encode()

@@ -32,6 +32,8 @@ class Metrics:
         self.reloads: Counter[str] = Counter()  # result: ok / failed
         self.fallbacks: Counter[tuple[str, str]] = Counter()  # (provider given up, reason)
         self.usage = UsageLedger()
+        # Requests refused by the Cloudflare Access check (access_jwt.py), by reason (the error code).
+        self.access_refusals: Counter[str] = Counter()
 
     def observe(self, token: str, provider: str, status: int, seconds: float, method: str = "-") -> None:
         self.requests[(token, provider, status, method[:16])] += 1
@@ -39,7 +41,9 @@ class Metrics:
         self.duration_sum += seconds
         self.duration_count += 1
 
-    def render(self, extra_gauges: dict[str, float] | None = None) -> str:
+    def render(
+        self, extra_gauges: dict[str, float] | None = None, access_fetches: Counter[str] | None = None
+    ) -> str:
         lines = [
             "# HELP llm_relay_requests_total Requests answered, by client token name, provider, status and "
             "method (an envelope's: the inner request's method and the status inside the sealed answer).",
@@ -89,6 +93,19 @@ class Metrics:
         for (client, provider, model, kind), n in sorted(self.usage.tokens.items()):
             labels = _labels(client=client, provider=provider, model=model, kind=kind)
             lines.append(f"llm_relay_tokens_total{labels} {n}")
+        lines += [
+            "# HELP llm_relay_access_refusals_total Requests refused by the Access check, by reason.",
+            "# TYPE llm_relay_access_refusals_total counter",
+        ]
+        for reason, n in sorted(self.access_refusals.items()):
+            lines.append(f"llm_relay_access_refusals_total{_labels(reason=reason)} {n}")
+        if access_fetches is not None:
+            lines += [
+                "# HELP llm_relay_access_cert_fetches_total Fetches of the Access team's certs, by result.",
+                "# TYPE llm_relay_access_cert_fetches_total counter",
+            ]
+            for result, n in sorted(access_fetches.items()):
+                lines.append(f"llm_relay_access_cert_fetches_total{_labels(result=result)} {n}")
         for name, value in (extra_gauges or {}).items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         return "\n".join(lines) + "\n"

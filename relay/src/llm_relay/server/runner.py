@@ -71,6 +71,12 @@ class RelayServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        access = self.relay.state.access
+        if access is not None:
+            # The team's keys before the first request (bounded by the fetch timeout): otherwise the first
+            # requests after a start would get 503 while they are fetched. A failure does not stop the
+            # start: /healthz answers, and requests get 503 until a later fetch works.
+            await access.refresh()
         host, port = self.settings.server.listen
         http = self._http_server(self.relay.handle, self.relay.rejected, self.relay.admit)
         srv = await loop.create_server(http, host, port, backlog=2048)
@@ -103,6 +109,9 @@ class RelayServer:
             settings = load_settings(self.config_path, self.listen_override)
             self.relay.swap_state(RelayState(settings, previous=self.relay.state))
             self.budget.limit = settings.server.memory_budget_bytes
+            access = self.relay.state.access
+            if access is not None and access.fetched_at is None:
+                access.kick()  # [access] newly set or changed: fetch its keys now, not on the first request
         except (ConfigError, ValueError) as exc:
             self.relay.metrics.reloads["failed"] += 1
             log.error("reload failed; keeping the previous settings", extra={"fields": {"error": str(exc)}})

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from llm_relay import envelope, envelope_v2
 
+from .access_jwt import AccessVerifier
 from .auth import RateLimiter, TokenStore
 from .config import ProviderSettings, Settings
 from .replay import new_epoch
@@ -80,6 +81,12 @@ class RelayState:
             self.replay = envelope.ReplayCache(settings.envelope_ttl)
             # This process's epoch (replay.py): a restart draws a new one, so older envelopes are refused.
             self.epoch = new_epoch()
+        # Cloudflare Access (access_jwt.py): a reload with the same [access] keeps the cached team keys.
+        self.access: AccessVerifier | None = None
+        if settings.access.enabled:
+            kept = previous.access if previous is not None else None
+            same = kept is not None and kept.settings == settings.access
+            self.access = kept if same else AccessVerifier(settings.access)
         old_pools = {p.pool.identity: p.pool for p in previous.providers.values()} if previous else {}
         self.providers: dict[str, Provider] = {}
         for name, ps in settings.providers.items():
