@@ -151,7 +151,7 @@ coredump_dir {dir}
 shutdown_lifetime 0 seconds
 # What breaks the original client: the corporate proxy strips API-key headers.
 request_header_access Authorization deny all
-{auth}
+{strip}{auth}
 http_access deny all
 """
 SQUID_AUTH = """\
@@ -165,7 +165,10 @@ http_access allow localhost authenticated
 class Squid:
     """A real squid forward proxy on 127.0.0.1, foreground, own config; optionally demanding Basic auth."""
 
-    def __init__(self, user: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, user: str | None = None, password: str | None = None, strip_headers: tuple[str, ...] = ()
+    ) -> None:
+        """`strip_headers`: request headers removed on the way too (as some proxies remove CF-Access-*)."""
         # Not under pytest's tmp dir: squid runs as `proxy`, which cannot traverse root's 0700 dirs.
         self.dir = Path(tempfile.mkdtemp(prefix="llm-relay-client-squid-"))
         self.port = free_port()
@@ -180,7 +183,9 @@ class Squid:
             ).stdout.strip()
             (self.dir / "passwd").write_text(f"{user}:{hashed}\n")
             auth = SQUID_AUTH.format(dir=self.dir)
-        (self.dir / "squid.conf").write_text(SQUID_CONF.format(port=self.port, dir=self.dir, auth=auth))
+        strip = "".join(f"request_header_access {name} deny all\n" for name in strip_headers)
+        conf = SQUID_CONF.format(port=self.port, dir=self.dir, auth=auth, strip=strip)
+        (self.dir / "squid.conf").write_text(conf)
         shutil.chown(self.dir, "proxy", "proxy")  # squid drops root privileges to `proxy` for its logs
         for path in self.dir.iterdir():
             shutil.chown(path, "proxy", "proxy")

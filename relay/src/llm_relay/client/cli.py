@@ -212,6 +212,13 @@ def _api_error_message(exc: Exception) -> str | None:
         import openai
     except ImportError:
         return None
+    if isinstance(exc, openai.APIStatusError):
+        from .access import refusal_message, relay_denied_message
+
+        body = exc.response.content
+        refused = refusal_message(exc.response, body) or relay_denied_message(body)
+        if refused is not None:
+            return refused
     if isinstance(exc, openai.APIStatusError) and exc.status_code == 407:
         return "the proxy requires authentication (407): use proxy = http://user:password@host:port"
     if isinstance(exc, openai.APIStatusError) and exc.status_code == 401:

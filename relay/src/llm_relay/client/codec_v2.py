@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from llm_relay import envelope, envelope_v2
 
+from . import access
 from ._http import httpx
 
 V2_PATH = "/"
@@ -27,6 +28,11 @@ class EnvelopeRefused(httpx.RemoteProtocolError):
     """A v2 request got an answer that is not sealed. Anyone on the path can produce such an answer (a
     proxy forging `401 missing_token` did, to make clients fall back to v1), so it is never acted on:
     no fallback, no retry; the caller gets this error, which says how to find out who answered."""
+
+
+class AccessRefused(EnvelopeRefused):
+    """The unsealed answer was Cloudflare Access refusing the request at the edge (access.py): the relay
+    never saw it. The message says whether the service token was sent and what to do."""
 
 
 def reply_failure(exc: envelope.EnvelopeError) -> Exception:
@@ -52,6 +58,12 @@ def refusal(response: object, body: bytes) -> EnvelopeRefused:
         return EnvelopeRefused(
             "the proxy requires authentication (407): use proxy = http://user:password@host:port"
         )
+    refused_at_edge = access.refusal_message(response, body)
+    if refused_at_edge is not None:  # Cloudflare Access stopped it: say that, not "something on the way"
+        return AccessRefused(refused_at_edge)
+    relay_denied = access.relay_denied_message(body)
+    if relay_denied is not None:  # the relay's [access] check runs before it reads (and opens) the body
+        return EnvelopeRefused(relay_denied)
     return EnvelopeRefused(
         f"the answer to an encrypted (envelope v2) request was not sealed ({plain_answer(response, body)}): "
         "the relay seals every answer it gives to an envelope it could open, so this came from something "

@@ -1,13 +1,15 @@
 """Client configuration: a TOML file in the user's config dir, named profiles, then the environment.
 
 Precedence, lowest first: built-in defaults < top-level keys of the file < `[profiles.<name>]` <
-environment (`LLM_RELAY_URL`, `LLM_RELAY_TOKEN`, `LLM_RELAY_FERNET_KEY`, `HTTPS_PROXY`/`HTTP_PROXY`/
-`NO_PROXY` when the file sets no `proxy`/`no_proxy`) < command-line flags. See relay/docs/client.md.
+environment (`LLM_RELAY_URL`, `LLM_RELAY_TOKEN`, `LLM_RELAY_FERNET_KEY`, `LLM_RELAY_ACCESS_CLIENT_ID`,
+`LLM_RELAY_ACCESS_CLIENT_SECRET`, `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` when the file sets no
+`proxy`/`no_proxy`) < command-line flags. See relay/docs/client.md.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -24,6 +26,10 @@ ENVELOPE_VERSIONS = ("auto", "v2", "v1")
 DEFAULT_TIMEOUT = 300.0  # seconds: long completions stream for minutes
 CONFIG_ENV = "LLM_RELAY_CLIENT_CONFIG"  # not LLM_RELAY_CONFIG: that one is the server's
 PROFILE_ENV = "LLM_RELAY_PROFILE"
+# A Cloudflare Access service token travels in two request headers: visible ASCII only, so a stray newline
+# or space in a secret file is refused here with a message naming the key, not by the HTTP library with
+# one that quotes the value.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]{1,512}")
 
 
 class ConfigError(ValueError):
@@ -49,6 +55,9 @@ class Profile:
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = 10.0
     connect_to: str = ""  # "host:port" dialled instead of the URL's (Host header and TLS name unchanged)
+    # Cloudflare Access service token, sent as CF-Access-Client-Id/-Secret on every request (access.py)
+    access_client_id: str = ""
+    access_client_secret: str = field(default="", repr=False)
     model: str = "openai/gpt-4o-mini"
     embedding_model: str = "openai/text-embedding-3-small"
     source: str = field(default="defaults", compare=False)  # where the file came from, for messages
@@ -95,6 +104,9 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "connect_to": str,
     "model": str,
     "embedding_model": str,
+    "access_client_id": str,
+    "access_client_secret": str,
+    "access_client_secret_file": str,
 }
 _TOP_ONLY = {"default_profile", "profiles"}
 
@@ -161,7 +173,7 @@ def _file_values(data: dict[str, Any], profile: str | None, path: Path) -> tuple
         values |= _check_table(table, f"{path} [profiles.{name}]")
     elif name and profile is None and data.get("default_profile"):
         raise ConfigError(f"{path}: default_profile {name!r} has no [profiles.{name}] table")
-    for key in ("token", "fernet_key"):
+    for key in ("token", "fernet_key", "access_client_secret"):
         if f"{key}_file" in values:
             values[key] = _read_secret_file(values.pop(f"{key}_file"), f"{key}_file", str(path))
     if isinstance(values.get("no_proxy"), list):
@@ -175,6 +187,8 @@ def _env_values(env: dict[str, str], file_values: dict[str, Any], scheme: str) -
         ("url", "LLM_RELAY_URL"),
         ("token", "LLM_RELAY_TOKEN"),
         ("fernet_key", "LLM_RELAY_FERNET_KEY"),
+        ("access_client_id", "LLM_RELAY_ACCESS_CLIENT_ID"),
+        ("access_client_secret", "LLM_RELAY_ACCESS_CLIENT_SECRET"),
     ):
         if env.get(var):
             values[key] = env[var]
@@ -226,7 +240,30 @@ def validate(profile: Profile) -> Profile:
         raise ConfigError(f"{where}: connect_to must be host:port (IPv6 as [addr]:port)")
     if profile.timeout <= 0 or profile.connect_timeout <= 0:
         raise ConfigError(f"{where}: timeout and connect_timeout must be positive")
+    _validate_access(profile, where)
     return profile
+
+
+def _validate_access(profile: Profile, where: str) -> None:
+    """A service token is an id and a secret: one without the other would be refused at the edge with a
+    message that cannot say which half is missing, so both or neither, named here."""
+    if profile.access_client_id and not profile.access_client_secret:
+        raise ConfigError(
+            f"{where}: access_client_id is set but access_client_secret is not (set "
+            "access_client_secret_file, access_client_secret or LLM_RELAY_ACCESS_CLIENT_SECRET)"
+        )
+    if profile.access_client_secret and not profile.access_client_id:
+        raise ConfigError(
+            f"{where}: access_client_secret is set but access_client_id is not "
+            "(set access_client_id or LLM_RELAY_ACCESS_CLIENT_ID)"
+        )
+    for key in ("access_client_id", "access_client_secret"):
+        value = getattr(profile, key)
+        if value and not _HEADER_VALUE.fullmatch(value):
+            raise ConfigError(
+                f"{where}: {key} must be 1-512 visible ASCII characters (no spaces or line breaks): "
+                "it is sent as an HTTP header"
+            )
 
 
 def _hostport(text: str) -> tuple[str, int] | None:

@@ -1,6 +1,7 @@
 """`llm-relay doctor`: effective configuration (secrets masked), then every hop checked in order.
 
-Order follows the path a request takes: DNS, proxy, TLS, relay /healthz, envelope, token, upstream. When a
+Order follows the path a request takes: DNS, proxy, TLS, Cloudflare Access and relay /healthz, envelope,
+token, upstream. When a
 hop fails the hops behind it are skipped (their result would only repeat the same cause). Once the token is
 accepted, client and relay versions are compared (a warning when they differ).
 """
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TextIO
 
+from . import doctor_access
 from .config import Profile, loose_permissions
 from .doctor_net import Check, check_dns, check_tls, open_route
 from .doctor_relay import check_auth, check_envelope, check_health, check_upstream
@@ -32,6 +34,7 @@ def effective_config(profile: Profile) -> dict[str, str]:
         "encrypt": str(profile.encrypting).lower(),
         "envelope": profile.envelope if profile.encrypting else "(plain mode)",
         "token_channel": "inside envelope" if profile.encrypting else profile.token_channel,
+        "access": doctor_access.describe(profile),
         "proxy": route,
         "no_proxy": profile.no_proxy or "(none)",
         "connect_to": profile.connect_to or "(the URL's host)",
@@ -66,7 +69,11 @@ def run_checks(profile: Profile) -> list[Check]:
     checks.append(check_tls(profile, sock))
     if checks[-1].failed:
         return checks
-    for step in (check_health, check_envelope, check_auth):
+    checks.append(check_health(profile))
+    if checks[-1].failed:
+        return checks
+    checks.append(doctor_access.status(profile))  # /healthz passed the edge: Access let it through
+    for step in (check_envelope, check_auth):
         checks.append(step(profile))
         if checks[-1].failed:
             return checks

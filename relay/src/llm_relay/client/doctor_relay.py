@@ -14,8 +14,9 @@ from typing import Any
 from llm_relay import envelope, envelope_v2
 
 from ._http import httpx
-from .codec_v2 import is_v2_answer
+from .codec_v2 import AccessRefused, is_v2_answer
 from .config import Profile
+from .doctor_access import edge_refusal, relay_refusal
 from .doctor_net import Check, Timer
 from .factory import http_client, openai_client, raw_http_client
 from .transport import ENVELOPE_PATH, RelayCodec
@@ -38,6 +39,8 @@ def error_of(response: Any) -> tuple[str, str]:
 
 
 def _transport_failure(name: str, exc: Exception) -> Check:
+    if isinstance(exc, AccessRefused):  # a sealed request refused at the edge (access.py)
+        return Check(name, "fail", str(exc), "access_refused")
     if isinstance(exc, httpx.ProxyError):
         return Check(name, "fail", f"proxy refused the request: {exc}", "proxy_error")
     if isinstance(exc, httpx.TimeoutException):
@@ -53,6 +56,9 @@ def check_health(profile: Profile) -> Check:
             response = client.get(profile.root + "/healthz")
         except httpx.HTTPError as exc:
             return _transport_failure("healthz", exc)
+    refused = edge_refusal(profile, response, "access")
+    if refused is not None:
+        return refused
     if response.status_code != 200:
         return Check(
             "healthz",
@@ -96,6 +102,9 @@ def check_envelope(profile: Profile) -> Check:
                 response = raw.post(profile.root + ENVELOPE_PATH, content=sealed, headers=headers)
         except httpx.HTTPError as exc:
             return _transport_failure("envelope", exc)
+    refused = edge_refusal(profile, response, "envelope") or relay_refusal(response, "envelope")
+    if refused is not None:
+        return refused
     if v2 is not None:
         if is_v2_answer(response):
             return _v2_opened(codec, response, v2[1], timer)
@@ -171,6 +180,9 @@ def check_auth(profile: Profile) -> Check:
             response = client.get(profile.root + "/v1/providers")
         except httpx.HTTPError as exc:
             return _transport_failure("auth", exc)
+    refused = edge_refusal(profile, response, "auth", "/v1/providers") or relay_refusal(response, "auth")
+    if refused is not None:
+        return refused
     channel = "envelope" if profile.encrypting else f"token via {profile.token_channel}"
     if response.status_code in (401, 403):
         code, message = error_of(response)
@@ -190,10 +202,13 @@ def check_auth(profile: Profile) -> Check:
     return Check("auth", "ok", f"token accepted ({channel})", ms=timer.ms)
 
 
-def _api_failure(name: str, exc: Exception) -> Check:
+def _api_failure(profile: Profile, name: str, exc: Exception) -> Check:
     import openai
 
     if isinstance(exc, openai.APIStatusError):
+        refused = edge_refusal(profile, exc.response, name, "/v1/models") or relay_refusal(exc.response, name)
+        if refused is not None:
+            return refused
         code, message = error_of(exc.response)
         if code in RELAY_TOKEN_CODES:
             return Check(name, "fail", f"relay rejected the token ({code}: {message})", "token_rejected")
@@ -208,6 +223,8 @@ def _api_failure(name: str, exc: Exception) -> Check:
             )
         return Check(name, "fail", f"{exc.status_code} {code}: {message}", "upstream_error")
     if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc.__cause__, AccessRefused):
+            return Check(name, "fail", str(exc.__cause__), "access_refused")
         return Check(name, "fail", f"cannot reach the relay: {exc.__cause__ or exc}", "relay_unreachable")
     raise exc
 
@@ -221,7 +238,7 @@ def check_upstream(profile: Profile) -> list[Check]:
         try:
             models = [m.id for m in client.models.list().data]
         except openai.OpenAIError as exc:
-            return [_api_failure("models", exc)]
+            return [_api_failure(profile, "models", exc)]
     checks.append(Check("models", "ok", f"{len(models)} models listed", ms=timer.ms))
     model = profile.model if profile.model in models or not models else models[0]
     with Timer() as timer:
@@ -230,7 +247,7 @@ def check_upstream(profile: Profile) -> list[Check]:
                 model=model, messages=[{"role": "user", "content": "ping"}], max_tokens=1
             )
         except openai.OpenAIError as exc:
-            checks.append(_api_failure("completion", exc))
+            checks.append(_api_failure(profile, "completion", exc))
             return checks
     note = "" if model == profile.model else f" (configured model {profile.model!r} not listed)"
     checks.append(Check("completion", "ok", f"1-token completion from {model}{note}", ms=timer.ms))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import access
 from ._http import httpx
 from .config import Profile, load_profile
 from .network import apply_connect_to, proxy_url, ssl_context
@@ -18,10 +19,11 @@ def _timeout(profile: Profile) -> Any:
 
 
 def _route(profile: Profile, asynchronous: bool = False) -> Any:
-    """The transport that carries bytes to the relay: proxy, TLS verification, `connect_to`."""
+    """The transport that carries bytes to the relay: proxy, TLS verification, `connect_to`, and the
+    profile's Cloudflare Access service-token headers on every request (outside any envelope)."""
     kind = httpx.AsyncHTTPTransport if asynchronous else httpx.HTTPTransport
     transport = kind(verify=ssl_context(profile), proxy=proxy_url(profile), trust_env=False)
-    return apply_connect_to(transport, profile)
+    return access.wrap(apply_connect_to(transport, profile), profile)
 
 
 def http_client(profile: Profile) -> Any:

@@ -19,7 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
+from . import access
 from ._http import httpx
+from .codec_v2 import AccessRefused
 from .config import Profile
 from .factory import async_http_client
 from .local_guard import guard, normalise_origin, read_local_key
@@ -35,6 +37,9 @@ PROFILE_KEY = web.AppKey("relay_profile", Profile)
 _DROP_REQUEST = HOP_BY_HOP | {"host", "authorization", "content-length", "x-relay-token", "x-api-key"}
 # Response headers recomputed here: the body is re-chunked and already decoded by the HTTP client.
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length", "content-encoding"}
+# Bytes of a refusal read to tell Cloudflare Access's page from the relay's JSON: those pages are a few
+# hundred bytes; an answer longer than this is passed on as it is.
+ACCESS_PEEK = 64 * 1024
 
 
 def _error(status: int, message: str, code: str) -> web.Response:
@@ -51,11 +56,17 @@ async def forward(request: web.Request) -> web.StreamResponse:
     outgoing = client.build_request(request.method, url, headers=headers, content=await request.read())
     try:
         upstream = await client.send(outgoing, stream=True)
+    except AccessRefused as exc:  # an encrypted request refused at the edge (plain ones: _access_refusal)
+        return _refused_by_access(403, str(exc))
     except httpx.TimeoutException as exc:
         return _error(504, f"relay did not answer in time: {exc!r}", "relay_timeout")
     except httpx.HTTPError as exc:
         return _error(502, f"cannot reach the relay ({exc!r}); run `llm-relay doctor`", "relay_unreachable")
     try:
+        chunks = upstream.aiter_bytes()
+        first, refused = await _access_refusal(upstream, chunks)
+        if refused is not None:
+            return _refused_by_access(403 if upstream.status_code < 400 else upstream.status_code, refused)
         response = web.StreamResponse(status=upstream.status_code)
         for key, value in upstream.headers.multi_items():
             if key.lower() not in _DROP_RESPONSE:
@@ -65,12 +76,35 @@ async def forward(request: web.Request) -> web.StreamResponse:
         if length and length.isdigit() and "content-encoding" not in upstream.headers:
             response.content_length = int(length)  # a complete answer stays one, not re-chunked
         await response.prepare(request)
-        async for chunk in upstream.aiter_bytes():
+        if first:
+            await response.write(first)
+        async for chunk in chunks:
             await response.write(chunk)
         await response.write_eof()
         return response
     finally:
         await upstream.aclose()
+
+
+async def _access_refusal(upstream: Any, chunks: Any) -> tuple[bytes, str | None]:
+    """(bytes read ahead, the message) when Cloudflare Access refused this plain request; (bytes read
+    ahead, None) otherwise. Only answers that look like Cloudflare's refusals are read ahead, at most
+    ACCESS_PEEK bytes; the caller sends those bytes before the rest."""
+    if upstream.status_code not in (401, 403) or not access.from_cloudflare(upstream):
+        return b"", access.refusal_message(upstream, b"")  # a redirect to the Access login needs no body
+    head = b""
+    while len(head) < ACCESS_PEEK:
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            break
+        head += chunk
+    return head, access.refusal_message(upstream, head)
+
+
+def _refused_by_access(status: int, message: str) -> web.Response:
+    """The tool gets the reason as an OpenAI-shaped error; the serve-local console gets one line."""
+    print(f"serve-local: {message}", file=sys.stderr, flush=True)
+    return _error(status, message, "access_refused")
 
 
 def create_app(

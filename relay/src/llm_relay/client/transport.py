@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from llm_relay import envelope
 
+from . import access
 from ._http import httpx
 from .codec_v2 import DROP_OPENED, V2Codec, is_v2_answer, refusal
 from .config import Profile
@@ -41,7 +42,8 @@ HOP_BY_HOP = frozenset(
         "proxy-connection",
     }
 )
-# Never forwarded inside an envelope: hop-by-hop, recomputed, or credentials meant for someone else.
+# Never forwarded inside an envelope: hop-by-hop, recomputed, or credentials meant for someone else (the
+# Cloudflare Access headers are the edge's, added outside by access.wrap).
 _DROP_INNER = HOP_BY_HOP | {
     "host",
     "content-length",
@@ -50,6 +52,7 @@ _DROP_INNER = HOP_BY_HOP | {
     "accept-encoding",
     "cookie",
 }
+_DROP_INNER |= access.HEADER_NAMES
 _DROP_OPENED = DROP_OPENED
 EPOCH_HEADER = "x-relay-epoch"  # server/replay.py's EPOCH_HEADER, inside the sealed answer
 # Sends of one request while relay processes answer "not my epoch". The first request of a process needs

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
+from . import access
 from ._http import httpx
+from .codec_v2 import EnvelopeRefused
 from .config import Profile
 from .factory import http_client
 
@@ -23,7 +25,14 @@ def fetch(profile: Profile) -> dict[str, Any]:
         try:
             response = client.get(profile.root + "/v1/usage")
         except httpx.HTTPError as exc:
-            raise UsageError(f"cannot reach the relay: {exc!r}") from None
+            raise UsageError(
+                str(exc) if isinstance(exc, EnvelopeRefused) else f"cannot reach the relay: {exc!r}"
+            ) from None
+    refused = access.refusal_message(response, response.content) or access.relay_denied_message(
+        response.content
+    )
+    if refused is not None:
+        raise UsageError(refused)
     if response.status_code != 200:
         raise UsageError(f"the relay answered {response.status_code}: {response.text[:200]}")
     return response.json()
