@@ -89,7 +89,7 @@ def lab_vars() -> dict:
         "cloudflare_access_enabled": True,
         "cloudflare_access_team_domain": f"{team_domain}:{edge.get('port', 9443)}",
         "relay_extra_hosts": {team_domain: gateway},
-        "relay_access_ca_file": "/usr/local/share/ca-certificates/llm-relay-extra-0.crt",
+        "cloudflare_access_ca_file": "/usr/local/share/ca-certificates/llm-relay-extra-0.crt",
         # Throw-away containers on the lab bridge: their host keys are new on every create.
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
     }
