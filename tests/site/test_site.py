@@ -282,6 +282,8 @@ def test_user_question_is_answered_through_edge_connector_relay_and_upstream(lab
     # The relay's client token and Fernet envelope stay between client and relay.
     profile = site.client_profile()
     assert profile["token"] not in json.dumps(chats[-1]["headers"])
+    # The Access service token stays at the edge: neither the relay nor the provider sees it.
+    assert profile["access_client_secret"] not in json.dumps(chats[-1]["headers"])
 
 
 def test_without_the_service_token_the_edge_refuses_and_no_connector_sees_it(lab, site):
