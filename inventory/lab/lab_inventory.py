@@ -23,6 +23,7 @@ def lab_vars() -> dict:
     ca = str(config.ca_path())
     gateway = config.BRIDGE_ADDR
     hostname = f"relay.{cf['zone']}"
+    team_domain = edge.get("access_team_domain", "team.lab.test")
     try:
         cloudflared_src = str(binary.locate())
     except binary.BinaryMissing as exc:  # the role's validation then names the missing file
@@ -80,6 +81,15 @@ def lab_vars() -> dict:
             "TUNNEL_CACERT": "/usr/local/share/ca-certificates/llm-relay-extra-0.crt",
             "TUNNEL_TRANSPORT_PROTOCOL": "http2",
         },
+        # Cloudflare Access in front of the relay (issue 28): the Cloudflare emulator holds the application,
+        # policy and service token, the lab edge enforces them and signs Cf-Access-Jwt-Assertion. The team
+        # domain carries the edge's port: the edge names https://team.lab.test:9443 as the tokens' `iss`
+        # and serves the certs there. The containers resolve it to the edge on the bridge gateway, and
+        # trust its certificate by the lab CA the bootstrap installed (relay_extra_ca_certificates).
+        "cloudflare_access_enabled": True,
+        "cloudflare_access_team_domain": f"{team_domain}:{edge.get('port', 9443)}",
+        "relay_extra_hosts": {team_domain: gateway},
+        "cloudflare_access_ca_file": "/usr/local/share/ca-certificates/llm-relay-extra-0.crt",
         # Throw-away containers on the lab bridge: their host keys are new on every create.
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
     }

@@ -170,6 +170,17 @@ class Deployment:
         data = tomllib.loads(self.artifact.read_text(encoding="utf-8"))
         return data["profiles"][data["default_profile"]]
 
+    def access_headers(self) -> dict[str, str]:
+        """The Cloudflare Access service-token headers of the artifact (none when the deployment is not
+        behind Access): what every request through the lab edge must carry to reach a connector."""
+        profile = self.client_profile()
+        if not profile.get("access_client_id"):
+            return {}
+        return {
+            "CF-Access-Client-Id": profile["access_client_id"],
+            "CF-Access-Client-Secret": profile["access_client_secret"],
+        }
+
     def session(self, ca_path: Path) -> requests.Session:
         s = requests.Session()
         s.verify = str(ca_path)

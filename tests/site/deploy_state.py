@@ -84,6 +84,26 @@ class LabState:
         (zone,) = self._cf("/zones", name=self.lab.cloudflare.zone)
         return self._cf(f"/zones/{zone['id']}/dns_records", name=hostname)
 
+    def _access(self, kind: str, **params: Any) -> list[dict[str, Any]]:
+        """Every Access object of one kind (apps, policies, service_tokens), all pages."""
+        found: list[dict[str, Any]] = []
+        for page in range(1, 100):
+            chunk = self._cf(f"/accounts/{self.account}/access/{kind}", page=page, per_page=100, **params)
+            found += chunk
+            if len(chunk) < 100:
+                return found
+        raise AssertionError(f"more than 9900 Access {kind}")
+
+    def access_objects(self, dep) -> dict[str, list[dict[str, Any]]]:
+        """The Access application covering the deployment's hostname, and the policy and service token
+        named after it (playbooks/vars/api_auth.yml: `llm-relay <hostname>`)."""
+        name = f"llm-relay {dep.hostname}"
+        return {
+            "apps": self._access("apps", domain=dep.hostname),
+            "policies": [p for p in self._access("policies") if p["name"] == f"{name} service auth"],
+            "service_tokens": self._access("service_tokens", name=name),
+        }
+
     def containers(self, prefix: str) -> list[dict[str, Any]]:
         for attempt in range(10):
             try:

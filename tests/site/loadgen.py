@@ -46,6 +46,18 @@ class Credentials:
     url: str
     token: str
     fernet_key: str
+    # The service token of a deployment behind Cloudflare Access (playbooks: cloudflare_access_enabled).
+    access_client_id: str = ""
+    access_client_secret: str = field(default="", repr=False)
+
+    def access_headers(self) -> dict[str, str]:
+        """CF-Access-Client-Id/-Secret: the lab edge checks them before any request reaches a connector."""
+        if not self.access_client_id:
+            return {}
+        return {
+            "CF-Access-Client-Id": self.access_client_id,
+            "CF-Access-Client-Secret": self.access_client_secret,
+        }
 
     @property
     def label(self) -> str:
@@ -57,7 +69,13 @@ class Credentials:
 def read_artifact(path: Path) -> Credentials:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     profile = data["profiles"][data["default_profile"]]
-    return Credentials(profile["url"].rstrip("/"), profile["token"], profile.get("fernet_key", ""))
+    return Credentials(
+        profile["url"].rstrip("/"),
+        profile["token"],
+        profile.get("fernet_key", ""),
+        profile.get("access_client_id", ""),
+        profile.get("access_client_secret", ""),
+    )
 
 
 def require_loopback(url: str) -> None:
@@ -193,6 +211,7 @@ class LoadGenerator:
         ).encode()
         if kind.startswith("plain"):
             headers = {"Authorization": f"Bearer {creds.token}", "Content-Type": "application/json"}
+            headers.update(creds.access_headers())
             with session.post(
                 creds.url + PATH, data=body, headers=headers, verify=self.ca_path, timeout=60, stream=stream
             ) as resp:
@@ -236,6 +255,8 @@ class SealedClient:
                 ca_bundle=self.ca_path,
                 proxy="",
                 timeout=60.0,
+                access_client_id=creds.access_client_id,
+                access_client_secret=creds.access_client_secret,
             )
             self._creds, self._client = creds, http_client(profile)
         return self._client

@@ -3,6 +3,7 @@
 The playbook suites run site.yml and rotate-credentials.yml at -vvv (module arguments, results, the
 commands Ansible runs) and on failure paths, then look for each of these in the whole output:
   - the client tokens, client envelope keys and Fernet keys of the controller's store (current and previous),
+    and the Cloudflare Access service token's secret stored beside them,
   - every provider key the fake upstream knows (a deployment holds one or two of them),
   - the tunnel's connector token, and the tunnel secret inside it,
   - the Proxmox VE API token secret and password, the Cloudflare API token of the lab inventory.
@@ -35,6 +36,9 @@ def store_secrets(secrets_dir: Path) -> dict[str, str]:
                 found[f"client {name} {which.replace('_', ' ')}"] = entry[which]
     for index, key in enumerate(store["fernet_keys"]):
         found[f"Fernet key #{index}"] = key
+    access = secrets_dir / "access-service-token.json"  # with cloudflare_access_enabled
+    if access.exists():
+        found["Access service token secret"] = json.loads(access.read_text(encoding="utf-8"))["client_secret"]
     return found
 
 

@@ -160,7 +160,7 @@ def test_killed_at_each_play_boundary_then_rerun_converges(lab, state, dep):
     answer = requests.post(
         dep.url + "/v1/chat/completions",
         json={"model": "lab/echo", "messages": [{"role": "user", "content": "after the cuts"}]},
-        headers={"Authorization": f"Bearer {profile['token']}"},
+        headers={"Authorization": f"Bearer {profile['token']}", **dep.access_headers()},
         verify=str(lab.ca_path),
         timeout=60,
     )

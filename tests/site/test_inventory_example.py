@@ -138,3 +138,5 @@ def test_example_uses_the_lab_inventory_variable_names():
     # Every setting both need is spelled the same; the lab-only ones (emulator URLs, the edge's env) aside.
     assert example >= REQUIRED
     assert lab >= REQUIRED
+    # Cloudflare Access: documented (off) in the example, on in the lab, under the same names.
+    assert {"cloudflare_access_enabled", "cloudflare_access_team_domain"} <= example & lab

@@ -11,10 +11,11 @@ tests of this module in order, and destroyed at the end with playbooks/destroy.y
     not PEM, a provider without keys) fail in seconds with a message naming the entry, print no secret
     at -vvv, and change nothing; a PEM-shaped CA that OpenSSL refuses fails on the hosts and changes
     nothing there either;
-  - the full rotation (client token, Fernet key, provider keys, and the tunnel by its default two-tunnel
-    method) while a load generator (tests/site/loadgen.py) sends plain and streamed requests through the
-    lab edge: no request fails; afterwards the old client token and Fernet key are refused, the old
-    tunnel, its DNS target and its connectors are gone (its token names a deleted tunnel), and the steps
+  - the full rotation (client token, Fernet key, provider keys, the Cloudflare Access service token's
+    secret, and the tunnel by its default two-tunnel method) while a load generator (tests/site/loadgen.py)
+    sends plain and streamed requests through the lab edge: no request fails; afterwards the old client
+    token, Fernet key and Access secret are refused, the old tunnel, its DNS target and its connectors are
+    gone (its token names a deleted tunnel), and the steps
     ran in the safe order;
   - the opt-in secret rotation (`relay_tunnel_rotation=secret`) under load: same tunnel, old token refused;
   - a tunnel rotation cut in its drain (SIGTERM), then re-run and failing at the rename on API errors:
@@ -76,6 +77,9 @@ RESTART_CONNECTOR = "Restart the cloudflared service"
 MOVE_CNAME = "The proxied CNAME points at the new tunnel"
 REMOVE_SECOND = "Stop and disable the connector instance"
 LIST_CONNECTORS = ("--all", "--plain", "--no-legend", "cloudflared*")
+# Seconds the previous Access service token secret stays valid after its rotation (longer than the run's
+# relay_rotation_grace=5, as rotate-credentials.yml requires).
+ACCESS_GRACE = 15
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +128,16 @@ def chat(dep, ca: Path, token: str) -> requests.Response:
     return requests.post(
         dep.url + "/v1/chat/completions",
         json={"model": "lab/echo", "messages": [{"role": "user", "content": "hi"}]},
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {token}", **dep.access_headers()},
         verify=str(ca),
         timeout=30,
     )
+
+
+def models_status(dep, ca: Path, token: str, access: dict[str, str]) -> int:
+    """Status of GET /v1/models through the lab edge with these Access service-token headers."""
+    headers = {"Authorization": f"Bearer {token}", **access}
+    return requests.get(dep.url + "/v1/models", headers=headers, verify=str(ca), timeout=30).status_code
 
 
 def sealed_chat(dep, ca: Path, token: str, key: str, version: str = "auto") -> object:
@@ -144,6 +154,9 @@ def sealed_chat(dep, ca: Path, token: str, key: str, version: str = "auto") -> o
         ca_bundle=str(ca),
         proxy="",
         timeout=30.0,
+        # The artifact's Cloudflare Access service token: the lab edge refuses a request without it.
+        access_client_id=dep.access_headers().get("CF-Access-Client-Id", ""),
+        access_client_secret=dep.access_headers().get("CF-Access-Client-Secret", ""),
     )
     with http_client(profile) as client:
         answer = client.post(
@@ -316,7 +329,16 @@ def test_rotation_under_load_fails_no_request_and_old_credentials_are_refused(la
     load = LoadGenerator(dep.artifact, ca, concurrency=4)
     started = time.monotonic()
     with load:
-        run = dep.run(ROTATE, "-vvv", "-e", "relay_rotation_grace=5", "-e", "relay_tunnel_drain_seconds=3")
+        run = dep.run(
+            ROTATE,
+            "-vvv",
+            "-e",
+            "relay_rotation_grace=5",
+            "-e",
+            "relay_tunnel_drain_seconds=3",
+            "-e",
+            f"cloudflare_access_rotation_grace={ACCESS_GRACE}",
+        )
         rotation_seconds = time.monotonic() - started
         time.sleep(2)  # a few requests with the final credentials
     stats = load.stats
@@ -340,6 +362,16 @@ def test_rotation_under_load_fails_no_request_and_old_credentials_are_refused(la
         sealed_chat(dep, ca, new_profile["token"], old_profile["fernet_key"])
     answer = sealed_chat(dep, ca, new_profile["token"], new_profile["fernet_key"])
     assert answer.status_code == 200 and "choices" in answer.json()
+    # The Cloudflare Access service token got a new secret (same Client ID), written into the artifact; the
+    # old secret is refused by the edge once its grace period is over.
+    assert new_profile["access_client_id"] == old_profile["access_client_id"]
+    assert new_profile["access_client_secret"] != old_profile["access_client_secret"]
+    old_access = {**dep.access_headers(), "CF-Access-Client-Secret": old_profile["access_client_secret"]}
+    deadline = time.monotonic() + ACCESS_GRACE + 10
+    while (status := models_status(dep, ca, new_profile["token"], old_access)) != 403:
+        assert status == 200 and time.monotonic() < deadline, status
+        time.sleep(1)
+    assert models_status(dep, ca, new_profile["token"], dep.access_headers()) == 200
     # Two-tunnel rotation: a new tunnel took the old one's name and the hostname; the old tunnel, its DNS
     # target and its connectors are gone, and its token names a deleted tunnel.
     (tunnel,) = state.tunnels(TUNNEL)
@@ -503,7 +535,7 @@ def test_provider_keys_changed_in_the_inventory_are_rolled_out_by_reload(lab, de
     for _ in range(4):  # both replicas
         resp = requests.get(
             dep.url + "/v1/models",
-            headers={"Authorization": f"Bearer {token}", "X-Request-Id": marker},
+            headers={"Authorization": f"Bearer {token}", "X-Request-Id": marker, **dep.access_headers()},
             verify=str(ca),
             timeout=30,
         )

@@ -24,12 +24,17 @@ module in order:
   - a user's question (`llm-relay ask --encrypt` with that artifact, the client pip-installed from the
     artifact's wheel into a fresh venv) is answered through the lab edge -> connector -> relay -> fake
     upstream, which saw the provider key the relay injected;
+  - Cloudflare Access (on in the lab inventory): the first run made one application, one Service Auth
+    policy and one service token, whose secret is stored 0600 and in the artifact, never printed; a request
+    without the service token (or with a wrong secret) is refused by the edge with 403 and never reaches
+    the upstream, the same request with it is answered;
   - a second run reports changed=0 for every host, and so does `--check --diff`;
   - files changed by hand on a container (the relay's config, the connector's unit) are put back by the
     next run, which reloads the relay and restarts that connector in the rolling restart play;
   - with node pve2 down (the API answers 595 on its paths) a run fails naming the node, after the replica
     on pve1, the tunnel and the end-to-end check went through;
-  - destroy.yml refuses without confirm=yes, then leaves no tunnel, record, container or LXC directory.
+  - destroy.yml refuses without confirm=yes, then leaves no tunnel, record, container, LXC directory nor
+    Access application, policy or service token.
 Figures (wall times) are printed; run with `-s` to see them.
 """
 
@@ -168,6 +173,21 @@ def test_first_run_builds_containers_tunnel_record_and_artifact(site, state):
     assert profile["fernet_key"] not in site.first.output
     assert str(site.artifact) in site.first.output
     assert site.secret not in site.first.output
+    # Cloudflare Access (on in the lab inventory): one application for the hostname, linking one Service
+    # Auth policy that includes exactly the one service token, whose Client ID and Secret the artifact holds.
+    access = state.access_objects(site)
+    (app,) = access["apps"]
+    (policy,) = access["policies"]
+    (token,) = access["service_tokens"]
+    assert app["type"] == "self_hosted" and app["domain"] == HOSTNAME
+    assert [p["id"] for p in app["policies"]] == [policy["id"]]
+    assert policy["decision"] == "non_identity"
+    assert policy["include"] == [{"service_token": {"token_id": token["id"]}}]
+    assert profile["access_client_id"] == token["client_id"]
+    assert profile["access_client_secret"] not in site.first.output
+    stored = site.secrets_dir / "access-service-token.json"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert json.loads(stored.read_text())["client_secret"] == profile["access_client_secret"]
 
 
 def test_the_runs_see_nothing_of_the_checkout_but_its_venv(site):
@@ -262,6 +282,32 @@ def test_user_question_is_answered_through_edge_connector_relay_and_upstream(lab
     # The relay's client token and Fernet envelope stay between client and relay.
     profile = site.client_profile()
     assert profile["token"] not in json.dumps(chats[-1]["headers"])
+    # The Access service token stays at the edge: neither the relay nor the provider sees it.
+    assert profile["access_client_secret"] not in json.dumps(chats[-1]["headers"])
+
+
+def test_without_the_service_token_the_edge_refuses_and_no_connector_sees_it(lab, site):
+    """The same request (valid client token) with and without the Access service token: without it the lab
+    edge answers Cloudflare's 403 itself, and the relay never forwards it to the upstream."""
+    token = site.client_profile()["token"]
+
+    def models(marker: str, access: dict[str, str]) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}", "X-Request-Id": marker, **access}
+        return requests.get(site.url + "/v1/models", headers=headers, verify=str(lab.ca_path), timeout=30)
+
+    without, with_token = f"access-without-{uuid.uuid4().hex}", f"access-with-{uuid.uuid4().hex}"
+    refused = models(without, {})
+    assert refused.status_code == 403, refused.text[:300]
+    assert refused.headers["Server"] == "cloudflare" and refused.headers.get("CF-RAY")
+    assert "Cloudflare Access" in refused.text and '"error"' not in refused.text
+    answered = models(with_token, site.access_headers())
+    assert answered.status_code == 200, answered.text[:300]
+    seen = {v for r in upstream_requests(lab) for k, v in r["headers"].items() if k.lower() == "x-request-id"}
+    assert with_token in seen  # the marker does reach the upstream when the edge lets the request through
+    assert without not in seen
+    # A wrong secret for the right Client ID is refused the same way.
+    wrong = {**site.access_headers(), "CF-Access-Client-Secret": "0" * 64}
+    assert models(f"access-wrong-{uuid.uuid4().hex}", wrong).status_code == 403
 
 
 def test_the_pc_client_and_the_relay_say_the_same_version(site, pc_client):
@@ -287,6 +333,7 @@ def test_check_diff_on_the_converged_deployment_reports_nothing(site):
     assert_ok(run)
     assert run.changed_hosts == {}, run.output[-6000:]
     assert site.client_profile()["token"] not in run.output
+    assert site.client_profile()["access_client_secret"] not in run.output
 
 
 def test_files_changed_by_hand_are_put_back_by_the_next_run(lab, site, state):
@@ -348,6 +395,8 @@ def test_destroy_leaves_nothing_in_the_emulators_nor_on_the_machine(site, state)
     assert snap.containers == []
     assert lxc_dirs(vmids) == []
     assert not site.artifact.exists()
+    assert state.access_objects(site) == {"apps": [], "policies": [], "service_tokens": []}
+    assert not (site.secrets_dir / "access-service-token.json").exists()
     # A second destroy finds nothing to do and still succeeds.
     again = site.destroy("-e", "confirm=yes")
     assert_ok(again)
