@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from conftest import make_relay_dir  # at import time: later in a whole run, `conftest` names another suite's
 from cryptography.hazmat.primitives import serialization
 from llm_relay.server import access_jwt
-from llm_relay.server.config import ConfigError
+from llm_relay.server.config import ConfigError, load_settings
 from relay_support import CHAT, bearer, metric, raw_exchange, status_of
 
 from lab import ca
@@ -345,18 +346,12 @@ def test_certs_document_of_the_lab_edge_parses(tmp_path):
     ],
 )
 def test_bad_access_tables_fail_naming_the_key(tmp_path, table, message):
-    from conftest import make_relay_dir
-    from llm_relay.server.config import load_settings
-
     make_relay_dir(tmp_path, "http://127.0.0.1:9/api/v1", extra=f"\n[access]\n{table}\n")
     with pytest.raises(ConfigError, match=message):
         load_settings(tmp_path / "relay.toml")
 
 
 def test_access_table_defaults(tmp_path):
-    from conftest import make_relay_dir
-    from llm_relay.server.config import load_settings
-
     make_relay_dir(tmp_path, "http://127.0.0.1:9/api/v1")
     assert not load_settings(tmp_path / "relay.toml").access.enabled
     table = '\n[access]\nteam_domain = "Team.Lab.Test:9443"\naudiences = ["a"]\n'
